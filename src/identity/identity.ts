@@ -1,0 +1,27 @@
+/**
+ * A presented workload identity (SPEC §4): `{scheme, credentialKind, uri, trustDomain, path}`.
+ *
+ * `credentialKind` says how the identity reached us:
+ * - `uri`: a bare SPIFFE ID (Envoy's `source.principal`, an XFCC `URI=`);
+ * - `x509_svid`: a certificate we checked against the X509-SVID rules;
+ * - `jwt_svid`: a JWT-SVID whose signature we verified.
+ */
+export const CREDENTIAL_KINDS = ['uri', 'x509_svid', 'jwt_svid'] as const;
+export type CredentialKind = (typeof CREDENTIAL_KINDS)[number];
+
+/** Strength order used when a capability is bound to a credential kind: uri < x509_svid = jwt_svid. */
+const KIND_STRENGTH: Readonly<Record<CredentialKind, number>> = { uri: 0, x509_svid: 1, jwt_svid: 1 };
+
+export function credentialKindStrength(kind: CredentialKind): number {
+  return KIND_STRENGTH[kind];
+}
+
+export interface WorkloadIdentity {
+  readonly scheme: 'spiffe';
+  readonly credentialKind: CredentialKind;
+  /** The SPIFFE ID, e.g. `spiffe://prod.chio/payments/worker`. */
+  readonly uri: string;
+  readonly trustDomain: string;
+  /** The path part of the ID, `''` for a trust-domain-only ID. */
+  readonly path: string;
+}
