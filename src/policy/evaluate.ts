@@ -1,0 +1,152 @@
+/**
+ * (compiled policy, request, identity, tier) → decision (SPEC §5). Pure; never throws on any
+ * input: an unexpected exception is a deny `internal_error` (fail closed, SPEC §1).
+ *
+ * Order, first failure wins:
+ * 1. select the rule and resolve the tool (always, so the receipt records both);
+ * 2. a presented credential that failed validation → deny with its code;
+ * 3. `context_extensions.chio_rule` naming an unknown or disabled rule → deny;
+ * 4. no rule governs the request → `defaults.unmatched`;
+ * 5. `require_workload_identity` (none presented → 401 `identity_required`), else
+ *    `prefer_workload_identity` recorded only;
+ * 6. `require_runtime_assurance_tier`, else `prefer_runtime_assurance_tier` recorded only;
+ * 7. the tool against the rule's `block`, `allow` and `default`;
+ * 8. allow (a later stage enforces `require_capability`).
+ */
+import { tierSatisfies, type Tier } from '../attestation/tier.js';
+import type { CheckInput } from '../check/request.js';
+import { describe, type DenyCode, type DenyError } from '../errors.js';
+import type { WorkloadIdentity } from '../identity/identity.js';
+import type { CompiledPolicy, CompiledRule } from './types.js';
+
+export interface MatchRecord {
+  readonly mode: 'require' | 'prefer';
+  readonly matched: boolean;
+}
+
+export interface TierMatchRecord {
+  readonly mode: 'require' | 'prefer';
+  /** the tier the rule requires or prefers (the presented tier is on the receipt already) */
+  readonly tier: Tier;
+  readonly matched: boolean;
+}
+
+export interface Decision {
+  readonly verdict: 'allow' | 'deny';
+  readonly rule: string | null;
+  readonly tool: string | null;
+  /** null for an allow */
+  readonly reason: { readonly code: DenyCode; readonly message: string } | null;
+  /** 401 only for identity_required; 403 for every other deny; null for allow */
+  readonly httpStatus: 401 | 403 | null;
+  readonly workloadIdentityMatch: MatchRecord | null;
+  readonly runtimeAssuranceMatch: TierMatchRecord | null;
+  /** the selected rule says require_capability: true (checked by the capability stage) */
+  readonly requireCapability: boolean;
+}
+
+export interface EvaluateInput {
+  readonly policy: CompiledPolicy;
+  readonly input: CheckInput;
+  readonly identity: WorkloadIdentity | null;
+  /** a presented credential that failed validation: always a deny with its code */
+  readonly identityError: DenyError | null;
+  readonly tier: Tier;
+}
+
+/** What is known so far while evaluating: the base of every decision. */
+interface Context {
+  rule: string | null;
+  tool: string | null;
+  workloadIdentityMatch: MatchRecord | null;
+  runtimeAssuranceMatch: TierMatchRecord | null;
+  requireCapability: boolean;
+}
+
+export function evaluate(args: EvaluateInput): Decision {
+  const ctx: Context = { rule: null, tool: null, workloadIdentityMatch: null, runtimeAssuranceMatch: null, requireCapability: false };
+  try {
+    return decide(args, ctx);
+  } catch (err) {
+    return denied(ctx, 'internal_error', `policy evaluation failed: ${describe(err)}`);
+  }
+}
+
+function decide({ policy, input, identity, identityError, tier }: EvaluateInput, ctx: Context): Decision {
+  const selection = policy.selectRule(input);
+  if (selection.kind === 'rule') {
+    ctx.rule = selection.rule.name;
+    ctx.requireCapability = selection.rule.requireCapability;
+  } else if (selection.kind === 'error') {
+    ctx.rule = selection.ruleName;
+  }
+  ctx.tool = policy.resolveTool(input);
+
+  if (identityError) return denied(ctx, identityError.code, identityError.message);
+  if (selection.kind === 'error') return denied(ctx, selection.code, selection.message);
+  if (selection.kind === 'unmatched') {
+    return policy.unmatched === 'deny'
+      ? denied(ctx, 'no_matching_rule', 'no rule of the policy governs this request and defaults.unmatched is deny')
+      : allowed(ctx);
+  }
+  const rule = selection.rule;
+  return checkWorkloadIdentity(rule, identity, ctx) ?? checkTier(rule, tier, ctx) ?? checkTool(rule, ctx) ?? allowed(ctx);
+}
+
+function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | null, ctx: Context): Decision | null {
+  const required = rule.requireWorkloadIdentity;
+  if (required) {
+    const miss =
+      identity === null
+        ? { code: 'identity_required' as const, message: `rule ${JSON.stringify(rule.name)} requires a workload identity and none was presented` }
+        : required.check(identity);
+    ctx.workloadIdentityMatch = { mode: 'require', matched: miss === null };
+    return miss === null ? null : denied(ctx, miss.code, miss.message);
+  }
+  const preferred = rule.preferWorkloadIdentity;
+  if (preferred) {
+    ctx.workloadIdentityMatch = { mode: 'prefer', matched: identity !== null && preferred.check(identity) === null };
+  }
+  return null;
+}
+
+function checkTier(rule: CompiledRule, tier: Tier, ctx: Context): Decision | null {
+  if (rule.requireTier !== null) {
+    const matched = tierSatisfies(tier, rule.requireTier);
+    ctx.runtimeAssuranceMatch = { mode: 'require', tier: rule.requireTier, matched };
+    if (!matched) {
+      return denied(ctx, 'runtime_assurance_insufficient', `runtime assurance tier too low: have ${tier}, need ${rule.requireTier}`);
+    }
+  } else if (rule.preferTier !== null) {
+    ctx.runtimeAssuranceMatch = { mode: 'prefer', tier: rule.preferTier, matched: tierSatisfies(tier, rule.preferTier) };
+  }
+  return null;
+}
+
+function checkTool(rule: CompiledRule, ctx: Context): Decision | null {
+  const tool = ctx.tool;
+  const ruleName = JSON.stringify(rule.name);
+  if (tool !== null && rule.block.has(tool)) return denied(ctx, 'tool_blocked', `tool ${JSON.stringify(tool)} is blocked by rule ${ruleName}`);
+  if (tool !== null && rule.allow.has(tool)) return null;
+  if (rule.default === 'allow') return null;
+  const what = tool === null ? 'the request maps to no tool' : `tool ${JSON.stringify(tool)} is not in the allow list`;
+  return denied(ctx, 'tool_not_allowed', `${what} and rule ${ruleName} defaults to block`);
+}
+
+function denied(ctx: Context, code: DenyCode, message: string): Decision {
+  return { ...snapshot(ctx), verdict: 'deny', reason: { code, message }, httpStatus: code === 'identity_required' ? 401 : 403 };
+}
+
+function allowed(ctx: Context): Decision {
+  return { ...snapshot(ctx), verdict: 'allow', reason: null, httpStatus: null };
+}
+
+function snapshot(ctx: Context) {
+  return {
+    rule: ctx.rule,
+    tool: ctx.tool,
+    workloadIdentityMatch: ctx.workloadIdentityMatch,
+    runtimeAssuranceMatch: ctx.runtimeAssuranceMatch,
+    requireCapability: ctx.requireCapability,
+  };
+}

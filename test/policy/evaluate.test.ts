@@ -1,0 +1,268 @@
+import { describe, expect, it } from 'vitest';
+import type { Tier } from '../../src/attestation/tier.js';
+import type { CheckInput } from '../../src/check/request.js';
+import { deny, type DenyError } from '../../src/errors.js';
+import type { WorkloadIdentity } from '../../src/identity/identity.js';
+import { evaluate, type Decision } from '../../src/policy/evaluate.js';
+import { compilePolicy } from '../../src/policy/load.js';
+import type { CompiledPolicy } from '../../src/policy/types.js';
+import { httpRequest, tcpRequest } from './input.js';
+
+const POLICY = `schema: chio.policy.v1
+tools:
+  transfer_funds: [{ methods: [POST], path_prefix: /v1/transfers }]
+  refund: [{ methods: [POST], path_prefix: /v1/refunds }]
+  admin: [{ path_prefix: /admin }]
+rules:
+  payments_write:
+    match: { hosts: [payments.prod.svc.cluster.local] }
+    allow: [transfer_funds]
+    block: [admin]
+    require_workload_identity:
+      trust_domain: prod.chio
+      path_prefixes: [/payments/worker]
+      credential_kinds: [x509_svid, jwt_svid]
+    require_runtime_assurance_tier: attested
+    require_capability: true
+  reports:
+    match: { hosts: [reports.svc] }
+    default: allow
+    block: [admin]
+    prefer_workload_identity: { trust_domain: prod.chio }
+    prefer_runtime_assurance_tier: verified
+  maintenance:
+    enabled: false
+defaults: { unmatched: deny }
+`;
+
+const policy = compilePolicy(POLICY, 'policy.yaml');
+const openPolicy = compilePolicy(POLICY.replace('unmatched: deny', 'unmatched: allow'), 'policy.yaml');
+
+const WORKER: WorkloadIdentity = {
+  scheme: 'spiffe',
+  credentialKind: 'x509_svid',
+  uri: 'spiffe://prod.chio/payments/worker',
+  trustDomain: 'prod.chio',
+  path: '/payments/worker',
+};
+
+const transfer = httpRequest({ method: 'POST', host: 'payments.prod.svc.cluster.local:443', path: '/v1/transfers/9' });
+const report = httpRequest({ method: 'GET', host: 'reports.svc', path: '/reports/daily' });
+
+interface Args {
+  policy?: CompiledPolicy;
+  input?: CheckInput;
+  identity?: WorkloadIdentity | null;
+  identityError?: DenyError | null;
+  tier?: Tier;
+}
+
+function decide(args: Args = {}): Decision {
+  return evaluate({
+    policy: args.policy ?? policy,
+    input: args.input ?? transfer,
+    identity: args.identity === undefined ? WORKER : args.identity,
+    identityError: args.identityError ?? null,
+    tier: args.tier ?? 'attested',
+  });
+}
+
+describe('evaluate', () => {
+  it('allows a request that passes every step, recording rule, tool and matches', () => {
+    expect(decide()).toEqual({
+      verdict: 'allow',
+      rule: 'payments_write',
+      tool: 'transfer_funds',
+      reason: null,
+      httpStatus: null,
+      workloadIdentityMatch: { mode: 'require', matched: true },
+      runtimeAssuranceMatch: { mode: 'require', tier: 'attested', matched: true },
+      requireCapability: true,
+    });
+  });
+
+  it('step 2: a presented-but-invalid credential is a deny whatever the rule', () => {
+    const expired = deny('svid_expired', 'certificate expired at 2024-01-02T00:00:00Z');
+    expect(decide({ identity: null, identityError: expired })).toEqual({
+      verdict: 'deny',
+      rule: 'payments_write',
+      tool: 'transfer_funds',
+      reason: { code: 'svid_expired', message: 'certificate expired at 2024-01-02T00:00:00Z' },
+      httpStatus: 403,
+      workloadIdentityMatch: null,
+      runtimeAssuranceMatch: null,
+      requireCapability: true,
+    });
+    expect(decide({ policy: openPolicy, input: httpRequest({ host: 'elsewhere' }), identity: null, identityError: expired })).toMatchObject({
+      verdict: 'deny',
+      rule: null,
+      reason: { code: 'svid_expired' },
+      httpStatus: 403,
+    });
+    expect(decide({ input: httpRequest({ contextExtensions: { chio_rule: 'nope' } }), identityError: expired })).toMatchObject({
+      reason: { code: 'svid_expired' },
+      rule: 'nope',
+    });
+  });
+
+  it('step 3: context_extensions naming an unknown or disabled rule', () => {
+    expect(decide({ input: httpRequest({ method: 'POST', path: '/v1/transfers', contextExtensions: { chio_rule: 'nope' } }) })).toEqual({
+      verdict: 'deny',
+      rule: 'nope',
+      tool: 'transfer_funds',
+      reason: { code: 'unknown_rule', message: 'context_extensions.chio_rule names no rule of the policy: "nope"' },
+      httpStatus: 403,
+      workloadIdentityMatch: null,
+      runtimeAssuranceMatch: null,
+      requireCapability: false,
+    });
+    expect(decide({ input: httpRequest({ contextExtensions: { chio_rule: 'maintenance' } }) })).toMatchObject({
+      verdict: 'deny',
+      rule: 'maintenance',
+      reason: { code: 'rule_disabled', message: 'context_extensions.chio_rule names rule "maintenance", which is disabled' },
+      httpStatus: 403,
+    });
+  });
+
+  it('context_extensions select the rule even when its match does not fit', () => {
+    const named = httpRequest({ method: 'GET', host: 'other.svc', path: '/x', contextExtensions: { chio_rule: 'reports' } });
+    expect(decide({ input: named })).toMatchObject({ verdict: 'allow', rule: 'reports', tool: null });
+  });
+
+  it('step 4: an unmatched request follows defaults.unmatched', () => {
+    const elsewhere = httpRequest({ method: 'POST', host: 'elsewhere.svc', path: '/v1/transfers' });
+    expect(decide({ input: elsewhere })).toEqual({
+      verdict: 'deny',
+      rule: null,
+      tool: 'transfer_funds',
+      reason: { code: 'no_matching_rule', message: 'no rule of the policy governs this request and defaults.unmatched is deny' },
+      httpStatus: 403,
+      workloadIdentityMatch: null,
+      runtimeAssuranceMatch: null,
+      requireCapability: false,
+    });
+    expect(decide({ policy: openPolicy, input: elsewhere, identity: null, tier: 'none' })).toEqual({
+      verdict: 'allow',
+      rule: null,
+      tool: 'transfer_funds',
+      reason: null,
+      httpStatus: null,
+      workloadIdentityMatch: null,
+      runtimeAssuranceMatch: null,
+      requireCapability: false,
+    });
+    expect(decide({ input: tcpRequest(), identity: null, tier: 'none' })).toMatchObject({ verdict: 'deny', reason: { code: 'no_matching_rule' } });
+  });
+
+  it('step 5: require_workload_identity without an identity is a 401', () => {
+    expect(decide({ identity: null, tier: 'none' })).toEqual({
+      verdict: 'deny',
+      rule: 'payments_write',
+      tool: 'transfer_funds',
+      reason: { code: 'identity_required', message: 'rule "payments_write" requires a workload identity and none was presented' },
+      httpStatus: 401,
+      workloadIdentityMatch: { mode: 'require', matched: false },
+      runtimeAssuranceMatch: null,
+      requireCapability: true,
+    });
+  });
+
+  it('step 5: require_workload_identity with the wrong identity is a 403 with the field at fault', () => {
+    const foreign = { ...WORKER, uri: 'spiffe://partner.example/payments/worker', trustDomain: 'partner.example' };
+    expect(decide({ identity: foreign })).toMatchObject({
+      verdict: 'deny',
+      reason: { code: 'workload_trust_domain_mismatch', message: 'workload trust domain is "partner.example"; the rule requires "prod.chio"' },
+      httpStatus: 403,
+      workloadIdentityMatch: { mode: 'require', matched: false },
+    });
+    const bare = { ...WORKER, credentialKind: 'uri' as const };
+    expect(decide({ identity: bare })).toMatchObject({
+      reason: { code: 'workload_credential_kind_not_allowed', message: 'credential kind "uri" is not allowed; the rule allows x509_svid, jwt_svid' },
+      httpStatus: 403,
+    });
+    const sibling = { ...WORKER, uri: 'spiffe://prod.chio/payments/workerX', path: '/payments/workerX' };
+    expect(decide({ identity: sibling })).toMatchObject({ reason: { code: 'workload_path_mismatch' }, httpStatus: 403 });
+  });
+
+  it('step 5: prefer_workload_identity records a miss and never denies', () => {
+    expect(decide({ input: report })).toMatchObject({ verdict: 'allow', rule: 'reports', workloadIdentityMatch: { mode: 'prefer', matched: true } });
+    const foreign = { ...WORKER, trustDomain: 'partner.example' };
+    expect(decide({ input: report, identity: foreign })).toMatchObject({ verdict: 'allow', workloadIdentityMatch: { mode: 'prefer', matched: false } });
+    expect(decide({ input: report, identity: null, tier: 'none' })).toMatchObject({
+      verdict: 'allow',
+      workloadIdentityMatch: { mode: 'prefer', matched: false },
+    });
+  });
+
+  it('step 6: require_runtime_assurance_tier below the requirement', () => {
+    expect(decide({ tier: 'basic' })).toEqual({
+      verdict: 'deny',
+      rule: 'payments_write',
+      tool: 'transfer_funds',
+      reason: { code: 'runtime_assurance_insufficient', message: 'runtime assurance tier too low: have basic, need attested' },
+      httpStatus: 403,
+      workloadIdentityMatch: { mode: 'require', matched: true },
+      runtimeAssuranceMatch: { mode: 'require', tier: 'attested', matched: false },
+      requireCapability: true,
+    });
+    expect(decide({ tier: 'verified' })).toMatchObject({ verdict: 'allow', runtimeAssuranceMatch: { mode: 'require', tier: 'attested', matched: true } });
+  });
+
+  it('step 6: prefer_runtime_assurance_tier is recorded only', () => {
+    expect(decide({ input: report, tier: 'attested' })).toMatchObject({ verdict: 'allow', runtimeAssuranceMatch: { mode: 'prefer', tier: 'verified', matched: false } });
+    expect(decide({ input: report, tier: 'verified' })).toMatchObject({ verdict: 'allow', runtimeAssuranceMatch: { mode: 'prefer', tier: 'verified', matched: true } });
+  });
+
+  it('step 7: block list, allow list and default', () => {
+    const admin = httpRequest({ method: 'GET', host: 'payments.prod.svc.cluster.local', path: '/admin/users' });
+    expect(decide({ input: admin })).toMatchObject({
+      verdict: 'deny',
+      tool: 'admin',
+      reason: { code: 'tool_blocked', message: 'tool "admin" is blocked by rule "payments_write"' },
+      httpStatus: 403,
+    });
+    const refund = httpRequest({ method: 'POST', host: 'payments.prod.svc.cluster.local', path: '/v1/refunds' });
+    expect(decide({ input: refund })).toMatchObject({
+      verdict: 'deny',
+      tool: 'refund',
+      reason: { code: 'tool_not_allowed', message: 'tool "refund" is not in the allow list and rule "payments_write" defaults to block' },
+    });
+    const unknown = httpRequest({ method: 'GET', host: 'payments.prod.svc.cluster.local', path: '/v1/balance' });
+    expect(decide({ input: unknown })).toMatchObject({
+      verdict: 'deny',
+      tool: null,
+      reason: { code: 'tool_not_allowed', message: 'the request maps to no tool and rule "payments_write" defaults to block' },
+    });
+    expect(decide({ input: httpRequest({ host: 'reports.svc', path: '/admin' }) })).toMatchObject({ verdict: 'deny', reason: { code: 'tool_blocked' } });
+    expect(decide({ input: httpRequest({ method: 'POST', host: 'reports.svc', path: '/v1/refunds' }) })).toMatchObject({
+      verdict: 'allow',
+      tool: 'refund',
+      requireCapability: false,
+    });
+  });
+
+  it('never throws: an unexpected exception is a deny internal_error', () => {
+    const broken: CompiledPolicy = {
+      ...policy,
+      rules: policy.rules,
+      selectRule: () => {
+        throw new Error('index corrupted');
+      },
+      resolveTool: () => null,
+    };
+    expect(decide({ policy: broken })).toEqual({
+      verdict: 'deny',
+      rule: null,
+      tool: null,
+      reason: { code: 'internal_error', message: 'policy evaluation failed: index corrupted' },
+      httpStatus: 403,
+      workloadIdentityMatch: null,
+      runtimeAssuranceMatch: null,
+      requireCapability: false,
+    });
+    const garbage = { ...transfer, contextExtensions: undefined } as unknown as CheckInput;
+    expect(decide({ input: garbage })).toMatchObject({ verdict: 'deny', reason: { code: 'internal_error' }, httpStatus: 403 });
+    const toolThrows: CompiledPolicy = { ...broken, selectRule: (input) => policy.selectRule(input), resolveTool: () => { throw new TypeError('boom'); } };
+    expect(decide({ policy: toolThrows })).toMatchObject({ verdict: 'deny', rule: 'payments_write', tool: null, reason: { code: 'internal_error', message: 'policy evaluation failed: boom' } });
+  });
+});
