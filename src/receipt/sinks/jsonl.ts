@@ -1,0 +1,242 @@
+/**
+ * JSONL file sink for receipts (SPEC §2.1 `receipts.sinks: [{type: jsonl, path}]`, §6): one receipt
+ * per line, its full JCS text + `\n`, appended through one fd kept open with the async fs API.
+ *
+ * On open the head of the chain is read from the LAST line only (the file is scanned backwards in
+ * chunks). A torn tail left by a crash mid-write (bytes without a final `\n`, or a last line that
+ * is not JSON) is moved to `<path>.torn-<ISO timestamp>`, the file is truncated to its last
+ * complete receipt and `onTornTail` reports it; the chain continues from that receipt.
+ */
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { ChioError, describe } from '../../errors.js';
+import { receiptHash, type ChainHead, type SealedReceipt } from '../receipt.js';
+import type { ReceiptSink } from './sink.js';
+
+export interface TornTailInfo {
+  /** the receipt file */
+  readonly path: string;
+  /** where the torn bytes were moved */
+  readonly quarantinedTo: string;
+  /** how many bytes were moved */
+  readonly bytes: number;
+}
+
+export interface JsonlSinkOptions {
+  readonly onTornTail?: (info: TornTailInfo) => void;
+  /** names the quarantine file; default Date.now */
+  readonly clock?: () => number;
+}
+
+const NEWLINE = 0x0a;
+const SCAN_CHUNK = 64 * 1024;
+/** A line longer than this is not a receipt (receipts are ~1 KB). */
+const MAX_LINE_BYTES = 1024 * 1024;
+
+/** Where the good part of a file ends and the head of the chain it holds. */
+interface Tail {
+  readonly head: ChainHead | null;
+  /** bytes [0, goodSize) are complete receipts; the rest is torn */
+  readonly goodSize: number;
+}
+
+export class JsonlSink implements ReceiptSink {
+  readonly name = 'jsonl';
+  readonly path: string;
+  readonly #options: JsonlSinkOptions;
+  #fh: FileHandle | null = null;
+  /** bytes known to hold complete receipts */
+  #size = 0;
+  /** a failed write may have left bytes past #size: truncate before appending again */
+  #dirty = false;
+  #writing = false;
+
+  constructor(path: string, options: JsonlSinkOptions = {}) {
+    this.path = path;
+    this.#options = options;
+  }
+
+  /** Opens (creating file 0600 and folder 0700 if missing) and returns the head of the chain the file holds. */
+  async open(): Promise<ChainHead | null> {
+    if (this.#fh !== null) throw new TypeError(`JsonlSink ${this.path} is already open`);
+    const fh = await this.#openFile();
+    try {
+      const { size } = await fh.stat();
+      const tail = await findTail(fh, size, this.path);
+      if (tail.goodSize < size) await this.#quarantine(fh, tail.goodSize, size);
+      this.#fh = fh;
+      this.#size = tail.goodSize;
+      return tail.head;
+    } catch (err) {
+      await fh.close();
+      if (err instanceof ChioError) throw err;
+      throw new ChioError('io_error', `cannot open receipt file ${this.path}: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /** Appends the batch with one write; fdatasync when durable. A failed write is truncated away. */
+  async write(batch: readonly SealedReceipt[], durable: boolean): Promise<void> {
+    const fh = this.#fh;
+    if (fh === null) throw new TypeError(`JsonlSink ${this.path} is not open`);
+    if (this.#writing) throw new TypeError(`JsonlSink ${this.path}: a write is already in flight`);
+    this.#writing = true;
+    try {
+      if (this.#dirty) await this.#truncateToGood(fh);
+      if (batch.length > 0) {
+        const bytes = Buffer.from(`${batch.map((s) => s.jcs).join('\n')}\n`, 'utf8');
+        this.#dirty = true;
+        await writeAll(fh, bytes);
+        if (durable) await fh.datasync();
+        this.#size += bytes.length;
+        this.#dirty = false;
+      } else if (durable) {
+        await fh.datasync();
+      }
+    } catch (err) {
+      if (this.#dirty) await this.#truncateToGood(fh).catch(() => undefined); // retried before the next write
+      throw err;
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    const fh = this.#fh;
+    this.#fh = null;
+    if (fh !== null) await fh.close();
+  }
+
+  async #openFile(): Promise<FileHandle> {
+    try {
+      await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
+      return await open(this.path, 'a+', 0o600);
+    } catch (err) {
+      throw new ChioError('io_error', `cannot open receipt file ${this.path}: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  async #truncateToGood(fh: FileHandle): Promise<void> {
+    await fh.truncate(this.#size);
+    this.#dirty = false;
+  }
+
+  /** Moves bytes [from, to) to `<path>.torn-<ISO timestamp>`, truncates the file to `from` and reports it. */
+  async #quarantine(fh: FileHandle, from: number, to: number): Promise<void> {
+    const stamp = new Date((this.#options.clock ?? Date.now)()).toISOString();
+    const { handle, path } = await createExclusive(`${this.path}.torn-${stamp}`);
+    try {
+      await copyRange(fh, handle, from, to);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await syncFolder(dirname(this.path));
+    await fh.truncate(from);
+    await fh.datasync();
+    this.#options.onTornTail?.({ path: this.path, quarantinedTo: path, bytes: to - from });
+  }
+}
+
+/** Finds the last complete receipt, reading only the end of the file. */
+async function findTail(fh: FileHandle, size: number, path: string): Promise<Tail> {
+  if (size === 0) return { head: null, goodSize: 0 };
+  const lastByte = (await readRange(fh, size - 1, size))[0];
+  // complete lines end at `completeEnd`; anything after it has no trailing newline
+  const completeEnd = lastByte === NEWLINE ? size : (await lastNewlineBefore(fh, size)) + 1;
+  if (completeEnd === 0) return { head: null, goodSize: 0 };
+  const lastStart = (await lastNewlineBefore(fh, completeEnd - 1)) + 1;
+  const last = await headOfLine(fh, lastStart, completeEnd - 1, path);
+  if (last !== null) return { head: last, goodSize: completeEnd };
+  // the last complete line is not JSON (e.g. zero-filled by a crash): torn as well
+  if (lastStart === 0) return { head: null, goodSize: 0 };
+  const prevStart = (await lastNewlineBefore(fh, lastStart - 1)) + 1;
+  const prev = await headOfLine(fh, prevStart, lastStart - 1, path);
+  if (prev === null) {
+    throw new ChioError(
+      'receipt_malformed',
+      `${path}: neither of the last two lines is a receipt; refusing to continue the chain (inspect it with \`chio receipt verify\`)`,
+    );
+  }
+  return { head: prev, goodSize: lastStart };
+}
+
+/** The chain head a line holds; null when it is not JSON (torn); ChioError when it is JSON but not a receipt. */
+async function headOfLine(fh: FileHandle, start: number, end: number, path: string): Promise<ChainHead | null> {
+  if (end - start > MAX_LINE_BYTES) return null;
+  const bytes = await readRange(fh, start, end);
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return null;
+  }
+  const seq = typeof value === 'object' && value !== null ? (value as { seq?: unknown }).seq : undefined;
+  if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) {
+    throw new ChioError('receipt_malformed', `${path}: the last line is JSON but not a receipt (no valid seq)`);
+  }
+  return { seq, hash: receiptHash(bytes) };
+}
+
+/** Offset of the last `\n` strictly before `before`, or -1; reads backwards in chunks. */
+async function lastNewlineBefore(fh: FileHandle, before: number): Promise<number> {
+  let end = before;
+  while (end > 0) {
+    const start = Math.max(0, end - SCAN_CHUNK);
+    const chunk = await readRange(fh, start, end);
+    const at = chunk.lastIndexOf(NEWLINE);
+    if (at >= 0) return start + at;
+    end = start;
+  }
+  return -1;
+}
+
+async function readRange(fh: FileHandle, start: number, end: number): Promise<Buffer> {
+  const buf = Buffer.alloc(end - start);
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, start + done);
+    if (bytesRead === 0) throw new ChioError('io_error', 'receipt file shrank while it was being read');
+    done += bytesRead;
+  }
+  return buf;
+}
+
+async function writeAll(fh: FileHandle, bytes: Buffer): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, null);
+    done += bytesWritten;
+  }
+}
+
+async function copyRange(from: FileHandle, to: FileHandle, start: number, end: number): Promise<void> {
+  for (let at = start; at < end; at += SCAN_CHUNK) {
+    await writeAll(to, await readRange(from, at, Math.min(end, at + SCAN_CHUNK)));
+  }
+}
+
+/** Creates `path` (0600) without overwriting; adds `-1`, `-2`, … when it exists. */
+async function createExclusive(path: string): Promise<{ handle: FileHandle; path: string }> {
+  for (let n = 0; ; n++) {
+    const candidate = n === 0 ? path : `${path}-${n}`;
+    try {
+      return { handle: await open(candidate, 'wx', 0o600), path: candidate };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || n >= 100) throw err;
+    }
+  }
+}
+
+/** Makes a new directory entry durable (best effort: not every platform can fsync a folder). */
+async function syncFolder(folder: string): Promise<void> {
+  try {
+    const handle = await open(folder, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    // the quarantine copy is already fsynced; only its name might be lost on power failure
+  }
+}

@@ -1,0 +1,308 @@
+/**
+ * Group commit of sealed receipts to the sinks (SPEC §2.1 `receipts.durability`, §6).
+ *
+ * - strict: `submit()` resolves once the receipt's batch is written and fsynced in every sink.
+ *   While one batch is in flight new receipts queue; when it completes the whole queue becomes the
+ *   next batch (one write, one fdatasync per sink). Never more than one write in flight per sink.
+ * - relaxed: `submit()` resolves at once; the queue is written (without fsync) at the latest after
+ *   `relaxedMaxDelayMs`, or as soon as it holds `relaxedMaxBatch` receipts. `flush()` fsyncs.
+ *
+ * When a sink fails, nothing after the last durable head counts: the failed batch and everything
+ * queued behind it are rejected, and `onRewind(durableHead)` is called synchronously so the chain
+ * continues from the last durable receipt. (In relaxed mode those receipts were already
+ * acknowledged: relaxed trades them away, and `onSinkError` is how the loss shows.)
+ */
+import { ChioError, describe } from '../errors.js';
+import type { ChainHead, SealedReceipt } from './receipt.js';
+import type { ReceiptSink } from './sinks/sink.js';
+
+export interface ReceiptWriterOptions {
+  readonly durability: 'strict' | 'relaxed';
+  /** relaxed mode: the longest a sealed receipt may wait before it is written (default 50 ms) */
+  readonly relaxedMaxDelayMs?: number;
+  /** relaxed mode: a queue this long is written at once (default 256) */
+  readonly relaxedMaxBatch?: number;
+  /**
+   * The head the sinks hold (what `open()` returned). When omitted, the first submitted receipt
+   * defines it (`{seq: seq - 1, hash: prevHash}`).
+   */
+  readonly head?: ChainHead | null;
+  /** called after each batch is written in every sink, with the number of receipts in it */
+  readonly onWritten?: (count: number) => void;
+  /** called once per sink whose write failed */
+  readonly onSinkError?: (sink: string, err: unknown) => void;
+  /**
+   * Called synchronously when a write fails, with the last durable head: the chain must continue
+   * from there (the receipts after it were never acknowledged and are discarded).
+   */
+  readonly onRewind?: (head: ChainHead | null) => void;
+}
+
+interface Pending {
+  readonly sealed: SealedReceipt;
+  /** strict mode only: settles the submit() promise */
+  readonly settle: { resolve: () => void; reject: (err: unknown) => void } | null;
+}
+
+/** The outcome of one batch; `inFlight` always resolves (never rejects) to one of these. */
+type BatchResult = { ok: true } | { ok: false; error: ChioError };
+
+const DEFAULT_RELAXED_MAX_DELAY_MS = 50;
+const DEFAULT_RELAXED_MAX_BATCH = 256;
+const RESOLVED: Promise<void> = Promise.resolve();
+/** `undefined`: not known until the first receipt arrives. */
+type Tail = ChainHead | null | undefined;
+
+/** A hook that throws must not wedge the writer: its error becomes a process warning. */
+function callHook(hook: () => void): void {
+  try {
+    hook();
+  } catch (err) {
+    process.emitWarning(err instanceof Error ? err : new Error(String(err)), { code: 'CHIO_RECEIPT_WRITER_HOOK' });
+  }
+}
+
+/** A sink that throws synchronously counts as a failed write, like one that rejects. */
+function writeTo(sink: ReceiptSink, receipts: readonly SealedReceipt[], durable: boolean): Promise<void> {
+  try {
+    return sink.write(receipts, durable);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export class ReceiptWriter {
+  readonly #sinks: readonly ReceiptSink[];
+  readonly #strict: boolean;
+  readonly #maxDelayMs: number;
+  readonly #maxBatch: number;
+  readonly #options: ReceiptWriterOptions;
+
+  #queue: Pending[] = [];
+  #inFlight: Promise<BatchResult> | null = null;
+  #scheduled = false;
+  #timer: NodeJS.Timeout | null = null;
+  /** relaxed: the oldest queued receipt has waited its maximum; write as soon as possible */
+  #due = false;
+  /** relaxed: written without fsync since the last durable write */
+  #unsynced = false;
+  /** flush() calls waiting: every batch started meanwhile is durable */
+  #flushing = 0;
+  #closed = false;
+
+  /** the last submitted receipt: the next one must chain from it */
+  #tail: Tail;
+  /** the last receipt written in every sink */
+  #durable: Tail;
+  /** receipts submitted / settled (written or discarded), and failures, for flush() */
+  #submitted = 0;
+  #settled = 0;
+  #failures = 0;
+  #lastError: ChioError | null = null;
+
+  constructor(sinks: readonly ReceiptSink[], options: ReceiptWriterOptions) {
+    if (sinks.length === 0) throw new TypeError('ReceiptWriter needs at least one sink');
+    this.#sinks = sinks;
+    this.#options = options;
+    this.#strict = options.durability === 'strict';
+    this.#maxDelayMs = options.relaxedMaxDelayMs ?? DEFAULT_RELAXED_MAX_DELAY_MS;
+    this.#maxBatch = options.relaxedMaxBatch ?? DEFAULT_RELAXED_MAX_BATCH;
+    this.#tail = options.head;
+    this.#durable = options.head;
+  }
+
+  /**
+   * Queues a sealed receipt. strict: resolves once it is durable in every sink; relaxed:
+   * resolves at once (the write follows within relaxedMaxDelayMs). Rejects if a sink fails;
+   * then every receipt queued after the last durable one is rejected too and `durableHead`
+   * says where the chain must continue from. Throws TypeError (synchronously) for a receipt that
+   * does not chain from the previous one.
+   */
+  submit(sealed: SealedReceipt): Promise<void> {
+    if (this.#closed) return Promise.reject(new ChioError('io_error', 'the receipt writer is closed'));
+    this.#checkChainsFromTail(sealed);
+    this.#tail = { seq: sealed.receipt.seq, hash: sealed.hash };
+    this.#submitted++;
+    if (this.#strict) {
+      return new Promise<void>((resolve, reject) => {
+        this.#queue.push({ sealed, settle: { resolve, reject } });
+        this.#scheduleBatch();
+      });
+    }
+    this.#queue.push({ sealed, settle: null });
+    if (this.#queue.length >= this.#maxBatch) {
+      this.#due = true;
+      this.#scheduleBatch();
+    } else if (this.#timer === null) {
+      this.#timer = setTimeout(() => this.#onDelayElapsed(), this.#maxDelayMs);
+    }
+    return RESOLVED;
+  }
+
+  /**
+   * The last receipt written in every sink (strict: and fsynced; relaxed: possibly only in the page
+   * cache until the next flush). After a failed write the chain continues from here.
+   */
+  get durableHead(): ChainHead | null {
+    return this.#durable ?? null;
+  }
+
+  /**
+   * Writes everything submitted so far, durably (relaxed batches written without fsync are synced
+   * too), and resolves; rejects when a write failed meanwhile (the receipts it covered were discarded).
+   */
+  async flush(): Promise<void> {
+    const target = this.#submitted;
+    const failuresBefore = this.#failures;
+    this.#flushing++;
+    try {
+      while ((this.#settled < target || this.#unsynced) && this.#failures === failuresBefore) {
+        this.#startBatch();
+        const inFlight = this.#inFlight;
+        if (inFlight === null) throw new TypeError('ReceiptWriter.flush: nothing in flight while receipts are pending');
+        await inFlight;
+      }
+    } finally {
+      this.#flushing--;
+    }
+    if (this.#failures !== failuresBefore && this.#lastError !== null) throw this.#lastError;
+  }
+
+  /**
+   * Refuses new submissions, flushes what was submitted, then closes every sink (also when the
+   * flush failed, whose error is then rethrown).
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    let flushError: unknown = null;
+    try {
+      await this.flush();
+    } catch (err) {
+      flushError = err;
+    }
+    this.#clearTimer();
+    const closed = await Promise.allSettled(this.#sinks.map((s) => s.close()));
+    const failed = closed.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (flushError !== null) throw flushError;
+    if (failed) throw new ChioError('io_error', `cannot close a receipt sink: ${describe(failed.reason)}`, { cause: failed.reason });
+  }
+
+  #checkChainsFromTail(sealed: SealedReceipt): void {
+    const { seq, prevHash } = sealed.receipt;
+    const tail = this.#tail;
+    if (tail === undefined) {
+      if (prevHash === null ? seq !== 1 : seq < 2) {
+        throw new TypeError(`receipt seq ${seq} with prevHash ${String(prevHash)} does not start or continue a chain`);
+      }
+      this.#durable = prevHash === null ? null : { seq: seq - 1, hash: prevHash };
+      return;
+    }
+    const expectedSeq = tail === null ? 1 : tail.seq + 1;
+    const expectedPrev = tail === null ? null : tail.hash;
+    if (seq !== expectedSeq || prevHash !== expectedPrev) {
+      throw new TypeError(
+        `receipt seq ${seq} (prevHash ${String(prevHash)}) does not follow the writer's tail: expected seq ${expectedSeq} with prevHash ${String(expectedPrev)}`,
+      );
+    }
+  }
+
+  /** Starts a batch after the current synchronous turn, so receipts submitted together share one write. */
+  #scheduleBatch(): void {
+    if (this.#scheduled || this.#inFlight !== null) return;
+    this.#scheduled = true;
+    queueMicrotask(() => {
+      this.#scheduled = false;
+      if (this.#inFlight === null) this.#startBatch();
+    });
+  }
+
+  #onDelayElapsed(): void {
+    this.#timer = null;
+    this.#due = true;
+    if (this.#inFlight === null) this.#startBatch();
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+  }
+
+  /** Starts the next batch unless one is in flight: the queue, or an empty durable write when a flush must sync. */
+  #startBatch(): void {
+    if (this.#inFlight !== null) return;
+    const flushing = this.#flushing > 0;
+    if (this.#queue.length === 0 && !(flushing && this.#unsynced)) return;
+    const batch = this.#queue;
+    this.#queue = [];
+    this.#due = false;
+    this.#clearTimer();
+    this.#inFlight = this.#runBatch(batch, this.#strict || flushing);
+  }
+
+  async #runBatch(batch: Pending[], durable: boolean): Promise<BatchResult> {
+    const result = await this.#writeToSinks(
+      batch.map((p) => p.sealed),
+      durable,
+    );
+    try {
+      if (result.ok) this.#commit(batch, durable);
+      else this.#discard(batch, result.error);
+    } finally {
+      this.#inFlight = null;
+      this.#afterBatch();
+    }
+    return result;
+  }
+
+  /** Writes one batch to every sink, in parallel, and waits for all of them (one write in flight per sink). */
+  async #writeToSinks(receipts: readonly SealedReceipt[], durable: boolean): Promise<BatchResult> {
+    const outcomes = await Promise.allSettled(this.#sinks.map((sink) => writeTo(sink, receipts, durable)));
+    let error: ChioError | null = null;
+    outcomes.forEach((outcome, i) => {
+      if (outcome.status === 'fulfilled') return;
+      const name = this.#sinks[i]?.name ?? String(i);
+      callHook(() => this.#options.onSinkError?.(name, outcome.reason));
+      error ??= new ChioError('io_error', `receipt sink ${name} failed: ${describe(outcome.reason)}`, { cause: outcome.reason });
+    });
+    return error === null ? { ok: true } : { ok: false, error };
+  }
+
+  #commit(batch: readonly Pending[], durable: boolean): void {
+    const last = batch[batch.length - 1];
+    if (last) this.#durable = { seq: last.sealed.receipt.seq, hash: last.sealed.hash };
+    this.#unsynced = !durable;
+    this.#settled += batch.length;
+    if (batch.length > 0) callHook(() => this.#options.onWritten?.(batch.length));
+    for (const p of batch) p.settle?.resolve();
+  }
+
+  /** A failed batch: it and everything queued behind it are discarded, and the chain rewinds to the durable head. */
+  #discard(batch: readonly Pending[], error: ChioError): void {
+    const queued = this.#queue;
+    this.#queue = [];
+    this.#clearTimer();
+    this.#due = false;
+    this.#failures++;
+    this.#lastError = error;
+    this.#settled += batch.length + queued.length;
+    const head = this.#durable ?? null;
+    this.#tail = head;
+    callHook(() => this.#options.onRewind?.(head));
+    const rewound = new ChioError(
+      'io_error',
+      `receipt discarded: the chain was rewound to seq ${head?.seq ?? 0} after an earlier write failed (${error.message})`,
+      { cause: error },
+    );
+    for (const p of batch) p.settle?.reject(error);
+    for (const p of queued) p.settle?.reject(rewound);
+  }
+
+  #afterBatch(): void {
+    if (this.#queue.length === 0) return;
+    if (this.#strict || this.#due || this.#queue.length >= this.#maxBatch) this.#startBatch();
+    else if (this.#timer === null) this.#timer = setTimeout(() => this.#onDelayElapsed(), this.#maxDelayMs);
+  }
+}
