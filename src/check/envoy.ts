@@ -1,0 +1,283 @@
+/**
+ * Envoy ext_authz v3 wire mapping (SPEC §3), on Envoy's official protos as shipped in
+ * `@grpc/grpc-js-xds` `deps/` (envoy/service/auth/v3/external_auth.proto).
+ *
+ * CheckRequest (as proto-loader decodes it) → CheckInput, and decisions → CheckResponse.
+ * The protobuf decoder is the schema validator here: every field has its proto type; we still
+ * treat every value as hostile (absent, empty, huge, odd bytes).
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import * as protoLoader from '@grpc/proto-loader';
+import { deny } from '../errors.js';
+import type { CheckInput } from './request.js';
+
+const require = createRequire(import.meta.url);
+
+/** proto-loader options; the fixtures' `*.loader-view.json` show exactly this shape. */
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  defaults: false,
+  oneofs: true,
+};
+
+export function envoyProtoIncludeDirs(): string[] {
+  const deps = path.join(path.dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');
+  return ['envoy-api', 'googleapis', 'xds', 'protoc-gen-validate'].map((d) => path.join(deps, d));
+}
+
+let cached: protoLoader.PackageDefinition | undefined;
+
+/** The package definition of envoy.service.auth.v3 (loaded once; ~40 ms). */
+export function loadAuthProtos(): protoLoader.PackageDefinition {
+  cached ??= protoLoader.loadSync('envoy/service/auth/v3/external_auth.proto', {
+    ...LOADER_OPTIONS,
+    includeDirs: envoyProtoIncludeDirs(),
+  });
+  return cached;
+}
+
+export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
+
+// ---- the parts of CheckRequest we read (proto-loader view; all optional) ----
+
+interface SocketAddress {
+  address?: string;
+  port_value?: number;
+}
+interface Address {
+  socket_address?: SocketAddress;
+  pipe?: { path?: string };
+}
+interface Peer {
+  address?: Address;
+  principal?: string;
+  certificate?: string;
+}
+interface HeaderValue {
+  key?: string;
+  value?: string;
+  raw_value?: Buffer | Uint8Array;
+}
+interface HttpRequest {
+  id?: string;
+  method?: string;
+  headers?: Record<string, string>;
+  header_map?: { headers?: HeaderValue[] };
+  path?: string;
+  host?: string;
+}
+export interface RawCheckRequest {
+  attributes?: {
+    source?: Peer;
+    destination?: Peer;
+    request?: { http?: HttpRequest };
+    context_extensions?: Record<string, string>;
+  };
+}
+
+/** Limits on what we accept from one CheckRequest (grpc-js already caps messages at 4 MiB). */
+const MAX_HEADERS = 512;
+
+/** CheckRequest → CheckInput. Throws DenyError('malformed_request') for a request we cannot read. */
+export function toCheckInput(raw: RawCheckRequest | null | undefined): CheckInput {
+  const attrs = raw?.attributes;
+  if (!attrs || typeof attrs !== 'object') throw deny('malformed_request', 'CheckRequest has no attributes');
+  const source = attrs.source ?? {};
+  const http = attrs.request?.http;
+  const contextExtensions = toMap(attrs.context_extensions);
+  const principal = nonEmpty(source.principal);
+  const certificate = nonEmpty(source.certificate);
+  const sourceAddr = formatAddress(source.address);
+
+  if (!http) {
+    return {
+      kind: 'tcp',
+      requestId: null,
+      method: null,
+      host: null,
+      hostname: null,
+      port: null,
+      path: null,
+      grpc: null,
+      headers: new Map(),
+      source: sourceAddr,
+      principal,
+      certificate,
+      contextExtensions,
+    };
+  }
+
+  const headers = readHeaders(http);
+  const method = (nonEmpty(http.method) ?? headers.get(':method') ?? '').toUpperCase() || null;
+  const hostRaw = nonEmpty(http.host) ?? headers.get(':authority') ?? headers.get('host') ?? null;
+  const { host, hostname, port } = splitHost(hostRaw);
+  const rawPath = nonEmpty(http.path) ?? headers.get(':path') ?? null;
+  const reqPath = rawPath === null ? null : normalizePath(rawPath);
+  const requestId = headers.get('x-request-id') ?? nonEmpty(http.id);
+
+  return {
+    kind: 'http',
+    requestId: requestId === null ? null : clip(requestId, 128),
+    method,
+    host,
+    hostname,
+    port,
+    path: reqPath,
+    grpc: grpcTarget(method, reqPath, headers.get('content-type')),
+    headers,
+    source: sourceAddr,
+    principal,
+    certificate,
+    contextExtensions,
+  };
+}
+
+function nonEmpty(v: unknown): string | null {
+  return typeof v === 'string' && v.length > 0 ? v : null;
+}
+
+function clip(s: string, max: number): string {
+  return s.length <= max ? s : s.slice(0, max);
+}
+
+function toMap(rec: Record<string, string> | undefined): Map<string, string> {
+  const m = new Map<string, string>();
+  if (rec && typeof rec === 'object') {
+    for (const k of Object.keys(rec)) {
+      const v = rec[k];
+      if (typeof v === 'string') m.set(k, v);
+    }
+  }
+  return m;
+}
+
+function readHeaders(http: HttpRequest): Map<string, string> {
+  const out = new Map<string, string>();
+  const add = (key: string, value: string): void => {
+    if (out.size >= MAX_HEADERS && !out.has(key)) throw deny('malformed_request', `more than ${MAX_HEADERS} distinct headers`);
+    const k = key.toLowerCase();
+    const prev = out.get(k);
+    out.set(k, prev === undefined ? value : `${prev},${value}`);
+  };
+  const list = http.header_map?.headers;
+  if (Array.isArray(list) && list.length > 0) {
+    for (const h of list) {
+      if (!h || typeof h.key !== 'string' || h.key === '') continue;
+      const value =
+        typeof h.value === 'string' && h.value !== ''
+          ? h.value
+          : h.raw_value
+            ? Buffer.from(h.raw_value).toString('latin1')
+            : '';
+      add(h.key, value);
+    }
+  }
+  if (http.headers && typeof http.headers === 'object') {
+    for (const k of Object.keys(http.headers)) {
+      const v = http.headers[k];
+      if (typeof v === 'string') add(k, v);
+    }
+  }
+  return out;
+}
+
+function formatAddress(addr: Address | undefined): string | null {
+  if (!addr) return null;
+  const sa = addr.socket_address;
+  if (sa && typeof sa.address === 'string' && sa.address !== '') {
+    const ip = sa.address.includes(':') ? `[${sa.address}]` : sa.address;
+    return typeof sa.port_value === 'number' ? `${ip}:${sa.port_value}` : ip;
+  }
+  const pipe = addr.pipe?.path;
+  return typeof pipe === 'string' && pipe !== '' ? clip(pipe, 256) : null;
+}
+
+const HOST_RE = /^(\[[0-9a-f:.]+\]|[^:\[\]]*)(?::(\d{1,5}))?$/;
+
+/** `Host:8443` → host `host:8443`, hostname `host`, port `8443`. Unparseable hosts match nothing. */
+export function splitHost(raw: string | null): { host: string | null; hostname: string | null; port: string | null } {
+  if (raw === null) return { host: null, hostname: null, port: null };
+  const host = raw.toLowerCase();
+  const m = HOST_RE.exec(host);
+  if (!m) return { host, hostname: null, port: null };
+  return { host, hostname: m[1] || null, port: m[2] ?? null };
+}
+
+const UNRESERVED_RE = /%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])/g;
+
+/**
+ * The path policy matches on: no query or fragment, percent-encoded unreserved characters
+ * decoded (RFC 3986 §6.2.2.2: `/%61dmin` is `/admin`), repeated slashes merged and dot-segments
+ * removed. So an encoded or dotted spelling cannot slip past a `block` list or a prefix.
+ * Encoded `/` and `\` stay encoded (they are not the same path). Bad %-escapes are malformed.
+ */
+export function normalizePath(raw: string): string {
+  let p = raw;
+  const q = p.search(/[?#]/);
+  if (q >= 0) p = p.slice(0, q);
+  if (/%(?![0-9a-fA-F]{2})/.test(p)) throw deny('malformed_request', 'request path has an invalid percent-encoding');
+  if (p.includes('%')) p = p.replace(UNRESERVED_RE, (m) => String.fromCharCode(parseInt(m.slice(1), 16)));
+  if (!p.startsWith('/')) return p === '*' ? p : '/' + p;
+  if (!p.includes('//') && !p.includes('/.')) return p;
+  const out: string[] = [];
+  const segs = p.split('/');
+  for (let i = 1; i < segs.length; i++) {
+    const s = segs[i] as string;
+    if (s === '' && i < segs.length - 1) continue;
+    if (s === '.') continue;
+    if (s === '..') {
+      out.pop();
+      continue;
+    }
+    out.push(s);
+  }
+  const last = segs[segs.length - 1];
+  let result = '/' + out.join('/');
+  if ((last === '.' || last === '..') && result !== '/') result += '/';
+  return result;
+}
+
+const GRPC_PATH_RE = /^\/([A-Za-z_][A-Za-z0-9_.]*)\/([A-Za-z_][A-Za-z0-9_]*)$/;
+
+function grpcTarget(method: string | null, p: string | null, contentType: string | undefined): CheckInput['grpc'] {
+  if (method !== 'POST' || p === null || contentType === undefined) return null;
+  if (!contentType.toLowerCase().startsWith('application/grpc')) return null;
+  const m = GRPC_PATH_RE.exec(p);
+  return m ? { service: m[1] as string, method: m[2] as string } : null;
+}
+
+// ---- CheckResponse ----
+
+export interface HeaderValueOption {
+  header: { key: string; value: string };
+  append: { value: boolean };
+}
+
+type StructValue = { stringValue: string } | { nullValue: 'NULL_VALUE' };
+
+export interface CheckResponseMessage {
+  status: { code: number; message?: string };
+  ok_response?: { headers: HeaderValueOption[]; headers_to_remove: string[] };
+  denied_response?: { status: { code: number | string }; headers: HeaderValueOption[]; body: string };
+  dynamic_metadata?: { fields: Record<string, StructValue> };
+}
+
+export const GRPC_OK = 0;
+export const GRPC_PERMISSION_DENIED = 7;
+
+export function header(key: string, value: string): HeaderValueOption {
+  return { header: { key, value }, append: { value: false } };
+}
+
+/** google.protobuf.Struct of string-or-null fields (proto-loader's Struct view is camelCase). */
+export function structOf(fields: Record<string, string | null>): { fields: Record<string, StructValue> } {
+  const out: Record<string, StructValue> = {};
+  for (const k of Object.keys(fields)) {
+    const v = fields[k];
+    out[k] = typeof v === 'string' ? { stringValue: v } : { nullValue: 'NULL_VALUE' };
+  }
+  return { fields: out };
+}

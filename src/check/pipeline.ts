@@ -1,0 +1,206 @@
+/**
+ * The Check path as a pipeline of stages (SPEC §1):
+ *
+ *   CheckRequest → input → identity → decision → receipt (sealed, committed) → CheckResponse
+ *
+ * `check()` never throws and never rejects: whatever goes wrong inside becomes a deny with a
+ * reason code and, wherever a sink can take it, a signed receipt. An RPC error would let
+ * Envoy's `failure_mode_allow` open the gate, so there are none.
+ */
+import { describe, DenyError, type DenyCode } from '../errors.js';
+import type { IdentityResolver, IdentityResult } from '../identity/resolve.js';
+import type { Metrics } from '../metrics.js';
+import { evaluate, type Decision } from '../policy/evaluate.js';
+import type { CompiledPolicy } from '../policy/types.js';
+import type { ReceiptChain, ReceiptDraft, ReceiptRequest, SealedReceipt } from '../receipt/receipt.js';
+import type { ReceiptWriter } from '../receipt/writer.js';
+import { toCheckInput, type CheckResponseMessage, type RawCheckRequest } from './envoy.js';
+import type { CheckInput } from './request.js';
+import { allowResponse, denyResponse, type ResponseFacts } from './respond.js';
+
+export interface Logger {
+  error(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
+}
+
+export interface PipelineDeps {
+  /** the current policy; read once per request so a reload never changes a decision mid-way */
+  readonly policy: () => CompiledPolicy;
+  readonly identity: IdentityResolver;
+  readonly chain: ReceiptChain;
+  readonly writer: ReceiptWriter;
+  /** receipts.on_failure */
+  readonly onReceiptFailure: 'deny' | 'allow';
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly capabilityHeader: string;
+  /** bounded label for a trust domain (SPEC §8: never unbounded values) */
+  readonly trustDomainLabel: (trustDomain: string) => string;
+}
+
+/** Everything decided about one request before its receipt is written. */
+interface Outcome {
+  readonly input: CheckInput | null;
+  readonly identity: IdentityResult | null;
+  readonly decision: Decision;
+  readonly policyHash: string | null;
+}
+
+const EMPTY_REQUEST: ReceiptRequest = { id: null, method: null, host: null, path: null, source: null };
+
+export class CheckPipeline {
+  constructor(private readonly deps: PipelineDeps) {}
+
+  async check(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
+    const started = process.hrtime.bigint();
+    let outcome: Outcome;
+    try {
+      outcome = this.decide(raw);
+    } catch (err) {
+      outcome = this.internalError(null, err);
+    }
+    const response = await this.commit(outcome);
+    this.deps.metrics.checkDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    return response;
+  }
+
+  /** Stages 1–3, synchronous and pure but for the SVID cache: input → identity → decision. */
+  private decide(raw: RawCheckRequest | null | undefined): Outcome {
+    const policy = this.deps.policy();
+    let input: CheckInput;
+    try {
+      input = toCheckInput(raw);
+    } catch (err) {
+      if (err instanceof DenyError) return { input: null, identity: null, decision: denial(err.code, err.message), policyHash: policy.hash };
+      throw err;
+    }
+    const identity = this.deps.identity.resolve(input);
+    const decision = evaluate({
+      policy,
+      input,
+      identity: identity.identity,
+      identityError: identity.error,
+      tier: identity.tier,
+    });
+    return { input, identity, decision, policyHash: policy.hash };
+  }
+
+  /** Stages 4–5: seal the receipt, make it durable, answer. */
+  private async commit(outcome: Outcome): Promise<CheckResponseMessage> {
+    let sealed: SealedReceipt;
+    try {
+      sealed = this.deps.chain.seal(draftOf(outcome));
+    } catch (err) {
+      // Signing itself failed: nothing can be recorded. Deny without a receipt id.
+      this.deps.log.error({ err: describe(err) }, 'receipt could not be sealed');
+      return this.answer(this.internalError(outcome.input, err), null);
+    }
+    const commitStart = process.hrtime.bigint();
+    try {
+      await this.deps.writer.submit(sealed);
+      this.deps.metrics.receiptCommitDuration.observe(Number(process.hrtime.bigint() - commitStart) / 1e9);
+      return this.answer(outcome, sealed.receipt.id);
+    } catch (err) {
+      return this.receiptFailed(outcome, sealed, err);
+    }
+  }
+
+  /** The receipt could not be made durable (SPEC §2.1 receipts.on_failure). */
+  private async receiptFailed(outcome: Outcome, lost: SealedReceipt, err: unknown): Promise<CheckResponseMessage> {
+    if (this.deps.onReceiptFailure === 'allow' || outcome.decision.verdict === 'deny') {
+      this.deps.log.error(
+        { err: describe(err), receiptId: lost.receipt.id, verdict: outcome.decision.verdict },
+        'receipt not durable; answering without it (receipts.on_failure)',
+      );
+      return this.answer(outcome, null);
+    }
+    this.deps.log.error({ err: describe(err), receiptId: lost.receipt.id }, 'receipt not durable; allow becomes deny receipt_unavailable');
+    const denied: Outcome = {
+      ...outcome,
+      decision: { ...outcome.decision, ...denial('receipt_unavailable', 'the decision receipt could not be made durable') },
+    };
+    // Try to record the denial itself; if the sink is still down, answer without a receipt id.
+    try {
+      const sealed = this.deps.chain.seal(draftOf(denied));
+      await this.deps.writer.submit(sealed);
+      return this.answer(denied, sealed.receipt.id);
+    } catch {
+      return this.answer(denied, null);
+    }
+  }
+
+  private internalError(input: CheckInput | null, err: unknown): Outcome {
+    this.deps.log.error({ err: describe(err) }, 'internal error in Check; denying');
+    let policyHash: string | null = null;
+    try {
+      policyHash = this.deps.policy().hash;
+    } catch {
+      /* keep null */
+    }
+    return { input, identity: null, decision: denial('internal_error', 'internal error while deciding'), policyHash };
+  }
+
+  private answer(outcome: Outcome, receiptId: string | null): CheckResponseMessage {
+    const { decision, identity } = outcome;
+    const id = identity?.identity ?? null;
+    const reason = decision.reason?.code ?? null;
+    this.deps.metrics.countAdmission({
+      verdict: decision.verdict,
+      rule: decision.rule ?? '',
+      reason: reason ?? '',
+      trust_domain: id ? this.deps.trustDomainLabel(id.trustDomain) : '',
+      credential_kind: id?.credentialKind ?? '',
+      tier: identity?.tier ?? 'none',
+    });
+    const facts: ResponseFacts = {
+      verdict: decision.verdict,
+      receiptId,
+      rule: decision.rule,
+      tool: decision.tool,
+      tier: identity?.tier ?? 'none',
+      workloadId: id?.uri ?? null,
+      reason,
+      httpStatus: decision.httpStatus,
+    };
+    return decision.verdict === 'allow'
+      ? allowResponse(facts, outcome.input, this.deps.capabilityHeader)
+      : denyResponse(facts);
+  }
+}
+
+function denial(code: DenyCode, message: string): Decision {
+  return {
+    verdict: 'deny',
+    rule: null,
+    tool: null,
+    reason: { code, message },
+    httpStatus: code === 'identity_required' ? 401 : 403,
+    workloadIdentityMatch: null,
+    runtimeAssuranceMatch: null,
+    requireCapability: false,
+  };
+}
+
+function draftOf(o: Outcome): ReceiptDraft {
+  const input = o.input;
+  const id = o.identity;
+  return {
+    verdict: o.decision.verdict,
+    rule: o.decision.rule,
+    tool: o.decision.tool,
+    capabilityId: null,
+    reasons: o.decision.reason ? [o.decision.reason] : [],
+    request: input
+      ? { id: input.requestId, method: input.method, host: input.host, path: input.path, source: input.source }
+      : EMPTY_REQUEST,
+    runtimeAttestation: {
+      tier: id?.tier ?? 'none',
+      verifier: id?.verifier ?? null,
+      workloadIdentity: id?.identity ?? null,
+    },
+    workloadIdentityMatch: o.decision.workloadIdentityMatch,
+    runtimeAssuranceMatch: o.decision.runtimeAssuranceMatch,
+    policyHash: o.policyHash,
+  };
+}

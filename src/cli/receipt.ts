@@ -1,0 +1,203 @@
+/**
+ * `chio receipt verify FILE` and `chio receipt show --receipt-id rct-…` (SPEC §6, §10): offline
+ * verification of a receipt JSONL file (every signature and the hash chain, the first bad receipt
+ * reported precisely) and printing one receipt.
+ *
+ * Exit codes: 0 success; 1 verification failed / receipt not found; 2 bad usage or bad input
+ * (missing file, no or bad public key).
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { ChioError, describe } from '../errors.js';
+import { loadSeedFile, parsePublicKey, publicKeyFromJwk, type PublicKeyInfo } from '../keys.js';
+import { RECEIPT_ID_PATTERN } from '../receipt/receipt.js';
+import { formatFailure, readReceiptLines, verificationKeys, verifyReceiptFile, type VerifyResult } from '../receipt/verify.js';
+import { dispatch, usageError } from './args.js';
+import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
+
+const DEFAULT_RECEIPTS = './chio-data/receipts.jsonl';
+
+const GROUP_HELP = `usage: chio receipt <subcommand> [options]
+
+subcommands:
+  verify FILE [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
+                              check every signature and the hash chain of a receipt file
+  show --receipt-id rct-… [--file FILE]
+                              print one receipt
+
+Run \`chio receipt <subcommand> --help\` for details.
+`;
+
+const VERIFY_HELP = `usage: chio receipt verify FILE [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
+
+Verifies a receipt JSONL file offline: each line must be a chio.receipt.v1 receipt in its
+canonical JCS form, signed (Ed25519) by one of the given keys, and chained to the line before it
+(seq + 1, prevHash = sha256 of the previous line). Reports the first bad line and why.
+Public keys (at least one; each may be given several times):
+  --public-key KEY   64 hex characters or 43 base64url characters (\`chio keys public\`)
+  --jwks FILE        the JSON served by GET /v1/keys ({"keys":[{kty,crv,x,kid}]})
+  --seed FILE        a seed file (its public key is used)
+  --json             print {"ok","receipts","firstFailure"} as JSON
+Exit status: 0 all receipts verify, 1 a receipt fails, 2 bad usage or unreadable input.
+`;
+
+const SHOW_HELP = `usage: chio receipt show --receipt-id rct-… [--file FILE]
+
+Prints the receipt with that id as indented JSON.
+  --receipt-id ID   the receipt id (rct-<ULID>)
+  --file FILE       the receipt JSONL file (default ${DEFAULT_RECEIPTS})
+Exit status: 0 printed, 1 no such receipt (receipt_not_found), 2 bad usage or unreadable file.
+`;
+
+const VERIFY_OPTIONS = {
+  'public-key': { type: 'string', multiple: true },
+  jwks: { type: 'string', multiple: true },
+  seed: { type: 'string', multiple: true },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const SHOW_OPTIONS = {
+  'receipt-id': { type: 'string' },
+  file: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const jwksSchema = z.object({ keys: z.array(z.unknown()) });
+
+export const run: Command = dispatch('receipt', GROUP_HELP, { verify: async (a, io) => verify(a, io), show: async (a, io) => show(a, io) });
+
+async function verify(args: string[], io: CliIO): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: VERIFY_OPTIONS, strict: true, allowPositionals: true });
+  } catch (err) {
+    return usageError(io, 'receipt verify', describe(err), VERIFY_HELP);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    io.stdout(VERIFY_HELP);
+    return EXIT_OK;
+  }
+  const [file, ...extra] = positionals;
+  if (file === undefined) return usageError(io, 'receipt verify', 'missing FILE', VERIFY_HELP);
+  if (extra.length > 0) return usageError(io, 'receipt verify', `unexpected argument ${JSON.stringify(extra[0])}`, VERIFY_HELP);
+  const publicKeys = values['public-key'] ?? [];
+  const jwksFiles = values.jwks ?? [];
+  const seedFiles = values.seed ?? [];
+  if (publicKeys.length + jwksFiles.length + seedFiles.length === 0) {
+    return usageError(
+      io,
+      'receipt verify',
+      'no public key to verify with: pass --public-key HEX|BASE64URL (from `chio keys public`), --jwks FILE (the JSON of GET /v1/keys) or --seed FILE',
+      VERIFY_HELP,
+    );
+  }
+  let result: VerifyResult;
+  try {
+    const keys = verificationKeys([
+      ...publicKeys.map((text) => parsePublicKey(text)),
+      ...jwksFiles.flatMap((f) => keysOfJwksFile(path.resolve(io.cwd, f))),
+      ...seedFiles.map((f) => loadSeedFile(path.resolve(io.cwd, f))),
+    ]);
+    result = await verifyReceiptFile(path.resolve(io.cwd, file), keys);
+  } catch (err) {
+    return inputError(io, 'verify', err);
+  }
+  io.stdout(values.json ? `${JSON.stringify(jsonReport(result))}\n` : textReport(file, result));
+  return result.ok ? EXIT_OK : EXIT_CHECK_FAILED;
+}
+
+async function show(args: string[], io: CliIO): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: SHOW_OPTIONS, strict: true, allowPositionals: false });
+  } catch (err) {
+    return usageError(io, 'receipt show', describe(err), SHOW_HELP);
+  }
+  const { values } = parsed;
+  if (values.help) {
+    io.stdout(SHOW_HELP);
+    return EXIT_OK;
+  }
+  const id = values['receipt-id'];
+  if (id === undefined) return usageError(io, 'receipt show', 'missing --receipt-id rct-…', SHOW_HELP);
+  if (!RECEIPT_ID_PATTERN.test(id)) return usageError(io, 'receipt show', `--receipt-id ${JSON.stringify(id)} is not rct-<ULID>`, SHOW_HELP);
+  const file = values.file ?? DEFAULT_RECEIPTS;
+  let receipt: unknown;
+  try {
+    receipt = await findReceipt(path.resolve(io.cwd, file), id);
+  } catch (err) {
+    return inputError(io, 'show', err);
+  }
+  if (receipt === undefined) {
+    io.stderr(`chio receipt show: receipt_not_found: no receipt ${id} in ${file}\n`);
+    return EXIT_CHECK_FAILED;
+  }
+  io.stdout(`${JSON.stringify(receipt, null, 2)}\n`);
+  return EXIT_OK;
+}
+
+/** The receipt whose top-level `id` is `id` (a request id may carry the same text, so each candidate is parsed). */
+async function findReceipt(file: string, id: string): Promise<unknown> {
+  const needle = Buffer.from(`"${id}"`, 'utf8');
+  for await (const piece of readReceiptLines(file)) {
+    if (piece.kind !== 'line' || !piece.bytes.includes(needle)) continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(piece.bytes.toString('utf8'));
+    } catch {
+      continue; // not a receipt; `chio receipt verify` reports such lines
+    }
+    if (typeof value === 'object' && value !== null && (value as { id?: unknown }).id === id) return value;
+  }
+  return undefined;
+}
+
+function keysOfJwksFile(file: string): PublicKeyInfo[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new ChioError(missing ? 'file_not_found' : 'io_error', `cannot read JWKS file ${file}: ${describe(err)}`, { cause: err });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new ChioError('key_invalid', `JWKS file ${file} is not valid JSON: ${describe(err)}`);
+  }
+  const parsed = jwksSchema.safeParse(value);
+  if (!parsed.success) throw new ChioError('key_invalid', `JWKS file ${file} is not {"keys":[…]}`);
+  return parsed.data.keys.map((jwk, i) => {
+    try {
+      return publicKeyFromJwk(jwk);
+    } catch (err) {
+      if (!(err instanceof ChioError)) throw err;
+      throw new ChioError('key_invalid', `JWKS file ${file}, keys[${i}]: ${err.message}`);
+    }
+  });
+}
+
+function jsonReport(result: VerifyResult): { ok: boolean; receipts: number; firstFailure: VerifyResult['firstFailure'] } {
+  return { ok: result.ok, receipts: result.receipts, firstFailure: result.firstFailure };
+}
+
+function textReport(file: string, result: VerifyResult): string {
+  if (result.firstFailure !== null) {
+    return `${file}: FAILED\n${formatFailure(result.firstFailure)}\n(${result.receipts} receipt(s) before it verified)\n`;
+  }
+  if (result.head === null) return `${file}: OK: the file holds no receipts\n`;
+  return `${file}: OK: ${result.receipts} receipt(s) verified, seq 1 to ${result.head.seq}, head ${result.head.hash}\n`;
+}
+
+/** A ChioError reading keys or files is bad input (exit 2); anything else is a bug and propagates. */
+function inputError(io: CliIO, subcommand: string, err: unknown): number {
+  if (!(err instanceof ChioError)) throw err;
+  io.stderr(`chio receipt ${subcommand}: ${err.code}: ${err.message}\n`);
+  return EXIT_USAGE;
+}
+

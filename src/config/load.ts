@@ -1,0 +1,74 @@
+/**
+ * Loading `chio.yaml` (SPEC §2.1): strict schema, paths resolved against the file's folder, and
+ * the embedded demo config that `chio serve` runs when no config is given.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ChioError } from '../errors.js';
+import { parseYamlSource, validateYaml } from '../yaml-source.js';
+import { configSchema, type ConfigFile } from './schema.js';
+
+export interface Config extends ConfigFile {
+  /** absolute path of the config file, or `(embedded)` */
+  readonly file: string;
+  /** folder relative paths resolved against */
+  readonly baseDir: string;
+}
+
+/** The repository/package root (where demo/ lives). */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export function parseConfig(text: string, file: string, baseDir: string): Config {
+  const src = parseYamlSource(text, file, 'config_invalid');
+  const parsed = validateYaml(src, configSchema, 'config_invalid');
+  return resolvePaths({ ...parsed, file, baseDir });
+}
+
+export function loadConfigFile(file: string): Config {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ChioError(code === 'ENOENT' ? 'file_not_found' : 'io_error', `cannot read config ${abs}: ${code ?? String(err)}`);
+  }
+  return parseConfig(text, abs, path.dirname(abs));
+}
+
+/**
+ * The embedded default: the demo policy shipped in the package, a signing key and receipts in
+ * `./chio-data/` under the working directory (created on first start).
+ */
+export function embeddedConfig(cwd: string): Config {
+  const dataDir = path.join(cwd, 'chio-data');
+  const text = [
+    'schema: chio.config.v1',
+    'listen: { grpc: 127.0.0.1:9191, admin: 127.0.0.1:9192 }',
+    `policy: ${JSON.stringify(path.join(PACKAGE_ROOT, 'demo', 'policy.yaml'))}`,
+    `keys: { receipt_signing_seed: ${JSON.stringify(path.join(dataDir, 'kernel.seed'))} }`,
+    `receipts: { sinks: [ { type: jsonl, path: ${JSON.stringify(path.join(dataDir, 'receipts.jsonl'))} } ], durability: strict, on_failure: deny }`,
+    'identity: { sources: [certificate, principal] }',
+    '',
+  ].join('\n');
+  return parseConfig(text, '(embedded)', cwd);
+}
+
+/** `--config`, else `CHIO_CONFIG`, else the embedded default. */
+export function resolveConfig(explicit: string | undefined, env: NodeJS.ProcessEnv, cwd: string): Config {
+  const file = explicit ?? env['CHIO_CONFIG'];
+  if (file !== undefined && file !== '') return loadConfigFile(path.resolve(cwd, file));
+  return embeddedConfig(cwd);
+}
+
+function resolvePaths(c: Config): Config {
+  const r = (p: string): string => path.resolve(c.baseDir, p);
+  return {
+    ...c,
+    policy: r(c.policy),
+    keys: { ...c.keys, receipt_signing_seed: r(c.keys.receipt_signing_seed) },
+    receipts: { ...c.receipts, sinks: c.receipts.sinks.map((s) => ({ ...s, path: r(s.path) })) },
+    admin: c.admin.token_file === undefined ? c.admin : { ...c.admin, token_file: r(c.admin.token_file) },
+  };
+}

@@ -1,0 +1,56 @@
+/**
+ * `chio.yaml` (SPEC §2.1). Unknown keys are an error; relative paths resolve against the
+ * config file's folder (see ./load.ts). Every default lives here.
+ */
+import { z } from 'zod';
+
+export const CONFIG_SCHEMA_ID = 'chio.config.v1';
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:9191')
+  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0..65535');
+
+const nonEmpty = z.string().min(1);
+
+const jsonlSink = z.strictObject({ type: z.literal('jsonl'), path: nonEmpty });
+const sink = z.discriminatedUnion('type', [jsonlSink]);
+
+export const IDENTITY_SOURCES = ['certificate', 'principal'] as const;
+
+export const configSchema = z.strictObject({
+  schema: z.literal(CONFIG_SCHEMA_ID),
+  listen: z
+    .strictObject({
+      grpc: hostPort.default('127.0.0.1:9191'),
+      admin: hostPort.default('127.0.0.1:9192'),
+    })
+    .prefault({}),
+  policy: nonEmpty,
+  keys: z.strictObject({ receipt_signing_seed: nonEmpty }),
+  receipts: z
+    .strictObject({
+      sinks: z.array(sink).min(1).default([{ type: 'jsonl', path: './data/receipts.jsonl' }]),
+      durability: z.enum(['strict', 'relaxed']).default('strict'),
+      on_failure: z.enum(['deny', 'allow']).default('deny'),
+    })
+    .prefault({}),
+  identity: z
+    .strictObject({
+      sources: z
+        .array(z.enum(IDENTITY_SOURCES))
+        .min(1)
+        .refine((a) => new Set(a).size === a.length, 'sources must not repeat')
+        .default(['certificate', 'principal']),
+      require_known_trust_domain: z.boolean().default(false),
+      svid_cache_size: z.number().int().min(1).max(10_000_000).default(10_000),
+    })
+    .prefault({}),
+  admin: z
+    .strictObject({
+      token_file: nonEmpty.optional(),
+    })
+    .prefault({}),
+});
+
+export type ConfigFile = z.infer<typeof configSchema>;

@@ -1,0 +1,197 @@
+/**
+ * The composition root: config → keys → policy → sinks → chain → pipeline → servers.
+ * Everything else takes its dependencies as arguments; only this file wires them.
+ */
+import { readFileSync } from 'node:fs';
+import { ChioError, describe } from './errors.js';
+import type { Config } from './config/load.js';
+import { CheckPipeline, type Logger } from './check/pipeline.js';
+import { IdentityResolver } from './identity/resolve.js';
+import { loadOrCreateSeedFile, publicJwk, type SigningKey } from './keys.js';
+import { Metrics } from './metrics.js';
+import { loadPolicyFile } from './policy/load.js';
+import type { CompiledPolicy } from './policy/types.js';
+import { ReceiptChain } from './receipt/receipt.js';
+import { JsonlSink } from './receipt/sinks/jsonl.js';
+import type { ReceiptSink } from './receipt/sinks/sink.js';
+import { ReceiptWriter } from './receipt/writer.js';
+import { json, startAdminServer, type RunningAdminServer, type Route } from './server/admin.js';
+import { startGrpcServer, type RunningGrpcServer } from './server/grpc.js';
+import { SvidCache } from './spiffe/x509-svid.js';
+
+export const CAPABILITY_HEADER_DEFAULT = 'x-chio-capability';
+
+export interface ServiceOptions {
+  readonly log: Logger;
+  readonly clock?: () => number;
+  /** registers process default metrics (off in tests that start many services) */
+  readonly defaultMetrics?: boolean;
+}
+
+export interface RunningService {
+  readonly grpcPort: number;
+  readonly adminPort: number;
+  readonly key: SigningKey;
+  readonly metrics: Metrics;
+  policy(): CompiledPolicy;
+  /** Re-reads the policy file; a bad file keeps the last good policy (and throws its error). */
+  reloadPolicy(): CompiledPolicy;
+  /** Health NOT_SERVING, in-flight calls finish, receipts flushed, listeners closed. */
+  close(deadlineMs?: number): Promise<void>;
+}
+
+export async function startService(config: Config, options: ServiceOptions): Promise<RunningService> {
+  const { log } = options;
+  const clock = options.clock ?? Date.now;
+  const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
+
+  const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
+  if (created) log.info({ path: config.keys.receipt_signing_seed, kid: key.kid }, 'created a new receipt signing key');
+
+  let policy = loadPolicyFile(config.policy);
+  metrics.policyReloads.inc({ result: 'ok' });
+
+  const sinks: ReceiptSink[] = config.receipts.sinks.map(
+    (s) =>
+      new JsonlSink(s.path, {
+        onTornTail: (info) => log.warn({ ...info }, 'receipt file had a torn last line (crash mid-write); quarantined it'),
+      }),
+  );
+  const heads = await Promise.all(sinks.map((s) => s.open()));
+  const head = heads[0] ?? null;
+  if (heads.some((h) => h?.seq !== head?.seq || h?.hash !== head?.hash)) {
+    throw new ChioError('config_invalid', 'receipt sinks hold different chain heads; point them at one chain or start them empty');
+  }
+  const chain = new ReceiptChain({ key, clock, head });
+  const writer = new ReceiptWriter(sinks, {
+    head,
+    durability: config.receipts.durability,
+    onWritten: (n) => metrics.receiptsWritten.inc(n),
+    onSinkError: (sink, err) => {
+      metrics.receiptSinkErrors.inc({ sink });
+      log.error({ sink, err: describe(err) }, 'receipt sink write failed');
+    },
+    onRewind: (head) => chain.reset(head),
+  });
+
+  const svidCache = new SvidCache(config.identity.svid_cache_size);
+  const identity = new IdentityResolver({
+    sources: config.identity.sources,
+    svidCache,
+    clock,
+    knownTrustDomains: new Set(),
+    requireKnownTrustDomain: config.identity.require_known_trust_domain,
+  });
+
+  const pipeline = new CheckPipeline({
+    policy: () => policy,
+    identity,
+    chain,
+    writer,
+    onReceiptFailure: config.receipts.on_failure,
+    metrics,
+    log,
+    capabilityHeader: CAPABILITY_HEADER_DEFAULT,
+    trustDomainLabel: trustDomainLabeler(() => policy),
+  });
+
+  const grpcServer: RunningGrpcServer = await startGrpcServer({ address: config.listen.grpc, handler: pipeline });
+  let ready = false;
+  const readToken = adminTokenReader(config.admin.token_file);
+  const routes: Route[] = [
+    {
+      method: 'GET',
+      path: '/metrics',
+      auth: false,
+      handler: async () => {
+        metrics.svidCacheEntries.set(svidCache.size);
+        return { status: 200, headers: { 'content-type': metrics.registry.contentType }, body: await metrics.registry.metrics() };
+      },
+    },
+    { method: 'GET', path: '/healthz', auth: false, handler: () => json(200, { status: 'ok' }) },
+    {
+      method: 'GET',
+      path: '/readyz',
+      auth: false,
+      handler: () => (ready ? json(200, { status: 'ready', policyHash: policy.hash }) : json(503, { status: 'not ready' })),
+    },
+    { method: 'GET', path: '/v1/keys', auth: false, handler: () => json(200, { keys: [publicJwk(key)] }) },
+  ];
+  let admin: RunningAdminServer;
+  try {
+    admin = await startAdminServer({
+      address: config.listen.admin,
+      routes,
+      token: readToken,
+      onError: (err) => log.error({ err: describe(err) }, 'admin request failed'),
+    });
+  } catch (err) {
+    grpcServer.server.forceShutdown();
+    await writer.close();
+    throw err;
+  }
+
+  grpcServer.setServing(true);
+  ready = true;
+
+  let closing: Promise<void> | undefined;
+  return {
+    grpcPort: grpcServer.port,
+    adminPort: admin.port,
+    key,
+    metrics,
+    policy: () => policy,
+    reloadPolicy: () => {
+      try {
+        policy = loadPolicyFile(config.policy);
+        metrics.policyReloads.inc({ result: 'ok' });
+        log.info({ hash: policy.hash }, 'policy reloaded');
+        return policy;
+      } catch (err) {
+        metrics.policyReloads.inc({ result: 'error' });
+        log.error({ err: describe(err) }, 'policy reload failed; keeping the last good policy');
+        throw err;
+      }
+    },
+    close: (deadlineMs = 10_000) =>
+      (closing ??= (async () => {
+        ready = false;
+        await grpcServer.shutdown(deadlineMs);
+        await writer.close();
+        await admin.close();
+      })()),
+  };
+}
+
+/** Trust-domain metric labels: a domain the policy names, else `other` (bounded cardinality). */
+function trustDomainLabeler(current: () => CompiledPolicy): (td: string) => string {
+  const known = new WeakMap<CompiledPolicy, ReadonlySet<string>>();
+  return (td) => {
+    const p = current();
+    let set = known.get(p);
+    if (!set) {
+      const s = new Set<string>();
+      for (const rule of p.rules.values()) {
+        for (const req of [rule.requireWorkloadIdentity, rule.preferWorkloadIdentity]) {
+          if (req?.trustDomain) s.add(req.trustDomain);
+        }
+      }
+      set = s;
+      known.set(p, set);
+    }
+    return set.has(td) ? td : 'other';
+  };
+}
+
+/** The admin token is read from its file on use (rotation without restart); never logged. */
+function adminTokenReader(file: string | undefined): () => string | null {
+  if (file === undefined) return () => null;
+  return () => {
+    try {
+      const t = readFileSync(file, 'utf8').trim();
+      return t === '' ? null : t;
+    } catch {
+      return null;
+    }
+  };
+}

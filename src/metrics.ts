@@ -1,0 +1,96 @@
+/**
+ * Every metric name and label set (SPEC §8), on prom-client with a registry of our own.
+ *
+ * Label values are bounded: reasons are the fixed codes of errors.ts, rules and tools come
+ * from the loaded policy, and a trust domain is reported only when the policy or config knows
+ * it (`other` otherwise). Never a SPIFFE ID or a path.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const METRIC_NAMES = {
+  admissions: 'chio_admissions_total',
+  checkDuration: 'chio_check_duration_seconds',
+  receiptCommitDuration: 'chio_receipt_commit_duration_seconds',
+  receiptsWritten: 'chio_receipts_written_total',
+  receiptSinkErrors: 'chio_receipt_sink_errors_total',
+  policyReloads: 'chio_policy_reloads_total',
+  bundleExpiry: 'chio_trust_bundle_expiry_timestamp_seconds',
+  svidCacheEntries: 'chio_svid_cache_entries',
+} as const;
+
+export interface AdmissionLabels {
+  verdict: 'allow' | 'deny';
+  rule: string;
+  reason: string;
+  trust_domain: string;
+  credential_kind: string;
+  tier: string;
+}
+
+export class Metrics {
+  readonly registry: Registry;
+  readonly admissions: Counter<keyof AdmissionLabels>;
+  readonly checkDuration: Histogram;
+  readonly receiptCommitDuration: Histogram;
+  readonly receiptsWritten: Counter;
+  readonly receiptSinkErrors: Counter<'sink'>;
+  readonly policyReloads: Counter<'result'>;
+  readonly bundleExpiry: Gauge<'trust_domain'>;
+  readonly svidCacheEntries: Gauge;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    const registry = new Registry();
+    this.registry = registry;
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+    this.admissions = new Counter({
+      name: METRIC_NAMES.admissions,
+      help: 'Check decisions by verdict, rule, reason code, trust domain, credential kind and runtime-assurance tier.',
+      labelNames: ['verdict', 'rule', 'reason', 'trust_domain', 'credential_kind', 'tier'],
+      registers: [registry],
+    });
+    this.checkDuration = new Histogram({
+      name: METRIC_NAMES.checkDuration,
+      help: 'Time from a Check call arriving to its answer, receipt commit included.',
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    });
+    this.receiptCommitDuration = new Histogram({
+      name: METRIC_NAMES.receiptCommitDuration,
+      help: 'Time a decision waited for its receipt to be durable (group commit).',
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    });
+    this.receiptsWritten = new Counter({
+      name: METRIC_NAMES.receiptsWritten,
+      help: 'Receipts made durable in every sink.',
+      registers: [registry],
+    });
+    this.receiptSinkErrors = new Counter({
+      name: METRIC_NAMES.receiptSinkErrors,
+      help: 'Failed receipt writes by sink.',
+      labelNames: ['sink'],
+      registers: [registry],
+    });
+    this.policyReloads = new Counter({
+      name: METRIC_NAMES.policyReloads,
+      help: 'Policy loads by result (ok, error).',
+      labelNames: ['result'],
+      registers: [registry],
+    });
+    this.bundleExpiry = new Gauge({
+      name: METRIC_NAMES.bundleExpiry,
+      help: 'Earliest notAfter (unix seconds) of the X.509 roots in the trust bundle of each trust domain.',
+      labelNames: ['trust_domain'],
+      registers: [registry],
+    });
+    this.svidCacheEntries = new Gauge({
+      name: METRIC_NAMES.svidCacheEntries,
+      help: 'Parsed peer certificates held in the SVID cache.',
+      registers: [registry],
+    });
+  }
+
+  countAdmission(labels: AdmissionLabels): void {
+    this.admissions.inc(labels);
+  }
+}

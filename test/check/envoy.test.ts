@@ -1,0 +1,182 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  AUTHORIZATION_SERVICE,
+  loadAuthProtos,
+  normalizePath,
+  splitHost,
+  toCheckInput,
+  type RawCheckRequest,
+} from '../../src/check/envoy.js';
+import { DenyError } from '../../src/errors.js';
+import { FIXTURES, fixtureRequest } from '../helpers/service.js';
+
+const REQ_DIR = path.join(FIXTURES, 'envoy', 'check-requests');
+const RES_DIR = path.join(FIXTURES, 'envoy', 'check-responses');
+
+type Method = { requestDeserialize(b: Buffer): unknown; responseSerialize(v: unknown): Buffer; responseDeserialize(b: Buffer): unknown };
+
+function checkMethod(): Method {
+  const svc = loadAuthProtos()[AUTHORIZATION_SERVICE] as unknown as { Check: Method };
+  return svc.Check;
+}
+
+describe('official Envoy protos', () => {
+  const names = readdirSync(REQ_DIR).filter((f) => f.endsWith('.pb')).map((f) => f.slice(0, -3));
+
+  it.each(names)('decodes the wire form of %s exactly as the loader view says', (name) => {
+    const decoded = checkMethod().requestDeserialize(readFileSync(path.join(REQ_DIR, `${name}.pb`)));
+    const expected = JSON.parse(readFileSync(path.join(REQ_DIR, `${name}.loader-view.json`), 'utf8')) as unknown;
+    // the loader view shows bytes (header_map raw_value) as base64
+    const asJson = JSON.stringify(decoded, (_k, v: unknown) =>
+      v && typeof v === 'object' && (v as { type?: string }).type === 'Buffer'
+        ? Buffer.from((v as { data: number[] }).data).toString('base64')
+        : v,
+    );
+    expect(JSON.parse(asJson)).toEqual(expected);
+  });
+
+  it('encodes our deny response in the same wire form Envoy reads', () => {
+    const m = checkMethod();
+    const bytes = m.responseSerialize({
+      status: { code: 7, message: 'identity_required' },
+      denied_response: { status: { code: 401 }, headers: [], body: 'x' },
+    });
+    expect(m.responseDeserialize(bytes)).toMatchObject({
+      status: { code: 7, message: 'identity_required' },
+      denied_response: { status: { code: 'Unauthorized' }, body: 'x' },
+    });
+  });
+
+  it('round-trips every reference CheckResponse', () => {
+    const m = checkMethod();
+    for (const f of readdirSync(RES_DIR).filter((x) => x.endsWith('.pb'))) {
+      const wire = readFileSync(path.join(RES_DIR, f));
+      const decoded = m.responseDeserialize(wire);
+      expect(m.responseDeserialize(m.responseSerialize(decoded)), f).toEqual(decoded);
+    }
+  });
+});
+
+describe('toCheckInput', () => {
+  it('normalizes the full mTLS request', () => {
+    const input = toCheckInput(fixtureRequest('http-mtls-spiffe-full') as RawCheckRequest);
+    expect(input).toMatchObject({
+      kind: 'http',
+      requestId: '5e3c1a7e-2b0b-4d8f-9a7c-6f1f2f5d9a01',
+      method: 'GET',
+      host: 'backend.default.svc:8443',
+      hostname: 'backend.default.svc',
+      port: '8443',
+      path: '/api/v1/orders',
+      grpc: null,
+      source: '10.0.0.12:53514',
+      principal: 'spiffe://example.org/ns/default/sa/frontend',
+    });
+    expect(input.certificate).toMatch(/^-----BEGIN%20CERTIFICATE-----%0A/);
+    expect(input.contextExtensions.get('route')).toBe('orders');
+    expect(input.headers.get('user-agent')).toBe('curl/8.5.0');
+  });
+
+  it('reads header_map (encode_raw_headers) and joins repeated headers', () => {
+    const input = toCheckInput({
+      attributes: {
+        request: {
+          http: {
+            method: 'GET',
+            path: '/',
+            host: 'h',
+            header_map: {
+              headers: [
+                { key: 'X-A', raw_value: Buffer.from('1') },
+                { key: 'x-a', raw_value: Buffer.from('2') },
+                { key: ':authority', raw_value: Buffer.from('h') },
+              ],
+            },
+          },
+        },
+      },
+    });
+    expect(input.headers.get('x-a')).toBe('1,2');
+  });
+
+  it('reads the raw-headers fixture', () => {
+    const input = toCheckInput(fixtureRequest('http-raw-headers') as RawCheckRequest);
+    expect(input.kind).toBe('http');
+    expect(input.headers.size).toBeGreaterThan(0);
+    expect(input.hostname).toBe('backend');
+  });
+
+  it('maps the L4 network filter request (no request) to kind tcp', () => {
+    const input = toCheckInput(fixtureRequest('tcp-network-filter') as RawCheckRequest);
+    expect(input).toMatchObject({ kind: 'tcp', method: null, host: null, path: null });
+    expect(input.principal).toBe('spiffe://example.org/ns/default/sa/frontend');
+  });
+
+  it('recognizes a gRPC call', () => {
+    const input = toCheckInput({
+      attributes: {
+        request: { http: { method: 'POST', path: '/payments.v1.Ledger/Reconcile', host: 'ledger', headers: { 'content-type': 'application/grpc+proto' } } },
+      },
+    });
+    expect(input.grpc).toEqual({ service: 'payments.v1.Ledger', method: 'Reconcile' });
+  });
+
+  it('reads the pipe address of a UDS peer', () => {
+    const input = toCheckInput(fixtureRequest('http-uds-peer') as RawCheckRequest);
+    expect(input.source).toBe('@envoy-admin');
+  });
+
+  it('rejects a request without attributes', () => {
+    expect(() => toCheckInput({})).toThrowError(new DenyError('malformed_request', 'CheckRequest has no attributes'));
+  });
+});
+
+describe('normalizePath', () => {
+  it.each([
+    ['/api/v1/orders?limit=10', '/api/v1/orders'],
+    ['/a#frag', '/a'],
+    ['/%61dmin', '/admin'],
+    ['/a/./b', '/a/b'],
+    ['/a/../admin', '/admin'],
+    ['/../../admin', '/admin'],
+    ['//admin//x', '/admin/x'],
+    ['/a/%2e%2e/admin', '/admin'],
+    ['/a%2Fb', '/a%2Fb'],
+    ['/a/b/', '/a/b/'],
+    ['/a/..', '/'],
+    ['relative', '/relative'],
+  ])('%s → %s', (raw, want) => {
+    expect(normalizePath(raw)).toBe(want);
+  });
+
+  it('rejects a bad percent-escape', () => {
+    expect(() => normalizePath('/a%zz')).toThrowError(new DenyError('malformed_request', 'request path has an invalid percent-encoding'));
+  });
+
+  it('is idempotent and never leaves dot-segments or empty segments', () => {
+    fc.assert(
+      fc.property(fc.array(fc.constantFrom('a', 'b', '.', '..', '', '%2e', '%61', 'x%2Fy'), { maxLength: 8 }), (segs) => {
+        const once = normalizePath('/' + segs.join('/'));
+        expect(normalizePath(once)).toBe(once);
+        const inner = once.split('/').slice(1, -1);
+        expect(inner).not.toContain('.');
+        expect(inner).not.toContain('..');
+        expect(inner).not.toContain('');
+      }),
+    );
+  });
+});
+
+describe('splitHost', () => {
+  it.each([
+    ['Backend.Default.svc:8443', 'backend.default.svc:8443', 'backend.default.svc', '8443'],
+    ['backend', 'backend', 'backend', null],
+    ['[::1]:8080', '[::1]:8080', '[::1]', '8080'],
+    ['a:b:c', 'a:b:c', null, null],
+  ])('%s', (raw, host, hostname, port) => {
+    expect(splitHost(raw)).toEqual({ host, hostname, port });
+  });
+});
