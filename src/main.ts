@@ -17,15 +17,20 @@ import type { ReceiptSink } from './receipt/sinks/sink.js';
 import { ReceiptWriter } from './receipt/writer.js';
 import { json, startAdminServer, type RunningAdminServer, type Route } from './server/admin.js';
 import { startGrpcServer, type RunningGrpcServer } from './server/grpc.js';
+import { BundleSet, type BundleSource } from './spiffe/bundle.js';
+import { createBundleSources } from './spiffe/bundle-sources.js';
 import { SvidCache } from './spiffe/x509-svid.js';
+import { startCapabilities } from './capability/service.js';
 
-export const CAPABILITY_HEADER_DEFAULT = 'x-chio-capability';
+export { CAPABILITY_HEADER_DEFAULT } from './capability/config.js';
 
 export interface ServiceOptions {
   readonly log: Logger;
   readonly clock?: () => number;
   /** registers process default metrics (off in tests that start many services) */
   readonly defaultMetrics?: boolean;
+  /** where `admin.token_env` is read (default process.env) */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 export interface RunningService {
@@ -50,6 +55,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
 
   let policy = loadPolicyFile(config.policy);
   metrics.policyReloads.inc({ result: 'ok' });
+  const readToken = adminTokenReader(config.admin, options.env ?? process.env);
+  const capabilities = startCapabilities({ config: config.capabilities, log, clock, policy: () => policy });
 
   const sinks: ReceiptSink[] = config.receipts.sinks.map(
     (s) =>
@@ -74,13 +81,25 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     onRewind: (head) => chain.reset(head),
   });
 
+  let trust: RunningTrust;
+  try {
+    trust = await startTrust(config, metrics, log);
+  } catch (err) {
+    await writer.close();
+    await capabilities.close();
+    throw err;
+  }
   const svidCache = new SvidCache(config.identity.svid_cache_size);
+  const jwtSvid = config.identity.jwt_svid;
   const identity = new IdentityResolver({
     sources: config.identity.sources,
     svidCache,
     clock,
-    knownTrustDomains: new Set(),
+    bundles: trust.bundles,
     requireKnownTrustDomain: config.identity.require_known_trust_domain,
+    jwtSvid: jwtSvid && { header: jwtSvid.header, audiences: jwtSvid.audiences, leewaySeconds: jwtSvid.leeway_seconds },
+    trustedVerifiers: () => policy.trustedVerifiers,
+    jwtCacheSize: config.identity.svid_cache_size,
   });
 
   const pipeline = new CheckPipeline({
@@ -91,13 +110,14 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     onReceiptFailure: config.receipts.on_failure,
     metrics,
     log,
-    capabilityHeader: CAPABILITY_HEADER_DEFAULT,
+    capabilityHeader: capabilities.header,
+    capabilities: capabilities.stage,
+    clock,
     trustDomainLabel: trustDomainLabeler(() => policy),
   });
 
   const grpcServer: RunningGrpcServer = await startGrpcServer({ address: config.listen.grpc, handler: pipeline });
   let ready = false;
-  const readToken = adminTokenReader(config.admin.token_file);
   const routes: Route[] = [
     {
       method: 'GET',
@@ -116,6 +136,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       handler: () => (ready ? json(200, { status: 'ready', policyHash: policy.hash }) : json(503, { status: 'not ready' })),
     },
     { method: 'GET', path: '/v1/keys', auth: false, handler: () => json(200, { keys: [publicJwk(key)] }) },
+    ...capabilities.routes,
   ];
   let admin: RunningAdminServer;
   try {
@@ -128,6 +149,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   } catch (err) {
     grpcServer.server.forceShutdown();
     await writer.close();
+    await trust.close();
+    await capabilities.close();
     throw err;
   }
 
@@ -159,8 +182,44 @@ export async function startService(config: Config, options: ServiceOptions): Pro
         await grpcServer.shutdown(deadlineMs);
         await writer.close();
         await admin.close();
+        await trust.close();
+        await capabilities.close();
       })()),
   };
+}
+
+interface RunningTrust {
+  readonly bundles: BundleSet;
+  close(): Promise<void>;
+}
+
+/**
+ * Trust bundles (SPEC §2.1 `trust.bundles`): one source per entry, started (a bad bundle file
+ * fails the start), their refreshes, expiries and Workload API connections in the metrics.
+ */
+async function startTrust(config: Config, metrics: Metrics, log: Logger): Promise<RunningTrust> {
+  const bundles = new BundleSet();
+  bundles.onChange(({ trustDomain, bundle }) => {
+    const expiry = bundle?.x509FirstExpiry ?? null;
+    if (expiry === null) metrics.bundleExpiry.remove({ trust_domain: trustDomain });
+    else metrics.bundleExpiry.set({ trust_domain: trustDomain }, Math.floor(expiry / 1000));
+  });
+  const sources: BundleSource[] = createBundleSources(
+    config.trust,
+    bundles,
+    { log, refreshed: (source, result) => metrics.bundleRefreshes.inc({ source, result }) },
+    { onWorkloadApiConnected: (source, connected) => metrics.workloadApiConnected.set({ source }, connected ? 1 : 0) },
+  );
+  const close = async (): Promise<void> => {
+    await Promise.all(sources.map((s) => s.close()));
+  };
+  try {
+    await Promise.all(sources.map((s) => s.start()));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { bundles, close };
 }
 
 /** Trust-domain metric labels: a domain the policy names, else `other` (bounded cardinality). */
@@ -183,8 +242,15 @@ function trustDomainLabeler(current: () => CompiledPolicy): (td: string) => stri
   };
 }
 
-/** The admin token is read from its file on use (rotation without restart); never logged. */
-function adminTokenReader(file: string | undefined): () => string | null {
+/** The admin token: from its file on each use (rotation without restart), or once from `admin.token_env`; never logged. */
+function adminTokenReader(admin: Config['admin'], env: NodeJS.ProcessEnv): () => string | null {
+  if (admin.token_env !== undefined) {
+    // read once: the environment does not change; unset is a start error, not a silently closed API
+    const value = env[admin.token_env]?.trim() ?? '';
+    if (value === '') throw new ChioError('config_invalid', `admin.token_env names ${admin.token_env}, which is not set or empty`);
+    return () => value;
+  }
+  const file = admin.token_file;
   if (file === undefined) return () => null;
   return () => {
     try {

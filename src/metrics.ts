@@ -15,6 +15,8 @@ export const METRIC_NAMES = {
   receiptSinkErrors: 'chio_receipt_sink_errors_total',
   policyReloads: 'chio_policy_reloads_total',
   bundleExpiry: 'chio_trust_bundle_expiry_timestamp_seconds',
+  bundleRefreshes: 'chio_trust_bundle_refreshes_total',
+  workloadApiConnected: 'chio_workload_api_connected',
   svidCacheEntries: 'chio_svid_cache_entries',
 } as const;
 
@@ -36,6 +38,8 @@ export class Metrics {
   readonly receiptSinkErrors: Counter<'sink'>;
   readonly policyReloads: Counter<'result'>;
   readonly bundleExpiry: Gauge<'trust_domain'>;
+  readonly bundleRefreshes: Counter<'source' | 'result'>;
+  readonly workloadApiConnected: Gauge<'source'>;
   readonly svidCacheEntries: Gauge;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
@@ -81,6 +85,18 @@ export class Metrics {
       name: METRIC_NAMES.bundleExpiry,
       help: 'Earliest notAfter (unix seconds) of the X.509 roots in the trust bundle of each trust domain.',
       labelNames: ['trust_domain'],
+      registers: [registry],
+    });
+    this.bundleRefreshes = new Counter({
+      name: METRIC_NAMES.bundleRefreshes,
+      help: 'Trust bundle refresh attempts by source (`<kind>#<index>` of trust.bundles) and result (ok, error).',
+      labelNames: ['source', 'result'],
+      registers: [registry],
+    });
+    this.workloadApiConnected = new Gauge({
+      name: METRIC_NAMES.workloadApiConnected,
+      help: 'Whether the SPIFFE Workload API streams of a source are delivering bundles (1) or reconnecting (0).',
+      labelNames: ['source'],
       registers: [registry],
     });
     this.svidCacheEntries = new Gauge({

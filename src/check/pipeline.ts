@@ -1,12 +1,13 @@
 /**
  * The Check path as a pipeline of stages (SPEC §1):
  *
- *   CheckRequest → input → identity → decision → receipt (sealed, committed) → CheckResponse
+ *   CheckRequest → input → identity → decision → capability → receipt (sealed, committed) → CheckResponse
  *
  * `check()` never throws and never rejects: whatever goes wrong inside becomes a deny with a
  * reason code and, wherever a sink can take it, a signed receipt. An RPC error would let
  * Envoy's `failure_mode_allow` open the gate, so there are none.
  */
+import { applyCapabilityStage, capabilityStage, NO_CAPABILITY_AUTHORITIES, type CapabilityStageDeps } from '../capability/stage.js';
 import { describe, DenyError, type DenyCode } from '../errors.js';
 import type { IdentityResolver, IdentityResult } from '../identity/resolve.js';
 import type { Metrics } from '../metrics.js';
@@ -35,6 +36,10 @@ export interface PipelineDeps {
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly capabilityHeader: string;
+  /** the capability stage's verifier and revocations (default: no trusted authority: any presented token denies) */
+  readonly capabilities?: CapabilityStageDeps;
+  /** the capability stage's decision time (default Date.now) */
+  readonly clock?: () => number;
   /** bounded label for a trust domain (SPEC §8: never unbounded values) */
   readonly trustDomainLabel: (trustDomain: string) => string;
 }
@@ -45,6 +50,8 @@ interface Outcome {
   readonly identity: IdentityResult | null;
   readonly decision: Decision;
   readonly policyHash: string | null;
+  /** the presented capability's id whenever it decoded */
+  readonly capabilityId?: string | null;
 }
 
 const EMPTY_REQUEST: ReceiptRequest = { id: null, method: null, host: null, path: null, source: null };
@@ -65,7 +72,7 @@ export class CheckPipeline {
     return response;
   }
 
-  /** Stages 1–3, synchronous and pure but for the SVID cache: input → identity → decision. */
+  /** Stages 1–4, synchronous and pure but for the SVID and capability caches: input → identity → decision → capability. */
   private decide(raw: RawCheckRequest | null | undefined): Outcome {
     const policy = this.deps.policy();
     let input: CheckInput;
@@ -75,7 +82,7 @@ export class CheckPipeline {
       if (err instanceof DenyError) return { input: null, identity: null, decision: denial(err.code, err.message), policyHash: policy.hash };
       throw err;
     }
-    const identity = this.deps.identity.resolve(input);
+    const identity = this.deps.identity.resolve(input, policy);
     const decision = evaluate({
       policy,
       input,
@@ -83,10 +90,12 @@ export class CheckPipeline {
       identityError: identity.error,
       tier: identity.tier,
     });
-    return { input, identity, decision, policyHash: policy.hash };
+    const now = (this.deps.clock ?? Date.now)();
+    const capability = capabilityStage(input.headers.get(this.deps.capabilityHeader), decision, identity, now, this.deps.capabilities ?? NO_CAPABILITY_AUTHORITIES);
+    return { input, identity, decision: applyCapabilityStage(decision, capability), capabilityId: capability.capabilityId, policyHash: policy.hash };
   }
 
-  /** Stages 4–5: seal the receipt, make it durable, answer. */
+  /** Stages 5–6: seal the receipt, make it durable, answer. */
   private async commit(outcome: Outcome): Promise<CheckResponseMessage> {
     let sealed: SealedReceipt;
     try {
@@ -189,7 +198,7 @@ function draftOf(o: Outcome): ReceiptDraft {
     verdict: o.decision.verdict,
     rule: o.decision.rule,
     tool: o.decision.tool,
-    capabilityId: null,
+    capabilityId: o.capabilityId ?? null,
     reasons: o.decision.reason ? [o.decision.reason] : [],
     request: input
       ? { id: input.requestId, method: input.method, host: input.host, path: input.path, source: input.source }

@@ -10,6 +10,8 @@ const GROUPS: Record<string, { summary: string; load: () => Promise<Command> }> 
   policy: { summary: 'check a policy file', load: async () => (await import('./policy.js')).run },
   keys: { summary: 'generate Ed25519 seeds, print public keys', load: async () => (await import('./keys.js')).run },
   receipt: { summary: 'show and verify decision receipts', load: async () => (await import('./receipt.js')).run },
+  capability: { summary: 'issue, inspect and verify workload-bound capabilities', load: async () => (await import('./capability.js')).run },
+  svid: { summary: 'verify X.509-SVID chains and JWT-SVIDs against trust bundles', load: async () => (await import('./svid.js')).run },
 };
 
 function usage(): string {

@@ -6,6 +6,8 @@ export interface CliIO {
   readonly cwd: string;
   /** injectable clock for tests */
   readonly now: () => number;
+  /** all of standard input (for `-` arguments) */
+  readonly readStdin: () => Promise<string>;
 }
 
 export function processIO(): CliIO {
@@ -15,6 +17,11 @@ export function processIO(): CliIO {
     env: process.env,
     cwd: process.cwd(),
     now: () => Date.now(),
+    readStdin: async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(Buffer.from(chunk as Uint8Array));
+      return Buffer.concat(chunks).toString('utf8');
+    },
   };
 }
 

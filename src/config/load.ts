@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { ChioError } from '../errors.js';
 import { parseYamlSource, validateYaml } from '../yaml-source.js';
 import { configSchema, type ConfigFile } from './schema.js';
+import { resolveTrustPaths } from './trust.js';
+import { resolveCapabilityPaths } from '../capability/config.js';
 
 export interface Config extends ConfigFile {
   /** absolute path of the config file, or `(embedded)` */
@@ -70,5 +72,7 @@ function resolvePaths(c: Config): Config {
     keys: { ...c.keys, receipt_signing_seed: r(c.keys.receipt_signing_seed) },
     receipts: { ...c.receipts, sinks: c.receipts.sinks.map((s) => ({ ...s, path: r(s.path) })) },
     admin: c.admin.token_file === undefined ? c.admin : { ...c.admin, token_file: r(c.admin.token_file) },
+    trust: resolveTrustPaths(c.trust, r),
+    capabilities: resolveCapabilityPaths(c.capabilities, r),
   };
 }

@@ -3,6 +3,8 @@
  * config file's folder (see ./load.ts). Every default lives here.
  */
 import { z } from 'zod';
+import { jwtSvidConfigSchema, requireJwtSvidConfig, trustSchema } from './trust.js';
+import { capabilitiesConfigSchema } from '../capability/config.js';
 
 export const CONFIG_SCHEMA_ID = 'chio.config.v1';
 
@@ -16,7 +18,7 @@ const nonEmpty = z.string().min(1);
 const jsonlSink = z.strictObject({ type: z.literal('jsonl'), path: nonEmpty });
 const sink = z.discriminatedUnion('type', [jsonlSink]);
 
-export const IDENTITY_SOURCES = ['certificate', 'principal'] as const;
+export const IDENTITY_SOURCES = ['certificate', 'principal', 'xfcc', 'jwt_svid'] as const;
 
 export const configSchema = z.strictObject({
   schema: z.literal(CONFIG_SCHEMA_ID),
@@ -44,11 +46,21 @@ export const configSchema = z.strictObject({
         .default(['certificate', 'principal']),
       require_known_trust_domain: z.boolean().default(false),
       svid_cache_size: z.number().int().min(1).max(10_000_000).default(10_000),
+      jwt_svid: jwtSvidConfigSchema.optional(),
     })
+    .superRefine(requireJwtSvidConfig)
     .prefault({}),
+  trust: trustSchema,
+  capabilities: capabilitiesConfigSchema,
   admin: z
     .strictObject({
       token_file: nonEmpty.optional(),
+      /** name of an environment variable holding the Bearer token (never the command line) */
+      token_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name').optional(),
+    })
+    .refine((a) => a.token_file === undefined || a.token_env === undefined, {
+      path: ['token_env'],
+      message: 'set admin.token_file or admin.token_env, not both',
     })
     .prefault({}),
 });

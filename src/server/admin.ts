@@ -52,6 +52,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   not_found: 404,
   receipt_not_found: 404,
   body_too_large: 413,
+  io_error: 500,
   internal_error: 500,
 };
 

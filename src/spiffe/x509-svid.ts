@@ -52,6 +52,8 @@ export interface CertificateFacts {
   readonly dnsSans: readonly string[];
   /** basicConstraints cA (false when the extension is absent). */
   readonly isCa: boolean;
+  /** basicConstraints pathLenConstraint (RFC 5280 §4.2.1.9), null when absent. */
+  readonly pathLen: number | null;
   /** null when the keyUsage extension is absent. */
   readonly keyUsage: KeyUsageBits | null;
   /** ms since epoch */
@@ -161,6 +163,7 @@ interface ExtensionFacts {
   uriSans: string[];
   dnsSans: string[];
   isCa: boolean;
+  pathLen: number | null;
   keyUsage: KeyUsageBits | null;
 }
 
@@ -199,7 +202,7 @@ function walkCertificate(r: DerReader): CertificateFacts {
 }
 
 function readExtensions(r: DerReader, wrapper: Tlv | undefined): ExtensionFacts {
-  const facts: ExtensionFacts = { hasSubjectAltName: false, uriSans: [], dnsSans: [], isCa: false, keyUsage: null };
+  const facts: ExtensionFacts = { hasSubjectAltName: false, uriSans: [], dnsSans: [], isCa: false, pathLen: null, keyUsage: null };
   if (wrapper === undefined) return facts;
   const [list, ...rest] = r.children(wrapper);
   if (rest.length > 0) throw new DerError('extensions [3] holds more than one element', wrapper.offset);
@@ -212,7 +215,7 @@ function readExtensions(r: DerReader, wrapper: Tlv | undefined): ExtensionFacts 
       facts.hasSubjectAltName = true;
       readSubjectAltNames(r, r.wrapped(value), facts);
     } else if (oid === OID_BASIC_CONSTRAINTS) {
-      facts.isCa = readBasicConstraintsCa(r, r.wrapped(value));
+      ({ isCa: facts.isCa, pathLen: facts.pathLen } = readBasicConstraints(r, r.wrapped(value)));
     } else if (oid === OID_KEY_USAGE) {
       facts.keyUsage = readKeyUsage(r, r.wrapped(value));
     }
@@ -244,9 +247,19 @@ function readSubjectAltNames(r: DerReader, names: Tlv, facts: ExtensionFacts): v
 }
 
 /** BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER OPTIONAL } */
-function readBasicConstraintsCa(r: DerReader, value: Tlv): boolean {
-  const [first] = r.children(r.expect(value, DerTag.SEQUENCE, 'BasicConstraints'));
-  return first?.tag === DerTag.BOOLEAN ? r.boolean(first) : false;
+function readBasicConstraints(r: DerReader, value: Tlv): { isCa: boolean; pathLen: number | null } {
+  const parts = r.children(r.expect(value, DerTag.SEQUENCE, 'BasicConstraints'));
+  const first = parts[0];
+  const isCa = first?.tag === DerTag.BOOLEAN ? r.boolean(first) : false;
+  const integer = parts.find((t) => t.tag === DerTag.INTEGER);
+  return { isCa, pathLen: integer === undefined ? null : smallInteger(r.contents(integer)) };
+}
+
+function smallInteger(bytes: Uint8Array): number {
+  if (bytes.length === 0 || bytes.length > 4 || ((bytes[0] ?? 0) & 0x80) !== 0) {
+    throw malformed('pathLenConstraint is not a small non-negative INTEGER');
+  }
+  return bytes.reduce((n, b) => n * 256 + b, 0);
 }
 
 /** KeyUsage ::= BIT STRING; bit n is the (n mod 8)-th most significant bit of octet n/8. */

@@ -120,7 +120,6 @@ describe('Check: allow', () => {
     h['x-chio-workload-id'] = 'spiffe://example.org/ns/default/sa/admin';
     h['x-chio-receipt-id'] = 'rct-FAKE';
     h['x-chio-tier'] = 'verified';
-    h['x-chio-capability'] = 'stolen';
     const res = await svc.client.check(req);
     expect(res.status.code).toBe(0);
     const headers = headerMap(res.ok_response?.headers);

@@ -1,7 +1,7 @@
 import type { CliIO } from '../../src/cli/io.js';
 
 /** A CliIO that records stdout and stderr, for calling command modules directly. */
-export function fakeIO(cwd: string, env: NodeJS.ProcessEnv = {}, now = () => 0): CliIO & { out: string; err: string } {
+export function fakeIO(cwd: string, env: NodeJS.ProcessEnv = {}, now = () => 0, stdin = ''): CliIO & { out: string; err: string } {
   const io = {
     out: '',
     err: '',
@@ -10,6 +10,7 @@ export function fakeIO(cwd: string, env: NodeJS.ProcessEnv = {}, now = () => 0):
     env,
     cwd,
     now,
+    readStdin: async () => stdin,
   };
   return io;
 }

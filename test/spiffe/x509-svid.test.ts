@@ -505,6 +505,7 @@ describe('readCertificateFacts on hand-built structures', () => {
       uriSans: [],
       dnsSans: [],
       isCa: false,
+      pathLen: null,
       keyUsage: null,
       notBefore: Date.parse('2024-01-01T00:00:00Z'),
       notAfter: Date.parse('2025-01-01T00:00:00Z'),

@@ -1,0 +1,91 @@
+// Micro-benchmark of IdentityResolver.resolve on a cache hit (SPEC §4, §5; performance.md §0):
+// the identity path of a repeated SVID must be Map lookups only, with or without trust bundles.
+// Uses the fixture PKI (test/fixtures/envoy/pki): svid-frontend signed by ca.pem.
+//
+//   npm run build && node bench/identity-resolve.mjs          (MS=1000 RUNS=7 by default)
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { IdentityResolver } from '../dist/identity/resolve.js';
+import { BundleSet, parsePemBundle } from '../dist/spiffe/bundle.js';
+import { SvidCache } from '../dist/spiffe/x509-svid.js';
+
+const MS = Number(process.env.MS ?? 1000);
+const RUNS = Number(process.env.RUNS ?? 7);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const PKI = path.join(ROOT, 'test', 'fixtures', 'envoy', 'pki');
+const index = JSON.parse(readFileSync(path.join(PKI, 'index.json'), 'utf8'));
+const CERT = index['svid-frontend'].envoy_url_encoded_pem;
+const ID = 'spiffe://example.org/ns/default/sa/frontend';
+const NOW = Date.parse('2026-12-01T00:00:00Z');
+
+/** Runs `fn` for MS ms, RUNS times; returns the median µs per call. */
+function bench(name, fn) {
+  for (let i = 0; i < 2000; i++) fn(); // warm-up (JIT)
+  const perCall = [];
+  for (let r = 0; r < RUNS; r++) {
+    let n = 0;
+    const start = process.hrtime.bigint();
+    const end = start + BigInt(MS) * 1_000_000n;
+    let now = start;
+    while (now < end) {
+      for (let i = 0; i < 100; i++) fn();
+      n += 100;
+      now = process.hrtime.bigint();
+    }
+    perCall.push(Number(now - start) / 1000 / n);
+  }
+  perCall.sort((a, b) => a - b);
+  const median = perCall[Math.floor(perCall.length / 2)];
+  console.log(`${name.padEnd(58)} ${median.toFixed(2).padStart(7)} µs/op  (min ${perCall[0].toFixed(2)}, max ${perCall[perCall.length - 1].toFixed(2)})`);
+  return median;
+}
+
+function input(headers = {}) {
+  return {
+    kind: 'http', requestId: 'r', method: 'GET', host: 'backend', hostname: 'backend', port: null, path: '/api/v1/orders',
+    grpc: null, headers: new Map(Object.entries(headers)), source: '10.0.0.1:5000', principal: ID, certificate: CERT,
+    contextExtensions: new Map(),
+  };
+}
+
+function check(result) {
+  if (result.error !== null || result.identity === null) throw new Error(`unexpected: ${result.error?.message}`);
+  return result;
+}
+
+// A JWT-SVID signed with a key of the example.org bundle (ES256, P-1363 signature).
+const jwtKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const signingInput = `${b64({ alg: 'ES256', kid: 'k1', typ: 'JWT' })}.${b64({ sub: ID, aud: 'chio', exp: NOW / 1000 + 3600, iat: NOW / 1000 - 10 })}`;
+const token = `${signingInput}.${sign('sha256', Buffer.from(signingInput), { key: jwtKey.privateKey, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+
+const bundles = new BundleSet();
+const source = bundles.addSource({ source: 'pem#0', verifier: 'https://spire.test' });
+const content = parsePemBundle(readFileSync(path.join(PKI, 'ca.pem'), 'utf8'), 'example.org', 'ca.pem');
+bundles.replace(source, [{ ...content, jwtAuthorities: new Map([['k1', jwtKey.publicKey]]) }]);
+const policy = {
+  trustedVerifiers: [
+    { name: 'spire', schema: 'chio.runtime-attestation.spiffe.x509-svid.v1', verifier: 'https://spire.test', verifierFamily: 'spiffe',
+      effectiveTier: 'verified', maxEvidenceAgeSeconds: null, allowedAttestationTypes: ['x509_svid'] },
+  ],
+};
+
+const resolver = (sources, withBundles) =>
+  new IdentityResolver({
+    sources, svidCache: new SvidCache(10_000), clock: () => NOW, bundles: withBundles ? bundles : undefined,
+    jwtSvid: { header: 'authorization', audiences: ['chio'], leewaySeconds: 30 },
+  });
+
+console.log(`node ${process.version}; MS=${MS} RUNS=${RUNS}; every call a cache hit`);
+const plain = resolver(['certificate', 'principal'], false);
+bench('certificate+principal, no bundle (attested by envoy)', () => check(plain.resolve(input(), policy)));
+const verified = resolver(['certificate', 'principal'], true);
+check(verified.resolve(input(), policy)).tier === 'verified' || (() => { throw new Error('not verified'); })();
+bench('certificate+principal, chain verified, trusted verifier', () => check(verified.resolve(input(), policy)));
+const all = resolver(['certificate', 'principal', 'xfcc', 'jwt_svid'], true);
+const withJwt = input({ authorization: `Bearer ${token}`, 'x-forwarded-client-cert': `By=spiffe://example.org/ns/default/sa/backend;URI=${ID}` });
+bench('+ XFCC URI + JWT-SVID (all four sources agreeing)', () => check(all.resolve(withJwt, policy)));
+bench('for scale: a cache MISS (parse + chain verify), new resolver', () =>
+  check(new IdentityResolver({ sources: ['certificate'], svidCache: new SvidCache(1), clock: () => NOW, bundles }).resolve({ ...input(), principal: null }, policy)));

@@ -1,0 +1,151 @@
+/**
+ * The `trust:` section and the JWT-SVID keys of `identity:` in chio.yaml (SPEC §2.1, §4).
+ *
+ * ```yaml
+ * identity:
+ *   sources: [certificate, principal, xfcc, jwt_svid]
+ *   jwt_svid: { header: authorization, audiences: [chio], leeway_seconds: 30 }
+ * trust:
+ *   bundles:                                   # per trust domain, never pooled
+ *     - { trust_domain: example.org, pem: ./bundles/example.org.pem, verifier: https://spire.prod.internal,
+ *         intermediates: ./bundles/example.org-intermediates.pem }
+ *     - { trust_domain: partner.example, spiffe_bundle: ./bundles/partner.json, verifier: https://partner.example/bundle }
+ *     - { workload_api: unix:///run/spire/sockets/agent.sock, verifier: https://spire.prod.internal }
+ *     - { trust_domain: other.example, federation: { url: https://other.example/bundle, profile: https_web,
+ *         ca_file: ./web-ca.pem }, verifier: https://other.example/bundle }
+ *   file_poll_interval_seconds: 5              # stat fallback of the file watchers
+ * ```
+ *
+ * Each entry has exactly one of `pem`, `spiffe_bundle`, `workload_api`, `federation`; every
+ * kind but `workload_api` names its trust domain (the agent names its own). Two entries naming
+ * the same trust domain are an error. Relative paths resolve against the config folder
+ * ({@link resolveTrustPaths}, called by ./load.ts).
+ */
+import { z } from 'zod';
+import { DenyError } from '../errors.js';
+import { TrustDomain } from '../spiffe/id.js';
+import { MAX_LEEWAY_SECONDS } from '../spiffe/jwt-svid.js';
+
+const nonEmpty = z.string().min(1);
+
+const trustDomain = z.string().superRefine((value, ctx) => {
+  try {
+    TrustDomain.parse(value);
+  } catch (err) {
+    if (!(err instanceof DenyError)) throw err;
+    ctx.addIssue({ code: 'custom', message: err.message });
+  }
+});
+
+const verifier = z.string().min(1).max(512);
+
+const federationSchema = z.strictObject({
+  url: z
+    .string()
+    .regex(/^https:\/\/[^\s]+$/, 'expected an https:// URL of a SPIFFE bundle endpoint')
+    .refine((s) => URL.canParse(s), 'not a valid URL'),
+  profile: z.literal('https_web', { error: (issue) => `unsupported profile ${JSON.stringify(issue.input)}: only "https_web"` }).default('https_web'),
+  ca_file: nonEmpty.optional(),
+});
+
+export const BUNDLE_KINDS = ['pem', 'spiffe_bundle', 'workload_api', 'federation'] as const;
+export type BundleKind = (typeof BUNDLE_KINDS)[number];
+
+const bundleEntrySchema = z
+  .strictObject({
+    trust_domain: trustDomain.optional(),
+    verifier,
+    pem: nonEmpty.optional(),
+    spiffe_bundle: nonEmpty.optional(),
+    workload_api: z.string().regex(/^unix:\/\/\/.+$/, 'expected unix:///<absolute socket path>').optional(),
+    federation: federationSchema.optional(),
+    intermediates: nonEmpty.optional(),
+  })
+  .superRefine((entry, ctx) => {
+    const kinds = BUNDLE_KINDS.filter((k) => entry[k] !== undefined);
+    if (kinds.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `a bundle source needs exactly one of ${BUNDLE_KINDS.join(', ')}${kinds.length > 1 ? ` (found ${kinds.join(', ')})` : ''}`,
+      });
+      return;
+    }
+    const kind = kinds[0] as BundleKind;
+    if (kind === 'workload_api') {
+      if (entry.trust_domain !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['trust_domain'], message: 'a workload_api source delivers the trust domains the agent names; remove trust_domain' });
+      }
+    } else if (entry.trust_domain === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['trust_domain'], message: `a ${kind} source needs trust_domain (bundles are per trust domain)` });
+    }
+    if (entry.intermediates !== undefined && kind !== 'pem' && kind !== 'spiffe_bundle') {
+      ctx.addIssue({ code: 'custom', path: ['intermediates'], message: 'intermediates are only for pem and spiffe_bundle sources' });
+    }
+  });
+
+export type TrustBundleEntry = z.infer<typeof bundleEntrySchema>;
+
+export const trustSchema = z
+  .strictObject({
+    bundles: z.array(bundleEntrySchema).max(256).default([]),
+    file_poll_interval_seconds: z.number().int().min(1).max(3600).default(5),
+  })
+  .superRefine((trust, ctx) => {
+    const seen = new Map<string, number>();
+    trust.bundles.forEach((entry, i) => {
+      const td = entry.trust_domain;
+      if (td === undefined) return;
+      const first = seen.get(td);
+      if (first !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['bundles', i, 'trust_domain'],
+          message: `trust domain ${td} already has a bundle source (trust.bundles[${first}]); bundles are per trust domain, never pooled`,
+        });
+      } else seen.set(td, i);
+    });
+  })
+  .prefault({});
+
+export type TrustConfig = z.infer<typeof trustSchema>;
+
+/** `identity.jwt_svid` */
+export const jwtSvidConfigSchema = z.strictObject({
+  header: z
+    .string()
+    .regex(/^[a-z0-9-]+$/, 'expected a lower-case HTTP header name')
+    .default('authorization'),
+  audiences: z.array(nonEmpty).min(1),
+  leeway_seconds: z.number().int().min(0).max(MAX_LEEWAY_SECONDS).default(30),
+});
+
+export type JwtSvidConfig = z.infer<typeof jwtSvidConfigSchema>;
+
+/** For `identity`'s superRefine: the jwt_svid source needs its audiences configured. */
+export function requireJwtSvidConfig(identity: { sources: readonly string[]; jwt_svid?: JwtSvidConfig | undefined }, ctx: z.RefinementCtx): void {
+  if (identity.sources.includes('jwt_svid') && identity.jwt_svid === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['jwt_svid'], message: 'the jwt_svid source needs identity.jwt_svid with at least one audience' });
+  }
+}
+
+/** The kind of a validated entry. */
+export function bundleKind(entry: TrustBundleEntry): BundleKind {
+  const kind = BUNDLE_KINDS.find((k) => entry[k] !== undefined);
+  if (kind === undefined) throw new TypeError('bundle entry without a kind');
+  return kind;
+}
+
+/** Relative file paths of `trust` resolved with `resolve` (the config folder). */
+export function resolveTrustPaths(trust: TrustConfig, resolve: (p: string) => string): TrustConfig {
+  const opt = (p: string | undefined): string | undefined => (p === undefined ? undefined : resolve(p));
+  return {
+    ...trust,
+    bundles: trust.bundles.map((b) => ({
+      ...b,
+      pem: opt(b.pem),
+      spiffe_bundle: opt(b.spiffe_bundle),
+      intermediates: opt(b.intermediates),
+      federation: b.federation === undefined ? undefined : { ...b.federation, ca_file: opt(b.federation.ca_file) },
+    })),
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * Noticing that files changed, for hot reload (policy, trust bundles, revocation lists).
+ *
+ * `fs.watch` on each file's folder (which also sees editors' rename-over-writes and Kubernetes
+ * ConfigMap symlink swaps), coalesced by a short debounce, plus a periodic stat check as the
+ * fallback where watch events do not arrive (network filesystems, some containers). The callback
+ * runs when the (inode, size, mtime) of any file differs from the last look; it decides itself
+ * whether the content really changed.
+ */
+import { statSync, watch, type FSWatcher } from 'node:fs';
+import path from 'node:path';
+
+export interface FileWatchOptions {
+  /** stat fallback period (default 5 s) */
+  readonly pollIntervalMs?: number;
+  /** how long watch events are coalesced (default 100 ms) */
+  readonly debounceMs?: number;
+  /** false: stat checks only (e.g. on filesystems without change events) */
+  readonly useFsWatch?: boolean;
+  /** a folder could not be watched; the stat fallback still works */
+  readonly onWatchError?: (dir: string, err: unknown) => void;
+}
+
+export class FileWatch {
+  private readonly watchers: FSWatcher[] = [];
+  private readonly poll: NodeJS.Timeout;
+  private debounce: NodeJS.Timeout | undefined;
+  private last: string;
+  private closed = false;
+
+  constructor(
+    private readonly files: readonly string[],
+    private readonly onChange: () => void,
+    private readonly options: FileWatchOptions = {},
+  ) {
+    this.last = this.statKey();
+    const dirs = options.useFsWatch === false ? [] : new Set(files.map((f) => path.dirname(f)));
+    for (const dir of dirs) {
+      try {
+        const w = watch(dir, { persistent: false }, () => this.schedule());
+        w.on('error', (err) => options.onWatchError?.(dir, err));
+        this.watchers.push(w);
+      } catch (err) {
+        options.onWatchError?.(dir, err);
+      }
+    }
+    this.poll = setInterval(() => this.check(), options.pollIntervalMs ?? 5000);
+    this.poll.unref();
+  }
+
+  /** Call after reading the files yourself, so the next look compares against what you read. */
+  markSeen(): void {
+    this.last = this.statKey();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.watchers) w.close();
+    clearInterval(this.poll);
+    clearTimeout(this.debounce);
+  }
+
+  private schedule(): void {
+    if (this.closed) return;
+    clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => this.check(), this.options.debounceMs ?? 100);
+    this.debounce.unref();
+  }
+
+  private check(): void {
+    if (this.closed) return;
+    const now = this.statKey();
+    if (now === this.last) return;
+    this.last = now;
+    this.onChange();
+  }
+
+  private statKey(): string {
+    return this.files
+      .map((f) => {
+        try {
+          const s = statSync(f);
+          return `${s.ino}:${s.size}:${s.mtimeMs}`;
+        } catch {
+          return 'missing';
+        }
+      })
+      .join('|');
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * Bundle sources that feed a {@link BundleSet} (SPEC §2.1 `trust.bundles`, §4):
+ * - {@link FileBundleSource}: a PEM file of roots, or a SPIFFE bundle JSON file (SPIFFE Trust
+ *   Domain and Bundle §4), with optional configured intermediates; re-read on change (fs.watch
+ *   on the folder, which also sees Kubernetes ConfigMap symlink swaps, plus a periodic stat
+ *   fallback). A bad new file keeps the last good bundle, is logged and counted.
+ * - {@link FederationBundleSource}: a SPIFFE federation bundle endpoint, profile `https_web`
+ *   (SPIFFE Federation §5.2.1 / Bundle §5.2.1 Web PKI; `ca_file` replaces the public roots for a
+ *   private web CA), polled at its `spiffe_refresh_hint` bounded to [min, max]. A bundle with a
+ *   lower `spiffe_sequence` than the one held is refused (no rollback).
+ * The SPIFFE Workload API source lives in ./workload-api.ts.
+ *
+ * Every source registers itself with the set in config order (the first source delivering a
+ * trust domain wins) and reports refreshes through {@link SourceHooks} (metrics, logs).
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { FileWatch } from '../file-watch.js';
+import { bundleKind, type TrustConfig } from '../config/trust.js';
+import { ChioError, describe } from '../errors.js';
+import {
+  MAX_BUNDLE_BYTES,
+  looksLikeJson,
+  parseCaCertificate,
+  parsePemBundle,
+  parseSpiffeBundle,
+  pemCertificates,
+  NO_HOOKS,
+  type BundleContent,
+  type BundleSet,
+  type BundleSource,
+  type SourceHooks,
+} from './bundle.js';
+import { WorkloadApiBundleSource } from './workload-api.js';
+
+function readText(file: string, what: string): string {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ChioError(code === 'ENOENT' ? 'file_not_found' : 'io_error', `${what}: cannot read ${file}: ${code ?? describe(err)}`, { cause: err });
+  }
+  if (bytes.length > MAX_BUNDLE_BYTES) throw new ChioError('config_invalid', `${what}: ${file} is larger than ${MAX_BUNDLE_BYTES} bytes`);
+  return bytes.toString('utf8');
+}
+
+/** Intermediates from a PEM file (the `intermediates:` key of a file source). */
+export function readIntermediates(file: string, what: string): BundleContent['intermediates'] {
+  const text = readText(file, what);
+  try {
+    return pemCertificates(text).map((der) => parseCaCertificate(der));
+  } catch (err) {
+    throw new ChioError('config_invalid', `${what}: ${file}: ${describe(err)}`, { cause: err });
+  }
+}
+
+/** A bundle file's content: PEM roots, or SPIFFE bundle JSON (detected by content for `auto`). */
+export function parseBundleFile(text: string, format: 'pem' | 'spiffe_bundle' | 'auto', trustDomain: string, what: string): BundleContent {
+  const json = format === 'spiffe_bundle' || (format === 'auto' && looksLikeJson(text));
+  return json ? parseSpiffeBundle(text, trustDomain, what) : parsePemBundle(text, trustDomain, what);
+}
+
+export interface FileBundleSourceOptions {
+  readonly label: string;
+  readonly verifier: string;
+  readonly trustDomain: string;
+  readonly file: string;
+  readonly format: 'pem' | 'spiffe_bundle';
+  readonly intermediatesFile?: string | undefined;
+  /** stat fallback period (default 5 s) */
+  readonly pollIntervalMs?: number;
+  /** how long watch events are coalesced before a re-read (default 100 ms) */
+  readonly debounceMs?: number;
+}
+
+/** A bundle file (PEM or SPIFFE bundle JSON) re-read on change without a restart. */
+export class FileBundleSource implements BundleSource {
+  readonly label: string;
+  private readonly index: number;
+  private lastDigest = '';
+  private watch: FileWatch | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly set: BundleSet,
+    private readonly options: FileBundleSourceOptions,
+    private readonly hooks: SourceHooks = NO_HOOKS,
+  ) {
+    this.label = options.label;
+    this.index = set.addSource({ source: options.label, verifier: options.verifier }, [options.trustDomain]);
+  }
+
+  private get files(): string[] {
+    const { file, intermediatesFile } = this.options;
+    return intermediatesFile === undefined ? [file] : [file, intermediatesFile];
+  }
+
+  async start(): Promise<void> {
+    this.reload();
+    this.watch = new FileWatch(this.files, () => this.refresh(), {
+      pollIntervalMs: this.options.pollIntervalMs,
+      debounceMs: this.options.debounceMs,
+      onWatchError: (dir, err) =>
+        this.hooks.log.warn({ source: this.label, dir, err: describe(err) }, 'cannot watch bundle folder; relying on periodic checks'),
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.watch?.close();
+  }
+
+  /** Re-reads now; returns whether the bundle changed. Throws on a bad file (the old bundle stays). */
+  reload(): boolean {
+    const what = `trust bundle ${this.label} (${this.options.trustDomain})`;
+    const text = readText(this.options.file, what);
+    const intermediatesText = this.options.intermediatesFile === undefined ? '' : readText(this.options.intermediatesFile, `${what} intermediates`);
+    this.watch?.markSeen();
+    const digest = createHash('sha256').update(text).update('\0').update(intermediatesText).digest('hex');
+    if (digest === this.lastDigest) return false;
+    const content = parseBundleFile(text, this.options.format, this.options.trustDomain, `${what}: ${this.options.file}`);
+    const intermediates =
+      this.options.intermediatesFile === undefined ? [] : readIntermediates(this.options.intermediatesFile, `${what} intermediates`);
+    this.set.replace(this.index, [{ ...content, intermediates }]);
+    this.lastDigest = digest;
+    return true;
+  }
+
+  private refresh(): void {
+    if (this.closed) return;
+    try {
+      if (this.reload()) {
+        this.hooks.refreshed(this.label, 'ok');
+        this.hooks.log.info({ source: this.label, trustDomain: this.options.trustDomain }, 'trust bundle reloaded');
+      }
+    } catch (err) {
+      this.hooks.refreshed(this.label, 'error');
+      this.hooks.log.error({ source: this.label, err: describe(err) }, 'trust bundle reload failed; keeping the last good bundle');
+    }
+  }
+}
+
+export interface FederationBundleSourceOptions {
+  readonly label: string;
+  readonly verifier: string;
+  readonly trustDomain: string;
+  /** https:// URL of the bundle endpoint */
+  readonly url: string;
+  /** PEM roots of a private web CA; replaces the public roots */
+  readonly caFile?: string | undefined;
+  /** bounds of the refresh interval (defaults 30 s and 1 h) */
+  readonly minRefreshMs?: number;
+  readonly maxRefreshMs?: number;
+  /** interval when the bundle has no refresh hint (default 5 min) */
+  readonly defaultRefreshMs?: number;
+  /** request timeout (default 10 s) */
+  readonly timeoutMs?: number;
+}
+
+/** A SPIFFE federation bundle endpoint (`https_web`), polled at its refresh hint. */
+export class FederationBundleSource implements BundleSource {
+  readonly label: string;
+  private readonly index: number;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private sequence: number | null = null;
+  private digest = '';
+
+  constructor(
+    private readonly set: BundleSet,
+    private readonly options: FederationBundleSourceOptions,
+    private readonly hooks: SourceHooks = NO_HOOKS,
+  ) {
+    if (!options.url.startsWith('https://')) throw new TypeError(`federation url must be https://, got ${options.url}`);
+    this.label = options.label;
+    this.index = set.addSource({ source: options.label, verifier: options.verifier }, [options.trustDomain]);
+  }
+
+  async start(): Promise<void> {
+    await this.poll();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+  }
+
+  /** One fetch; schedules the next. Never throws. */
+  async poll(): Promise<void> {
+    clearTimeout(this.timer);
+    let next = this.options.minRefreshMs ?? 30_000;
+    try {
+      const content = await this.fetchOnce();
+      this.apply(content);
+      this.hooks.refreshed(this.label, 'ok');
+      next = this.nextInterval(content.refreshHintSeconds);
+    } catch (err) {
+      this.hooks.refreshed(this.label, 'error');
+      this.hooks.log.error({ source: this.label, url: this.options.url, err: describe(err) }, 'federation bundle fetch failed; keeping the last good bundle');
+    }
+    if (!this.closed) {
+      this.timer = setTimeout(() => void this.poll(), next);
+      this.timer.unref();
+    }
+  }
+
+  private nextInterval(hintSeconds: number | null): number {
+    const min = this.options.minRefreshMs ?? 30_000;
+    const max = this.options.maxRefreshMs ?? 3_600_000;
+    const wanted = hintSeconds === null ? (this.options.defaultRefreshMs ?? 300_000) : hintSeconds * 1000;
+    return Math.min(max, Math.max(min, wanted));
+  }
+
+  private apply(content: BundleContent): void {
+    if (content.sequence !== null && this.sequence !== null && content.sequence < this.sequence) {
+      throw new ChioError('config_invalid', `bundle spiffe_sequence ${content.sequence} is lower than the held ${this.sequence} (rollback refused)`);
+    }
+    const digest = createHash('sha256')
+      .update(JSON.stringify([content.sequence, content.x509Authorities.map((a) => a.sha256), [...content.jwtAuthorities.keys()]]))
+      .digest('hex');
+    this.set.replace(this.index, [content]);
+    if (digest !== this.digest) this.hooks.log.info({ source: this.label, trustDomain: this.options.trustDomain, sequence: content.sequence }, 'federation bundle updated');
+    this.digest = digest;
+    this.sequence = content.sequence ?? this.sequence;
+  }
+
+  private async fetchOnce(): Promise<BundleContent> {
+    const ca = this.options.caFile === undefined ? undefined : readText(this.options.caFile, `federation ${this.label} ca_file`);
+    const body = await httpsGet(this.options.url, ca, this.options.timeoutMs ?? 10_000);
+    return parseSpiffeBundle(body, this.options.trustDomain, `federation bundle ${this.options.url}`);
+  }
+}
+
+/** GET an https URL: 200 only, no redirects, bounded size and time. */
+function httpsGet(url: string, ca: string | undefined, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'GET', ...(ca === undefined ? {} : { ca }), timeout: timeoutMs, headers: { accept: 'application/json' } }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        reject(new ChioError('io_error', `GET ${url}: HTTP ${res.statusCode ?? '?'}`));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > MAX_BUNDLE_BYTES) {
+          req.destroy(new ChioError('io_error', `GET ${url}: response larger than ${MAX_BUNDLE_BYTES} bytes`));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new ChioError('io_error', `GET ${url}: no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export interface CreateSourcesOptions {
+  /** `chio_workload_api_connected{source}` */
+  readonly onWorkloadApiConnected?: (source: string, connected: boolean) => void;
+}
+
+/**
+ * One source per `trust.bundles` entry, in config order (so the first entry delivering a trust
+ * domain wins), registered with `set`. Labels are `<kind>#<index>`: bounded metric labels.
+ */
+export function createBundleSources(trust: TrustConfig, set: BundleSet, hooks: SourceHooks, options: CreateSourcesOptions = {}): BundleSource[] {
+  return trust.bundles.map((entry, i) => {
+    const kind = bundleKind(entry);
+    const label = `${kind}#${i}`;
+    const trustDomain = entry.trust_domain ?? '';
+    switch (kind) {
+      case 'pem':
+      case 'spiffe_bundle':
+        return new FileBundleSource(
+          set,
+          {
+            label,
+            verifier: entry.verifier,
+            trustDomain,
+            file: (kind === 'pem' ? entry.pem : entry.spiffe_bundle) ?? '',
+            format: kind,
+            intermediatesFile: entry.intermediates,
+            pollIntervalMs: trust.file_poll_interval_seconds * 1000,
+          },
+          hooks,
+        );
+      case 'federation':
+        return new FederationBundleSource(
+          set,
+          { label, verifier: entry.verifier, trustDomain, url: entry.federation?.url ?? '', caFile: entry.federation?.ca_file },
+          hooks,
+        );
+      case 'workload_api':
+        return new WorkloadApiBundleSource(
+          set,
+          {
+            label,
+            verifier: entry.verifier,
+            address: entry.workload_api ?? '',
+            onConnected: (connected) => options.onWorkloadApiConnected?.(label, connected),
+          },
+          hooks,
+        );
+    }
+  });
+}

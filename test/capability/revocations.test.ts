@@ -1,0 +1,141 @@
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parseRevocations, RevocationList } from '../../src/capability/revocations.js';
+import { ChioError } from '../../src/errors.js';
+import { recordingLogger } from '../helpers/service.js';
+
+const A = 'cap-01JDQ8J4Z8V4M9V6K9W0X1Y2Z3';
+const B = 'cap-01JDQ8J4Z8V4M9V6K9W0X1Y2Z4';
+const C = 'cap-01JDQ8J4Z8V4M9V6K9W0X1Y2Z5';
+const NOW = Date.parse('2026-12-01T00:00:00.000Z');
+
+let dir: string;
+let lists: RevocationList[];
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'chio-revocations-'));
+  lists = [];
+});
+afterEach(async () => {
+  await Promise.all(lists.map((l) => l.close()));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function open(file: string | null, pollIntervalMs = 60_000, useFsWatch = true) {
+  const log = recordingLogger();
+  const list = RevocationList.open(file, { log, pollIntervalMs, debounceMs: 10, useFsWatch });
+  lists.push(list);
+  return { list, log };
+}
+
+async function eventually(check: () => boolean, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function parseError(text: string): string {
+  try {
+    parseRevocations(text, 'rev.jsonl');
+  } catch (err) {
+    if (err instanceof ChioError) {
+      expect(err.code).toBe('config_invalid');
+      return err.message;
+    }
+    throw err;
+  }
+  throw new Error('parsed');
+}
+
+describe('parseRevocations', () => {
+  it('reads bare ids, JSON lines, comments and blank lines; the first entry of an id wins', () => {
+    const list = parseRevocations(
+      `# revoked by hand\n${A}\n\n  {"id":"${B}","reason":"key leaked","revokedAt":"2026-12-01T00:00:00.000Z"}\r\n{"id":"${A}","reason":"again"}\n`,
+      'rev.jsonl',
+    );
+    expect([...list.values()]).toEqual([
+      { id: A, reason: null, revokedAt: null },
+      { id: B, reason: 'key leaked', revokedAt: '2026-12-01T00:00:00.000Z' },
+    ]);
+  });
+
+  it.each([
+    ['rct-01JDQ8J4Z8V4M9V6K9W0X1Y2Z3', 'rev.jsonl:1: expected a capability id (cap-<ULID>) or a JSON object'],
+    [`${A}\n{"id":`, 'rev.jsonl:2: not valid JSON (Unexpected end of JSON input)'],
+    [`{"id":"${A}","by":"me"}`, 'rev.jsonl:1: Unrecognized key: "by"'],
+    ['{"id":"cap-x"}', 'rev.jsonl:1: id: expected cap-<ULID>'],
+    [`{"id":"${A}","reason":"a\\u0000b"}`, 'rev.jsonl:1: reason: must not contain control characters'],
+  ])('%j → %s', (text, message) => {
+    expect(parseError(text)).toBe(message);
+  });
+});
+
+describe('RevocationList', () => {
+  it('without a file: empty, and revoke() refuses (a revocation must survive a restart)', async () => {
+    const { list } = open(null);
+    expect(list.has(A)).toBe(false);
+    await expect(list.revoke(A, null, NOW)).rejects.toMatchObject({ code: 'bad_request' });
+  });
+
+  it('a missing file is an empty list; revoke() creates it (0600), appends JSON lines and applies at once', async () => {
+    const file = path.join(dir, 'sub', 'revocations.jsonl');
+    const { list } = open(file);
+    expect(list.size).toBe(0);
+    const first = await list.revoke(A, 'key leaked', NOW);
+    expect(first).toEqual({ revocation: { id: A, reason: 'key leaked', revokedAt: '2026-12-01T00:00:00.000Z' }, created: true });
+    expect(list.has(A)).toBe(true);
+    expect((await list.revoke(A, 'twice', NOW + 1)).created).toBe(false);
+    await list.revoke(B, null, NOW);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(readFileSync(file, 'utf8')).toBe(
+      `{"id":"${A}","reason":"key leaked","revokedAt":"2026-12-01T00:00:00.000Z"}\n{"id":"${B}","reason":null,"revokedAt":"2026-12-01T00:00:00.000Z"}\n`,
+    );
+    expect(parseRevocations(readFileSync(file, 'utf8'), file).size).toBe(2);
+  });
+
+  it('appends after a hand-written last line without a newline; concurrent revokes are serialized', async () => {
+    const file = path.join(dir, 'revocations.jsonl');
+    writeFileSync(file, `# by hand\n${A}`);
+    const { list } = open(file);
+    await Promise.all([list.revoke(B, null, NOW), list.revoke(C, null, NOW), list.revoke(B, null, NOW)]);
+    const lines = readFileSync(file, 'utf8').split('\n');
+    expect(lines.slice(0, 2)).toEqual(['# by hand', A]);
+    expect(lines.filter((l) => l.includes(B))).toHaveLength(1);
+    expect(parseRevocations(readFileSync(file, 'utf8'), file).size).toBe(3);
+  });
+
+  it('a bad file at start is an error', () => {
+    const file = path.join(dir, 'revocations.jsonl');
+    writeFileSync(file, 'nonsense\n');
+    expect(() => RevocationList.open(file, { log: recordingLogger() })).toThrow(
+      new ChioError('config_invalid', `${file}:1: expected a capability id (cap-<ULID>) or a JSON object`),
+    );
+  });
+
+  it('picks up edits of the file without a restart (watch); a bad edit keeps the last good list', async () => {
+    const file = path.join(dir, 'revocations.jsonl');
+    writeFileSync(file, `${A}\n`);
+    const { list, log } = open(file);
+    expect(list.has(B)).toBe(false);
+    appendFileSync(file, `${B}\n`);
+    await eventually(() => list.has(B));
+    writeFileSync(file, `${A}\n${B}\nbroken line\n`);
+    await eventually(() => log.entries.some((e) => e.msg === 'revocation file reload failed; keeping the last good list'));
+    expect(list.has(A) && list.has(B)).toBe(true);
+    writeFileSync(file, `${B}\n`); // un-revoking A by removing its line is an operator's right
+    await eventually(() => !list.has(A));
+    expect(list.has(B)).toBe(true);
+  });
+
+  it('the periodic stat check catches a change the watcher missed', async () => {
+    const file = path.join(dir, 'revocations.jsonl');
+    writeFileSync(file, '');
+    const { list } = open(file, 30, false); // a file system without change events
+    writeFileSync(file, `${C}\n`);
+    await eventually(() => list.has(C));
+  });
+});

@@ -1,0 +1,72 @@
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { FileWatch } from '../src/file-watch.js';
+
+const dirs: string[] = [];
+const watches: FileWatch[] = [];
+afterEach(() => {
+  for (const w of watches.splice(0)) w.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function setup(): { dir: string; file: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'chio-watch-'));
+  dirs.push(dir);
+  const file = path.join(dir, 'policy.yaml');
+  writeFileSync(file, 'a');
+  return { dir, file };
+}
+
+function changes(file: string, options: ConstructorParameters<typeof FileWatch>[2]): { count: () => number; watch: FileWatch } {
+  let n = 0;
+  const watch = new FileWatch([file], () => void n++, options);
+  watches.push(watch);
+  return { count: () => n, watch };
+}
+
+const until = async (cond: () => boolean, ms = 3000): Promise<void> => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+describe('FileWatch', () => {
+  it('sees a rewrite through fs.watch', async () => {
+    const { file } = setup();
+    const c = changes(file, { pollIntervalMs: 60_000, debounceMs: 10 });
+    writeFileSync(file, 'bb');
+    await until(() => c.count() === 1);
+  });
+
+  it('sees a rename-over (how editors and ConfigMaps replace files) with stat checks only', async () => {
+    const { dir, file } = setup();
+    const c = changes(file, { useFsWatch: false, pollIntervalMs: 20 });
+    writeFileSync(path.join(dir, 'new'), 'a');
+    renameSync(path.join(dir, 'new'), file);
+    await until(() => c.count() === 1);
+  });
+
+  it('reports a deleted file once, and its return once', async () => {
+    const { file } = setup();
+    const c = changes(file, { useFsWatch: false, pollIntervalMs: 20 });
+    rmSync(file);
+    await until(() => c.count() === 1);
+    await new Promise((r) => setTimeout(r, 80));
+    expect(c.count()).toBe(1);
+    writeFileSync(file, 'a');
+    await until(() => c.count() === 2);
+  });
+
+  it('does not report what markSeen() already took in', async () => {
+    const { file } = setup();
+    const c = changes(file, { useFsWatch: false, pollIntervalMs: 20 });
+    writeFileSync(file, 'ccc');
+    c.watch.markSeen();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(c.count()).toBe(0);
+  });
+});

@@ -1,0 +1,117 @@
+/**
+ * A fake SPIRE agent for tests: a grpc-js server on a unix socket in a temp folder, serving
+ * `FetchX509Bundles` and `FetchJWTBundles` from proto/workload.proto (the same proto the client
+ * uses), rejecting calls without the `workload.spiffe.io: true` metadata like SPIRE does
+ * (SPIFFE Workload Endpoint §4). Bundles are pushed to every open stream with `setBundles`;
+ * `stop()` / `start()` make the agent go away and come back on the same socket path.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { SECURITY_HEADER, workloadApiDefinition } from '../../src/spiffe/workload-api.js';
+import type { TestCa } from './test-ca.js';
+
+export interface AgentBundles {
+  /** trust domain → X.509 roots (sent as concatenated DER, keyed by `spiffe://<td>`) */
+  readonly x509: ReadonlyMap<string, readonly TestCa[]>;
+  /** trust domain → JWKS document text */
+  readonly jwt: ReadonlyMap<string, string>;
+}
+
+type StreamCall = grpc.ServerWritableStream<unknown, unknown>;
+
+export class FakeWorkloadApiAgent {
+  readonly dir: string;
+  readonly socketPath: string;
+  /** calls that arrived without the security header */
+  rejectedCalls = 0;
+  /** calls accepted, per method */
+  readonly accepted = { x509: 0, jwt: 0 };
+  private server: grpc.Server | undefined;
+  private readonly open = { x509: new Set<StreamCall>(), jwt: new Set<StreamCall>() };
+  private bundles: AgentBundles = { x509: new Map(), jwt: new Map() };
+
+  constructor() {
+    this.dir = mkdtempSync(path.join(tmpdir(), 'chio-agent-'));
+    this.socketPath = path.join(this.dir, 'agent.sock');
+  }
+
+  /** `unix:///…/agent.sock` */
+  get address(): string {
+    return `unix://${this.socketPath}`;
+  }
+
+  get openStreams(): number {
+    return this.open.x509.size + this.open.jwt.size;
+  }
+
+  async start(): Promise<void> {
+    rmSync(this.socketPath, { force: true });
+    const server = new grpc.Server();
+    const service = (workloadApiDefinition()['SpiffeWorkloadAPI'] as grpc.ServiceClientConstructor).service;
+    const unimplemented = (_call: unknown, callback?: grpc.sendUnaryData<unknown>) =>
+      callback?.({ code: grpc.status.UNIMPLEMENTED, details: 'not in the fake agent' }, null);
+    server.addService(service, {
+      FetchX509Bundles: (call: StreamCall) => this.stream('x509', call),
+      FetchJWTBundles: (call: StreamCall) => this.stream('jwt', call),
+      FetchX509SVID: (call: StreamCall) => fail(call, grpc.status.UNIMPLEMENTED, 'not in the fake agent'),
+      FetchJWTSVID: unimplemented,
+      ValidateJWTSVID: unimplemented,
+    });
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(this.address, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+    );
+    this.server = server;
+  }
+
+  /** The agent goes away: every stream is cut, the socket closes. */
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    this.open.x509.clear();
+    this.open.jwt.clear();
+    server?.forceShutdown();
+  }
+
+  /** Sets the complete bundle set and pushes it to every open stream. */
+  setBundles(bundles: AgentBundles): void {
+    this.bundles = bundles;
+    for (const call of this.open.x509) call.write(this.x509Message());
+    for (const call of this.open.jwt) call.write(this.jwtMessage());
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private stream(kind: 'x509' | 'jwt', call: StreamCall): void {
+    if (call.metadata.get(SECURITY_HEADER)[0] !== 'true') {
+      this.rejectedCalls++;
+      fail(call, grpc.status.INVALID_ARGUMENT, 'security header missing from request');
+      return;
+    }
+    this.accepted[kind]++;
+    this.open[kind].add(call);
+    call.on('cancelled', () => this.open[kind].delete(call));
+    call.write(kind === 'x509' ? this.x509Message() : this.jwtMessage());
+  }
+
+  private x509Message(): { crl: Buffer[]; bundles: Record<string, Buffer> } {
+    const bundles: Record<string, Buffer> = {};
+    for (const [td, roots] of this.bundles.x509) bundles[`spiffe://${td}`] = Buffer.concat(roots.map((r) => r.der));
+    return { crl: [], bundles };
+  }
+
+  private jwtMessage(): { bundles: Record<string, Buffer> } {
+    const bundles: Record<string, Buffer> = {};
+    for (const [td, jwks] of this.bundles.jwt) bundles[`spiffe://${td}`] = Buffer.from(jwks, 'utf8');
+    return { bundles };
+  }
+}
+
+/** Ends a server stream with a gRPC status (grpc-js: an `error` event on the call). */
+function fail(call: StreamCall, code: grpc.status, details: string): void {
+  call.emit('error', { code, details, metadata: new grpc.Metadata() } satisfies Partial<grpc.StatusObject>);
+}

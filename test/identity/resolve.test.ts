@@ -1,0 +1,230 @@
+/**
+ * IdentityResolver (src/identity/resolve.ts) with trust bundles: chain verification of the
+ * peer certificate, XFCC and JWT-SVID sources, conflicts, tiers and verifiers.
+ */
+import { SignJWT } from 'jose';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { CheckInput } from '../../src/check/request.js';
+import { IdentityResolver, type IdentityResolverOptions, type IdentityResult } from '../../src/identity/resolve.js';
+import type { TrustedVerifier } from '../../src/policy/types.js';
+import { BundleSet } from '../../src/spiffe/bundle.js';
+import { SvidCache } from '../../src/spiffe/x509-svid.js';
+import { createIntermediateCa, createRootCa, envoyUrlEncode, issueSvid, TEST_NOW, type IssuedSvid, type TestCa } from '../helpers/test-ca.js';
+import { bundleSetOf, contentOf, ecKeyPair } from '../spiffe/trust-helpers.js';
+
+const ID = 'spiffe://a.test/api';
+const jwtKey = ecKeyPair('a-jwt');
+
+let root: TestCa;
+let inter: TestCa;
+let leaf: IssuedSvid;
+let viaInter: IssuedSvid;
+let otherRoot: TestCa;
+let untrusted: IssuedSvid;
+
+beforeAll(async () => {
+  root = await createRootCa({ trustDomain: 'a.test' });
+  inter = await createIntermediateCa(root);
+  otherRoot = await createRootCa({ trustDomain: 'a.test', name: 'Other' });
+  leaf = await issueSvid(root, { uris: [ID], notBefore: new Date(TEST_NOW - 60_000) });
+  viaInter = await issueSvid(inter, { uris: [ID] });
+  untrusted = await issueSvid(otherRoot, { uris: [ID] });
+});
+
+function input(over: Partial<CheckInput> & { headerList?: Record<string, string> } = {}): CheckInput {
+  const { headerList, ...rest } = over;
+  return {
+    kind: 'http',
+    requestId: null,
+    method: 'GET',
+    host: 'api',
+    hostname: 'api',
+    port: null,
+    path: '/',
+    grpc: null,
+    headers: new Map(Object.entries(headerList ?? {})),
+    source: null,
+    principal: null,
+    certificate: null,
+    contextExtensions: new Map(),
+    ...rest,
+  };
+}
+
+function resolver(options: Partial<IdentityResolverOptions> & { bundles?: BundleSet } = {}): IdentityResolver {
+  return new IdentityResolver({
+    sources: ['certificate', 'principal', 'xfcc', 'jwt_svid'],
+    svidCache: new SvidCache(100),
+    clock: () => TEST_NOW,
+    jwtSvid: { header: 'authorization', audiences: ['chio'], leewaySeconds: 30 },
+    ...options,
+  });
+}
+
+function withBundle(): BundleSet {
+  return bundleSetOf(contentOf('a.test', [root], { jwt: new Map([[jwtKey.kid, jwtKey.publicKey]]) })).set;
+}
+
+const verifiedEntry: TrustedVerifier = {
+  name: 'spire',
+  schema: 'chio.runtime-attestation.spiffe.x509-svid.v1',
+  verifier: 'https://spire.test',
+  verifierFamily: 'spiffe',
+  effectiveTier: 'verified',
+  maxEvidenceAgeSeconds: 120,
+  allowedAttestationTypes: ['x509_svid'],
+};
+
+function summary(r: IdentityResult): { uri: string | null; kind: string | null; tier: string; verifier: string | null; error: string | null } {
+  return {
+    uri: r.identity?.uri ?? null,
+    kind: r.identity?.credentialKind ?? null,
+    tier: r.tier,
+    verifier: r.verifier,
+    error: r.error === null ? null : `${r.error.code}: ${r.error.message}`,
+  };
+}
+
+async function jwtFor(sub: string): Promise<string> {
+  const now = TEST_NOW / 1000;
+  return new SignJWT({ sub, aud: 'chio', exp: now + 60, iat: now - 1 }).setProtectedHeader({ alg: 'ES256', kid: jwtKey.kid }).sign(jwtKey.privateKey);
+}
+
+describe('certificate source with bundles', () => {
+  it('no bundle for the trust domain: attested by envoy', () => {
+    expect(summary(resolver().resolve(input({ certificate: leaf.envoyEncoded })))).toEqual({ uri: ID, kind: 'x509_svid', tier: 'attested', verifier: 'envoy', error: null });
+  });
+
+  it('a chain verified against the bundle: the bundle source is the verifier; tier from trusted_verifiers', () => {
+    const r = resolver({ bundles: withBundle() });
+    expect(summary(r.resolve(input({ certificate: leaf.envoyEncoded })))).toEqual({ uri: ID, kind: 'x509_svid', tier: 'attested', verifier: 'https://spire.test', error: null });
+    expect(summary(r.resolve(input({ certificate: leaf.envoyEncoded }), { trustedVerifiers: [verifiedEntry] })).tier).toBe('verified');
+  });
+
+  it('reads the trusted verifiers from the option when no policy is passed', () => {
+    const r = resolver({ bundles: withBundle(), trustedVerifiers: () => [verifiedEntry] });
+    expect(r.resolve(input({ certificate: leaf.envoyEncoded })).tier).toBe('verified');
+  });
+
+  it('evidence too old → evidence_too_old', () => {
+    const r = resolver({ bundles: withBundle() });
+    const old = { ...verifiedEntry, maxEvidenceAgeSeconds: 59 };
+    expect(summary(r.resolve(input({ certificate: leaf.envoyEncoded }), { trustedVerifiers: [old] })).error).toMatch(/^evidence_too_old: X\.509-SVID is 60s old/);
+  });
+
+  it('a chain that does not verify → untrusted_svid; intermediates missing → untrusted_svid', () => {
+    const r = resolver({ bundles: withBundle() });
+    expect(r.resolve(input({ certificate: untrusted.envoyEncoded })).error?.code).toBe('untrusted_svid');
+    expect(r.resolve(input({ certificate: viaInter.envoyEncoded })).error?.message).toMatch(/intermediate missing/);
+  });
+
+  it('require_known_trust_domain: unknown_trust_domain without a bundle; a pending bundle denies untrusted_svid', () => {
+    expect(resolver({ requireKnownTrustDomain: true }).resolve(input({ certificate: leaf.envoyEncoded })).error?.code).toBe('unknown_trust_domain');
+    const pending = new BundleSet();
+    pending.addSource({ source: 'federation#0', verifier: 'v' }, ['a.test']);
+    expect(summary(resolver({ bundles: pending }).resolve(input({ certificate: leaf.envoyEncoded }))).error).toBe(
+      'untrusted_svid: the trust bundle of a.test is configured but not loaded yet',
+    );
+  });
+});
+
+describe('XFCC source', () => {
+  const xfcc = (value: string) => input({ headerList: { 'x-forwarded-client-cert': value } });
+
+  it('a URI alone is basic with no verifier', () => {
+    expect(summary(resolver().resolve(xfcc(`By=spiffe://a.test/proxy;URI=${ID}`)))).toEqual({ uri: ID, kind: 'uri', tier: 'basic', verifier: null, error: null });
+  });
+
+  it('a Cert with its Chain verified against the bundle is an x509_svid', () => {
+    const chain = envoyUrlEncode(viaInter.chainPem);
+    const header = `Hash=${viaInter.x509.fingerprint256.replace(/:/g, '').toLowerCase()};Cert="${viaInter.envoyEncoded}";Chain="${chain}";URI=${ID}`;
+    expect(summary(resolver({ bundles: withBundle() }).resolve(xfcc(header)))).toEqual({ uri: ID, kind: 'x509_svid', tier: 'attested', verifier: 'https://spire.test', error: null });
+  });
+
+  it('a Chain alone (leaf first) works too', () => {
+    const header = `Chain="${envoyUrlEncode(viaInter.chainPem)}";URI=${ID}`;
+    expect(summary(resolver({ bundles: withBundle() }).resolve(xfcc(header))).kind).toBe('x509_svid');
+  });
+
+  it('a Cert without a bundle is only a claimed URI (basic)', () => {
+    expect(summary(resolver().resolve(xfcc(`Cert="${leaf.envoyEncoded}";URI=${ID}`)))).toEqual({ uri: ID, kind: 'uri', tier: 'basic', verifier: null, error: null });
+  });
+
+  it('a Cert that does not verify → untrusted_svid', () => {
+    expect(resolver({ bundles: withBundle() }).resolve(xfcc(`Cert="${untrusted.envoyEncoded}"`)).error?.code).toBe('untrusted_svid');
+  });
+
+  it('Hash not matching Cert → malformed_xfcc; URI not matching Cert → identity_conflict', () => {
+    expect(summary(resolver().resolve(xfcc(`Hash=${'0'.repeat(64)};Cert="${leaf.envoyEncoded}"`))).error).toBe(
+      'malformed_xfcc: x-forwarded-client-cert: Hash does not match the SHA-256 of Cert',
+    );
+    expect(summary(resolver().resolve(xfcc(`Cert="${leaf.envoyEncoded}";URI=spiffe://a.test/other`))).error).toBe(
+      'identity_conflict: XFCC URI names spiffe://a.test/other but XFCC Cert names spiffe://a.test/api',
+    );
+  });
+
+  it('a Chain that does not start with Cert → malformed_xfcc', () => {
+    const header = `Cert="${leaf.envoyEncoded}";Chain="${envoyUrlEncode(viaInter.chainPem)}"`;
+    expect(summary(resolver({ bundles: withBundle() }).resolve(xfcc(header))).error).toBe(
+      'malformed_xfcc: x-forwarded-client-cert: Chain does not start with the client certificate',
+    );
+  });
+
+  it('two URIs, a non-SPIFFE URI, and an empty URI', () => {
+    expect(resolver().resolve(xfcc('URI=spiffe://a.test/x;URI=spiffe://a.test/y')).error?.code).toBe('svid_multiple_uri_sans');
+    expect(summary(resolver().resolve(xfcc('URI=http://testclient.lyft.com'))).error).toBe(
+      'malformed_spiffe_id: x-forwarded-client-cert URI "http://testclient.lyft.com" is not a SPIFFE ID',
+    );
+    expect(summary(resolver().resolve(xfcc('Subject="CN=x";URI=')))).toEqual({ uri: null, kind: null, tier: 'none', verifier: null, error: null });
+  });
+
+  it('is read only when enabled', () => {
+    const off = resolver({ sources: ['certificate', 'principal'] });
+    expect(off.resolve(xfcc(`URI=${ID}`)).identity).toBeNull();
+  });
+});
+
+describe('JWT-SVID source and conflicts between sources', () => {
+  const bearer = (token: string, over: Partial<CheckInput> = {}) => input({ ...over, headerList: { authorization: `Bearer ${token}` } });
+
+  it('a verified JWT-SVID: kind jwt_svid, verifier of the bundle source', async () => {
+    expect(summary(resolver({ bundles: withBundle() }).resolve(bearer(await jwtFor(ID))))).toEqual({
+      uri: ID,
+      kind: 'jwt_svid',
+      tier: 'attested',
+      verifier: 'https://spire.test',
+      error: null,
+    });
+  });
+
+  it('no bundle → jwt_svid_unknown_key; a non-Bearer authorization is not a JWT-SVID', async () => {
+    expect(resolver().resolve(bearer(await jwtFor(ID))).error?.code).toBe('jwt_svid_unknown_key');
+    expect(resolver().resolve(input({ headerList: { authorization: 'Basic dXNlcg==' } })).identity).toBeNull();
+  });
+
+  it('any two sources naming different IDs → identity_conflict', async () => {
+    const r = resolver({ bundles: withBundle() });
+    expect(summary(r.resolve(bearer(await jwtFor('spiffe://a.test/other'), { certificate: leaf.envoyEncoded }))).error).toBe(
+      'identity_conflict: certificate names spiffe://a.test/api but JWT-SVID names spiffe://a.test/other',
+    );
+    expect(summary(r.resolve(input({ principal: 'spiffe://a.test/other', headerList: { 'x-forwarded-client-cert': `URI=${ID}` } }))).error).toBe(
+      'identity_conflict: source.principal names spiffe://a.test/other but x-forwarded-client-cert names spiffe://a.test/api',
+    );
+  });
+
+  it('agreeing sources: the strongest evidence speaks', async () => {
+    const r = resolver({ bundles: withBundle() });
+    const both = bearer(await jwtFor(ID), { principal: ID });
+    expect(summary(r.resolve(both))).toMatchObject({ kind: 'jwt_svid', tier: 'attested' });
+    const jwtVerified = { ...verifiedEntry, schema: 'chio.runtime-attestation.spiffe.jwt-svid.v1', allowedAttestationTypes: ['jwt_svid'] };
+    expect(summary(r.resolve(bearer(await jwtFor(ID), { certificate: leaf.envoyEncoded, principal: ID }), { trustedVerifiers: [jwtVerified] }))).toMatchObject({
+      kind: 'jwt_svid',
+      tier: 'verified',
+    });
+    expect(summary(r.resolve(input({ principal: ID, headerList: { 'x-forwarded-client-cert': `URI=${ID}` } })))).toMatchObject({ kind: 'uri', tier: 'attested', verifier: 'envoy' });
+  });
+
+  it('the jwt_svid source needs its settings', () => {
+    expect(() => new IdentityResolver({ sources: ['jwt_svid'], svidCache: new SvidCache(1), clock: () => 0 })).toThrow(TypeError);
+  });
+});

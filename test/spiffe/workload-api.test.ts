@@ -1,0 +1,179 @@
+/**
+ * The SPIFFE Workload API bundle source (src/spiffe/workload-api.ts) against the fake agent
+ * (test/helpers/workload-api-server.ts): bundles per trust domain, rotation mid-stream,
+ * redaction, refused updates, the agent going away and coming back.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BundleSet } from '../../src/spiffe/bundle.js';
+import { SECURITY_HEADER, WorkloadApiBundleSource, workloadApiDefinition } from '../../src/spiffe/workload-api.js';
+import { createRootCa, type TestCa } from '../helpers/test-ca.js';
+import { FakeWorkloadApiAgent } from '../helpers/workload-api-server.js';
+import { ecKeyPair, spiffeBundleJson } from './trust-helpers.js';
+
+let rootA: TestCa;
+let rootA2: TestCa;
+let rootB: TestCa;
+const jwtA = ecKeyPair('a-jwt-1');
+
+beforeAll(async () => {
+  rootA = await createRootCa({ trustDomain: 'a.test', name: 'Root A' });
+  rootA2 = await createRootCa({ trustDomain: 'a.test', name: 'Root A2' });
+  rootB = await createRootCa({ trustDomain: 'b.test', name: 'Root B' });
+});
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+interface Harness {
+  agent: FakeWorkloadApiAgent;
+  set: BundleSet;
+  source: WorkloadApiBundleSource;
+  connected: boolean[];
+  refreshes: string[];
+  logs: string[];
+}
+
+async function harness(): Promise<Harness> {
+  const agent = new FakeWorkloadApiAgent();
+  agent.setBundles({ x509: new Map([['a.test', [rootA]], ['b.test', [rootB]]]), jwt: new Map([['a.test', spiffeBundleJson([], [{ kid: jwtA.kid, key: jwtA.publicKey }])]]) });
+  await agent.start();
+  const set = new BundleSet();
+  const connected: boolean[] = [];
+  const refreshes: string[] = [];
+  const logs: string[] = [];
+  const log = (msg: string) => void logs.push(msg);
+  const source = new WorkloadApiBundleSource(
+    set,
+    { label: 'workload_api#0', verifier: 'https://spire.test', address: agent.address, initialBackoffMs: 20, maxBackoffMs: 100, onConnected: (c) => void connected.push(c) },
+    { log: { error: (_o, m) => log(m), warn: (_o, m) => log(m), info: (_o, m) => log(m) }, refreshed: (s, r) => void refreshes.push(`${s}:${r}`) },
+  );
+  cleanups.push(async () => {
+    await source.close();
+    await agent.close();
+  });
+  await source.start();
+  return { agent, set, source, connected, refreshes, logs };
+}
+
+describe('WorkloadApiBundleSource', () => {
+  it('loads the X.509 and JWT bundles of the agent’s own and federated trust domains, with the security header', async () => {
+    const h = await harness();
+    expect(h.source.isConnected).toBe(true);
+    expect(h.connected).toEqual([false, true]);
+    expect(h.agent.accepted).toEqual({ x509: 1, jwt: 1 });
+    expect(h.agent.rejectedCalls).toBe(0);
+    const a = h.set.get('a.test');
+    expect(a?.verifier).toBe('https://spire.test');
+    expect(a?.source).toBe('workload_api#0');
+    expect(a?.x509Authorities.map((c) => c.x509.subject)).toEqual([rootA.cert.subject]);
+    expect([...(a?.jwtAuthorities.keys() ?? [])]).toEqual(['a-jwt-1']);
+    expect(h.set.get('b.test')?.x509Authorities).toHaveLength(1);
+    expect(h.set.get('b.test')?.jwtAuthorities.size).toBe(0);
+    expect(h.refreshes.every((r) => r === 'workload_api#0:ok')).toBe(true);
+  });
+
+  it('the fake agent refuses a call without the workload.spiffe.io header', async () => {
+    const h = await harness();
+    const Client = workloadApiDefinition()['SpiffeWorkloadAPI'] as grpc.ServiceClientConstructor;
+    const client = new Client(h.agent.address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      FetchX509Bundles: (req: object, md: grpc.Metadata) => grpc.ClientReadableStream<unknown>;
+    };
+    const status = await new Promise<grpc.StatusObject>((resolve) => {
+      const call = client.FetchX509Bundles({}, new grpc.Metadata());
+      call.on('data', () => undefined);
+      call.on('error', () => undefined);
+      call.on('status', resolve);
+    });
+    client.close();
+    expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(status.details).toBe('security header missing from request');
+    expect(h.agent.rejectedCalls).toBe(1);
+    expect(SECURITY_HEADER).toBe('workload.spiffe.io');
+  });
+
+  it('applies a rotation pushed mid-stream, and withdraws a trust domain the agent stops sending', async () => {
+    const h = await harness();
+    const before = h.set.get('a.test')?.generation;
+    h.agent.setBundles({ x509: new Map([['a.test', [rootA, rootA2]]]), jwt: new Map() });
+    await until(() => h.set.get('a.test')?.x509Authorities.length === 2 && h.set.get('a.test')?.jwtAuthorities.size === 0, 'rotation');
+    expect(h.set.get('a.test')?.generation).not.toBe(before);
+    await until(() => h.set.get('b.test') === undefined, 'b.test withdrawn');
+    expect(h.set.trustDomains()).toEqual(['a.test']);
+  });
+
+  it('refuses a message that does not parse and keeps the previous bundles', async () => {
+    const h = await harness();
+    const good = h.set.get('a.test');
+    h.agent.setBundles({ x509: new Map([['a.test', [rootA]], ['Bad_TD', [rootB]]]), jwt: new Map([['a.test', spiffeBundleJson([], [{ kid: jwtA.kid, key: jwtA.publicKey }])]]) });
+    await until(() => h.refreshes.includes('workload_api#0:error'), 'refused update');
+    expect(h.set.get('a.test')).toBe(good);
+    expect(h.logs).toContain('Workload API bundle update refused; keeping the previous bundles');
+  });
+
+  it('keeps the bundles while the agent is away and reconnects when it comes back', async () => {
+    const h = await harness();
+    const bundle = h.set.get('a.test');
+    await h.agent.stop();
+    await until(() => !h.source.isConnected, 'disconnect');
+    expect(h.connected).toEqual([false, true, false]);
+    expect(h.set.get('a.test')).toBe(bundle);
+    await new Promise((r) => setTimeout(r, 150)); // a few failed reconnect attempts
+    expect(h.set.get('a.test')).toBe(bundle);
+
+    h.agent.setBundles({ x509: new Map([['a.test', [rootA2]]]), jwt: new Map() });
+    await h.agent.start();
+    await until(() => h.source.isConnected, 'reconnect');
+    expect(h.connected).toEqual([false, true, false, true]);
+    expect(h.agent.accepted.x509).toBeGreaterThanOrEqual(2);
+    await until(() => h.set.get('a.test')?.x509Authorities[0]?.x509.subject === rootA2.cert.subject, 'bundles after reconnect');
+    expect(h.logs).toContain('SPIFFE Workload API stream lost; reconnecting (bundles stay in force)');
+  });
+
+  it('start() gives up waiting after the startup timeout when no agent listens', async () => {
+    const set = new BundleSet();
+    const states: boolean[] = [];
+    const source = new WorkloadApiBundleSource(set, {
+      label: 'workload_api#1',
+      verifier: 'v',
+      address: 'unix:///nonexistent/chio-test/agent.sock',
+      startupTimeoutMs: 100,
+      initialBackoffMs: 20,
+      maxBackoffMs: 50,
+      onConnected: (c) => void states.push(c),
+    });
+    cleanups.push(() => source.close());
+    const started = Date.now();
+    await source.start();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(90);
+    expect(source.isConnected).toBe(false);
+    expect(states).toEqual([false]);
+    expect(set.trustDomains()).toEqual([]);
+  });
+
+  it('publishes nothing before the X.509 stream delivered (a JWT-only bundle would make X.509-SVIDs untrusted)', () => {
+    const set = new BundleSet();
+    const source = new WorkloadApiBundleSource(set, { label: 'workload_api#0', verifier: 'v', address: 'unix:///nonexistent/agent.sock' });
+    const jwks = Buffer.from(spiffeBundleJson([], [{ kid: jwtA.kid, key: jwtA.publicKey }]));
+    source.received('jwt', { bundles: { 'spiffe://a.test': jwks } });
+    expect(set.get('a.test')).toBeUndefined();
+    source.received('x509', { crl: [], bundles: { 'spiffe://a.test': rootA.der, 'b.test': rootB.der } });
+    expect(set.get('a.test')?.x509Authorities).toHaveLength(1);
+    expect([...(set.get('a.test')?.jwtAuthorities.keys() ?? [])]).toEqual(['a-jwt-1']);
+    expect(set.get('b.test')?.jwtAuthorities.size).toBe(0);
+  });
+
+  it('rejects an address that is not unix:///absolute', () => {
+    expect(() => new WorkloadApiBundleSource(new BundleSet(), { label: 'x', verifier: 'v', address: 'tcp://127.0.0.1:1' })).toThrow(TypeError);
+  });
+});
