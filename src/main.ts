@@ -12,11 +12,18 @@ import { Metrics } from './metrics.js';
 import { loadPolicyFile } from './policy/load.js';
 import type { CompiledPolicy } from './policy/types.js';
 import { ReceiptChain } from './receipt/receipt.js';
-import { JsonlSink } from './receipt/sinks/jsonl.js';
+import { checkpointResponse } from './receipt/checkpoint.js';
+import { startAuditTrail, withSegments, type AuditTrail } from './receipt/retention.js';
+import { createReceiptSinks, openSinksOnOneChain } from './receipt/sinks/reconcile.js';
 import type { ReceiptSink } from './receipt/sinks/sink.js';
+import { SqliteSink } from './receipt/sinks/sqlite.js';
+import { verificationKeys } from './receipt/verify.js';
+import { receiptRoutes } from './server/routes/receipts.js';
 import { ReceiptWriter } from './receipt/writer.js';
 import { json, startAdminServer, type RunningAdminServer, type Route } from './server/admin.js';
 import { startGrpcServer, type RunningGrpcServer } from './server/grpc.js';
+import { startCheckListenerTls } from './server/tls.js';
+import { FileWatch } from './file-watch.js';
 import { BundleSet, type BundleSource } from './spiffe/bundle.js';
 import { createBundleSources } from './spiffe/bundle-sources.js';
 import { SvidCache } from './spiffe/x509-svid.js';
@@ -58,17 +65,30 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const readToken = adminTokenReader(config.admin, options.env ?? process.env);
   const capabilities = startCapabilities({ config: config.capabilities, log, clock, policy: () => policy });
 
-  const sinks: ReceiptSink[] = config.receipts.sinks.map(
-    (s) =>
-      new JsonlSink(s.path, {
-        onTornTail: (info) => log.warn({ ...info }, 'receipt file had a torn last line (crash mid-write); quarantined it'),
-      }),
-  );
-  const heads = await Promise.all(sinks.map((s) => s.open()));
-  const head = heads[0] ?? null;
-  if (heads.some((h) => h?.seq !== head?.seq || h?.hash !== head?.hash)) {
-    throw new ChioError('config_invalid', 'receipt sinks hold different chain heads; point them at one chain or start them empty');
+  // JSONL sinks rotate into segments at checkpoints (receipts.retention); see ./receipt/retention.ts
+  const sinks: ReceiptSink[] = withSegments(createReceiptSinks(config.receipts.sinks, log), {
+    segmentMaxBytes: config.receipts.retention?.segment_max_bytes ?? null,
+    onTornTail: (info) => log.warn({ ...info }, 'receipt file had a torn last line (crash mid-write); quarantined it'),
+    onRotationError: (err) => log.error({ err: describe(err) }, 'cannot rotate the receipt file into a segment; writing on'),
+  });
+  const head = await openSinksOnOneChain(sinks, { keys: verificationKeys([key]), log });
+  let audit: AuditTrail;
+  try {
+    audit = await startAuditTrail({
+      config: config.receipts,
+      sinks,
+      head,
+      key,
+      clock,
+      log,
+      flush: () => writer.flush(),
+    });
+  } catch (err) {
+    await Promise.allSettled(sinks.map((s) => s.close()));
+    await capabilities.close();
+    throw err;
   }
+  const receiptStore = sinks.find((s): s is SqliteSink => s instanceof SqliteSink) ?? null;
   const chain = new ReceiptChain({ key, clock, head });
   const writer = new ReceiptWriter(sinks, {
     head,
@@ -79,6 +99,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       log.error({ sink, err: describe(err) }, 'receipt sink write failed');
     },
     onRewind: (head) => chain.reset(head),
+    onCommitted: (batch, durable) => audit.committed(batch, durable),
   });
 
   let trust: RunningTrust;
@@ -86,6 +107,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     trust = await startTrust(config, metrics, log);
   } catch (err) {
     await writer.close();
+    await audit.close();
     await capabilities.close();
     throw err;
   }
@@ -116,8 +138,40 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     trustDomainLabel: trustDomainLabeler(() => policy),
   });
 
-  const grpcServer: RunningGrpcServer = await startGrpcServer({ address: config.listen.grpc, handler: pipeline });
+  const tls = await startCheckListenerTls(config.listen.grpc_tls, log);
+  const grpcServer: RunningGrpcServer = await startGrpcServer({
+    address: config.listen.grpc,
+    handler: pipeline,
+    ...(tls ? { credentials: tls.credentials, callers: tls.callers } : {}),
+    onCallerRefused: (reason) => {
+      metrics.checkCallersRefused.inc();
+      log.warn({ reason }, 'Check call refused: caller not allowed');
+    },
+  });
   let ready = false;
+
+  /** Re-reads the policy; a bad file keeps the last good policy. `onlyIfChanged`: skip an identical file. */
+  const reloadPolicy = (onlyIfChanged = false): CompiledPolicy => {
+    try {
+      const next = loadPolicyFile(config.policy);
+      if (onlyIfChanged && next.hash === policy.hash) return policy;
+      policy = next;
+      metrics.policyReloads.inc({ result: 'ok' });
+      log.info({ hash: policy.hash }, 'policy reloaded');
+      return policy;
+    } catch (err) {
+      metrics.policyReloads.inc({ result: 'error' });
+      log.error({ err: describe(err) }, 'policy reload failed; keeping the last good policy');
+      throw err;
+    }
+  };
+  const policyWatch = new FileWatch([config.policy], () => {
+    try {
+      reloadPolicy(true);
+    } catch {
+      /* logged and counted by reloadPolicy */
+    }
+  });
   const routes: Route[] = [
     {
       method: 'GET',
@@ -137,6 +191,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     },
     { method: 'GET', path: '/v1/keys', auth: false, handler: () => json(200, { keys: [publicJwk(key)] }) },
     ...capabilities.routes,
+    ...receiptRoutes(receiptStore),
+    { method: 'GET', path: '/v1/checkpoints/latest', auth: false, handler: () => checkpointResponse(audit.latest()) },
   ];
   let admin: RunningAdminServer;
   try {
@@ -147,8 +203,11 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       onError: (err) => log.error({ err: describe(err) }, 'admin request failed'),
     });
   } catch (err) {
+    policyWatch.close();
+    tls?.close();
     grpcServer.server.forceShutdown();
     await writer.close();
+    await audit.close();
     await trust.close();
     await capabilities.close();
     throw err;
@@ -164,23 +223,18 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     key,
     metrics,
     policy: () => policy,
-    reloadPolicy: () => {
-      try {
-        policy = loadPolicyFile(config.policy);
-        metrics.policyReloads.inc({ result: 'ok' });
-        log.info({ hash: policy.hash }, 'policy reloaded');
-        return policy;
-      } catch (err) {
-        metrics.policyReloads.inc({ result: 'error' });
-        log.error({ err: describe(err) }, 'policy reload failed; keeping the last good policy');
-        throw err;
-      }
-    },
-    close: (deadlineMs = 10_000) =>
+    reloadPolicy: () => reloadPolicy(),
+    close: (deadlineMs = config.shutdown.deadline_seconds * 1000) =>
       (closing ??= (async () => {
         ready = false;
+        policyWatch.close();
+        // Health NOT_SERVING first; keep answering while load balancers and Envoys move away.
+        grpcServer.setServing(false);
+        if (config.shutdown.drain_seconds > 0) await new Promise((r) => setTimeout(r, config.shutdown.drain_seconds * 1000));
         await grpcServer.shutdown(deadlineMs);
+        tls?.close();
         await writer.close();
+    await audit.close();
         await admin.close();
         await trust.close();
         await capabilities.close();

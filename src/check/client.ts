@@ -17,12 +17,16 @@ type UnaryFn = (
   cb: (err: grpc.ServiceError | null, res?: CheckResponseMessage) => void,
 ) => void;
 
-export function createCheckClient(target: string, credentials = grpc.credentials.createInsecure()): CheckClient {
+export function createCheckClient(
+  target: string,
+  credentials = grpc.credentials.createInsecure(),
+  channelOptions: grpc.ChannelOptions = {},
+): CheckClient {
   const pkg = grpc.loadPackageDefinition(loadAuthProtos()) as unknown as {
     envoy: { service: { auth: { v3: { Authorization: grpc.ServiceClientConstructor } } } };
   };
   const Ctor = pkg.envoy.service.auth.v3.Authorization;
-  const client = new Ctor(target, credentials) as unknown as grpc.Client & { Check: UnaryFn };
+  const client = new Ctor(target, credentials, channelOptions) as unknown as grpc.Client & { Check: UnaryFn };
   return {
     check: (request, deadlineMs = 5000) =>
       new Promise((resolve, reject) => {

@@ -67,7 +67,7 @@ export class CheckPipeline {
     } catch (err) {
       outcome = this.internalError(null, err);
     }
-    const response = await this.commit(outcome);
+    const response = await this.commit(outcome, started);
     this.deps.metrics.checkDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
     return response;
   }
@@ -96,16 +96,17 @@ export class CheckPipeline {
   }
 
   /** Stages 5–6: seal the receipt, make it durable, answer. */
-  private async commit(outcome: Outcome): Promise<CheckResponseMessage> {
+  private async commit(outcome: Outcome, started: bigint): Promise<CheckResponseMessage> {
     let sealed: SealedReceipt;
     try {
       sealed = this.deps.chain.seal(draftOf(outcome));
     } catch (err) {
       // Signing itself failed: nothing can be recorded. Deny without a receipt id.
-      this.deps.log.error({ err: describe(err) }, 'receipt could not be sealed');
+      this.deps.log.error({ err: describe(err), requestId: outcome.input?.requestId ?? null }, 'receipt could not be sealed');
       return this.answer(this.internalError(outcome.input, err), null);
     }
     const commitStart = process.hrtime.bigint();
+    this.deps.metrics.decisionDuration.observe(Number(commitStart - started) / 1e9);
     try {
       await this.deps.writer.submit(sealed);
       this.deps.metrics.receiptCommitDuration.observe(Number(process.hrtime.bigint() - commitStart) / 1e9);
@@ -119,15 +120,24 @@ export class CheckPipeline {
   private async receiptFailed(outcome: Outcome, lost: SealedReceipt, err: unknown): Promise<CheckResponseMessage> {
     if (this.deps.onReceiptFailure === 'allow' || outcome.decision.verdict === 'deny') {
       this.deps.log.error(
-        { err: describe(err), receiptId: lost.receipt.id, verdict: outcome.decision.verdict },
+        { err: describe(err), receiptId: lost.receipt.id, requestId: outcome.input?.requestId ?? null, verdict: outcome.decision.verdict },
         'receipt not durable; answering without it (receipts.on_failure)',
       );
       return this.answer(outcome, null);
     }
-    this.deps.log.error({ err: describe(err), receiptId: lost.receipt.id }, 'receipt not durable; allow becomes deny receipt_unavailable');
+    this.deps.log.error(
+      { err: describe(err), receiptId: lost.receipt.id, requestId: outcome.input?.requestId ?? null },
+      'receipt not durable; allow becomes deny receipt_unavailable',
+    );
+    // the rule, tool and match records of the decision stay: only the verdict and reason change
     const denied: Outcome = {
       ...outcome,
-      decision: { ...outcome.decision, ...denial('receipt_unavailable', 'the decision receipt could not be made durable') },
+      decision: {
+        ...outcome.decision,
+        verdict: 'deny',
+        reason: { code: 'receipt_unavailable', message: 'the decision receipt could not be made durable' },
+        httpStatus: 403,
+      },
     };
     // Try to record the denial itself; if the sink is still down, answer without a receipt id.
     try {
@@ -150,13 +160,19 @@ export class CheckPipeline {
     return { input, identity: null, decision: denial('internal_error', 'internal error while deciding'), policyHash };
   }
 
+  /** A rule the policy defines, else `other` (an unknown `chio_rule` name is request data: SPEC §8 bounded labels). */
+  private ruleLabel(rule: string | null): string {
+    if (rule === null) return '';
+    return this.deps.policy().rules.has(rule) ? rule : 'other';
+  }
+
   private answer(outcome: Outcome, receiptId: string | null): CheckResponseMessage {
     const { decision, identity } = outcome;
     const id = identity?.identity ?? null;
     const reason = decision.reason?.code ?? null;
     this.deps.metrics.countAdmission({
       verdict: decision.verdict,
-      rule: decision.rule ?? '',
+      rule: this.ruleLabel(decision.rule),
       reason: reason ?? '',
       trust_domain: id ? this.deps.trustDomainLabel(id.trustDomain) : '',
       credential_kind: id?.credentialKind ?? '',
@@ -191,17 +207,33 @@ function denial(code: DenyCode, message: string): Decision {
   };
 }
 
+/**
+ * Request-derived text kept in a receipt: at most this many characters (then `…`), so no request
+ * can make a receipt line larger than a reader accepts (receipts are ~1 KB; readers refuse 1 MiB).
+ */
+export const MAX_RECEIPT_TEXT = 2048;
+
+function clipForReceipt(text: string | null): string | null {
+  return text === null || text.length <= MAX_RECEIPT_TEXT ? text : `${text.slice(0, MAX_RECEIPT_TEXT)}…`;
+}
+
 function draftOf(o: Outcome): ReceiptDraft {
   const input = o.input;
   const id = o.identity;
   return {
     verdict: o.decision.verdict,
-    rule: o.decision.rule,
+    rule: clipForReceipt(o.decision.rule),
     tool: o.decision.tool,
     capabilityId: o.capabilityId ?? null,
     reasons: o.decision.reason ? [o.decision.reason] : [],
     request: input
-      ? { id: input.requestId, method: input.method, host: input.host, path: input.path, source: input.source }
+      ? {
+          id: input.requestId,
+          method: clipForReceipt(input.method),
+          host: clipForReceipt(input.host),
+          path: clipForReceipt(input.path),
+          source: clipForReceipt(input.source),
+        }
       : EMPTY_REQUEST,
     runtimeAttestation: {
       tier: id?.tier ?? 'none',

@@ -1,12 +1,12 @@
 /**
  * `chio receipt verify FILE` and `chio receipt show --receipt-id rct-…` (SPEC §6, §10): offline
  * verification of a receipt JSONL file (every signature and the hash chain, the first bad receipt
- * reported precisely) and printing one receipt.
+ * reported precisely) and printing one receipt. `chio receipt list` is ./receipt-list.ts.
  *
  * Exit codes: 0 success; 1 verification failed / receipt not found; 2 bad usage or bad input
  * (missing file, no or bad public key).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
@@ -15,6 +15,8 @@ import { loadSeedFile, parsePublicKey, publicKeyFromJwk, type PublicKeyInfo } fr
 import { RECEIPT_ID_PATTERN } from '../receipt/receipt.js';
 import { formatFailure, readReceiptLines, verificationKeys, verifyReceiptFile, type VerifyResult } from '../receipt/verify.js';
 import { dispatch, usageError } from './args.js';
+import type { FileAnchor } from './receipt-export.js';
+import { findStoredReceipt, listReceipts } from './receipt-list.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
 
 const DEFAULT_RECEIPTS = './chio-data/receipts.jsonl';
@@ -22,15 +24,22 @@ const DEFAULT_RECEIPTS = './chio-data/receipts.jsonl';
 const GROUP_HELP = `usage: chio receipt <subcommand> [options]
 
 subcommands:
-  verify FILE [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
-                              check every signature and the hash chain of a receipt file
-  show --receipt-id rct-… [--file FILE]
+  verify FILE|DIR [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
+                              check every signature and the hash chain of a receipt file,
+                              or every proof of an export bundle (DIR)
+  export --since T --until T --out DIR [--file FILE] [--seed FILE]…
+                              write an offline bundle with Merkle proofs against checkpoints
+  show --receipt-id rct-… [--file FILE | --store FILE]
                               print one receipt
+  list [filters] [--all] [--store FILE | --control-url URL] [--json]
+                              list receipts from the SQLite store or a running service
 
 Run \`chio receipt <subcommand> --help\` for details.
 `;
 
 const VERIFY_HELP = `usage: chio receipt verify FILE [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
+                          [--checkpoints FILE] [--from-checkpoint]
+       chio receipt verify DIR [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
 
 Verifies a receipt JSONL file offline: each line must be a chio.receipt.v1 receipt in its
 canonical JCS form, signed (Ed25519) by one of the given keys, and chained to the line before it
@@ -40,18 +49,29 @@ Public keys (at least one; each may be given several times):
   --jwks FILE        the JSON served by GET /v1/keys ({"keys":[{kty,crv,x,kid}]})
   --seed FILE        a seed file (its public key is used)
   --json             print {"ok","receipts","firstFailure"} as JSON
+A file that does not start at seq 1 (older receipts pruned by retention or rotated into segments)
+is accepted when a signed checkpoint covers the receipts before it:
+  --checkpoints FILE the checkpoint log (default checkpoints.jsonl beside FILE)
+  --from-checkpoint  accept the start without a checkpoint log (its prevHash is not checked)
+DIR is a bundle from \`chio receipt export\`: every checkpoint's signature and link, the consistency
+proofs between them, every receipt's signature and chain, and each receipt's inclusion proof
+against a signed checkpoint are checked. Without key options the bundle's keys.json is used (and
+reported as not pinned).
 Exit status: 0 all receipts verify, 1 a receipt fails, 2 bad usage or unreadable input.
 `;
 
-const SHOW_HELP = `usage: chio receipt show --receipt-id rct-… [--file FILE]
+const SHOW_HELP = `usage: chio receipt show --receipt-id rct-… [--file FILE | --store FILE]
 
 Prints the receipt with that id as indented JSON.
   --receipt-id ID   the receipt id (rct-<ULID>)
   --file FILE       the receipt JSONL file (default ${DEFAULT_RECEIPTS})
+  --store FILE      a SQLite receipt store (receipts.sinks type sqlite) instead of a JSONL file
 Exit status: 0 printed, 1 no such receipt (receipt_not_found), 2 bad usage or unreadable file.
 `;
 
 const VERIFY_OPTIONS = {
+  checkpoints: { type: 'string' },
+  'from-checkpoint': { type: 'boolean' },
   'public-key': { type: 'string', multiple: true },
   jwks: { type: 'string', multiple: true },
   seed: { type: 'string', multiple: true },
@@ -62,12 +82,18 @@ const VERIFY_OPTIONS = {
 const SHOW_OPTIONS = {
   'receipt-id': { type: 'string' },
   file: { type: 'string' },
+  store: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 const jwksSchema = z.object({ keys: z.array(z.unknown()) });
 
-export const run: Command = dispatch('receipt', GROUP_HELP, { verify: async (a, io) => verify(a, io), show: async (a, io) => show(a, io) });
+export const run: Command = dispatch('receipt', GROUP_HELP, {
+  verify: async (a, io) => verify(a, io),
+  show: async (a, io) => show(a, io),
+  list: async (a, io) => listReceipts(a, io),
+  export: async (a, io) => (await import('./receipt-export.js')).exportCommand(a, io),
+});
 
 async function verify(args: string[], io: CliIO): Promise<number> {
   let parsed;
@@ -87,7 +113,9 @@ async function verify(args: string[], io: CliIO): Promise<number> {
   const publicKeys = values['public-key'] ?? [];
   const jwksFiles = values.jwks ?? [];
   const seedFiles = values.seed ?? [];
-  if (publicKeys.length + jwksFiles.length + seedFiles.length === 0) {
+  const target = path.resolve(io.cwd, file);
+  const bundle = isDirectory(target);
+  if (publicKeys.length + jwksFiles.length + seedFiles.length === 0 && !bundle) {
     return usageError(
       io,
       'receipt verify',
@@ -96,17 +124,26 @@ async function verify(args: string[], io: CliIO): Promise<number> {
     );
   }
   let result: VerifyResult;
+  let anchor: FileAnchor;
   try {
     const keys = verificationKeys([
       ...publicKeys.map((text) => parsePublicKey(text)),
       ...jwksFiles.flatMap((f) => keysOfJwksFile(path.resolve(io.cwd, f))),
       ...seedFiles.map((f) => loadSeedFile(path.resolve(io.cwd, f))),
     ]);
-    result = await verifyReceiptFile(path.resolve(io.cwd, file), keys);
+    const audit = await import('./receipt-export.js');
+    if (bundle) return await audit.verifyBundleCommand(target, file, keys.size === 0 ? null : keys, values.json === true, io);
+    const checkpoints = values.checkpoints === undefined ? undefined : path.resolve(io.cwd, values.checkpoints);
+    anchor = await audit.anchorForFile(target, { checkpoints, fromCheckpoint: values['from-checkpoint'] === true }, keys);
+    if (anchor.failure !== null) {
+      io.stdout(values.json ? `${JSON.stringify({ ok: false, receipts: 0, checkpointFailure: anchor.failure })}\n` : `${file}: FAILED\n${anchor.failure}\n`);
+      return EXIT_CHECK_FAILED;
+    }
+    result = await verifyReceiptFile(target, keys, { after: anchor.after });
   } catch (err) {
     return inputError(io, 'verify', err);
   }
-  io.stdout(values.json ? `${JSON.stringify(jsonReport(result))}\n` : textReport(file, result));
+  io.stdout(values.json ? `${JSON.stringify(jsonReport(result, anchor))}\n` : textReport(file, result, anchor));
   return result.ok ? EXIT_OK : EXIT_CHECK_FAILED;
 }
 
@@ -125,10 +162,11 @@ async function show(args: string[], io: CliIO): Promise<number> {
   const id = values['receipt-id'];
   if (id === undefined) return usageError(io, 'receipt show', 'missing --receipt-id rct-…', SHOW_HELP);
   if (!RECEIPT_ID_PATTERN.test(id)) return usageError(io, 'receipt show', `--receipt-id ${JSON.stringify(id)} is not rct-<ULID>`, SHOW_HELP);
-  const file = values.file ?? DEFAULT_RECEIPTS;
+  if (values.file !== undefined && values.store !== undefined) return usageError(io, 'receipt show', 'give --file or --store, not both', SHOW_HELP);
+  const file = values.store ?? values.file ?? DEFAULT_RECEIPTS;
   let receipt: unknown;
   try {
-    receipt = await findReceipt(path.resolve(io.cwd, file), id);
+    receipt = values.store !== undefined ? await findStoredReceipt(path.resolve(io.cwd, values.store), id) : await findReceipt(path.resolve(io.cwd, file), id);
   } catch (err) {
     return inputError(io, 'show', err);
   }
@@ -156,7 +194,7 @@ async function findReceipt(file: string, id: string): Promise<unknown> {
   return undefined;
 }
 
-function keysOfJwksFile(file: string): PublicKeyInfo[] {
+export function keysOfJwksFile(file: string): PublicKeyInfo[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -182,16 +220,27 @@ function keysOfJwksFile(file: string): PublicKeyInfo[] {
   });
 }
 
-function jsonReport(result: VerifyResult): { ok: boolean; receipts: number; firstFailure: VerifyResult['firstFailure'] } {
-  return { ok: result.ok, receipts: result.receipts, firstFailure: result.firstFailure };
+function jsonReport(result: VerifyResult, anchor: FileAnchor): { ok: boolean; receipts: number; firstFailure: VerifyResult['firstFailure'] } {
+  const anchored = anchor.after === undefined ? {} : { startsAfterSeq: anchor.after.seq, anchor: anchor.note };
+  return { ok: result.ok, receipts: result.receipts, firstFailure: result.firstFailure, ...anchored };
 }
 
-function textReport(file: string, result: VerifyResult): string {
+function textReport(file: string, result: VerifyResult, anchor: FileAnchor): string {
+  const note = anchor.note === null ? '' : `(${anchor.note})\n`;
   if (result.firstFailure !== null) {
-    return `${file}: FAILED\n${formatFailure(result.firstFailure)}\n(${result.receipts} receipt(s) before it verified)\n`;
+    return `${file}: FAILED\n${formatFailure(result.firstFailure)}\n(${result.receipts} receipt(s) before it verified)\n${note}`;
   }
   if (result.head === null) return `${file}: OK: the file holds no receipts\n`;
-  return `${file}: OK: ${result.receipts} receipt(s) verified, seq 1 to ${result.head.seq}, head ${result.head.hash}\n`;
+  const first = (anchor.after?.seq ?? 0) + 1;
+  return `${file}: OK: ${result.receipts} receipt(s) verified, seq ${first} to ${result.head.seq}, head ${result.head.hash}\n${note}`;
+}
+
+function isDirectory(target: string): boolean {
+  try {
+    return statSync(target).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 /** A ChioError reading keys or files is bad input (exit 2); anything else is a bug and propagates. */

@@ -29,11 +29,18 @@ export const run: Command = async (args, io) => {
     io.stdout(HELP);
     return EXIT_OK;
   }
-  const log = pino({ name: 'chio-authz', base: { pid: process.pid } });
   let service;
   let config;
+  let log;
   try {
     config = resolveConfig(values.config, io.env, io.cwd);
+    log = pino({
+      name: 'chio-authz',
+      level: config.log.level,
+      base: { pid: process.pid },
+      // defence in depth: nothing we log carries these, and if it ever did they would not be written
+      redact: { paths: ['*.token', '*.authorization', '*.seed', '*.privateKey', '*.password'], censor: '[redacted]' },
+    });
     service = await startService(config, { log });
   } catch (err) {
     if (err instanceof ChioError) {

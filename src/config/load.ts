@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { ChioError } from '../errors.js';
 import { parseYamlSource, validateYaml } from '../yaml-source.js';
 import { configSchema, type ConfigFile } from './schema.js';
+import { resolveGrpcTlsPaths } from '../server/tls.js';
 import { resolveTrustPaths } from './trust.js';
 import { resolveCapabilityPaths } from '../capability/config.js';
 
@@ -41,7 +42,8 @@ export function loadConfigFile(file: string): Config {
 
 /**
  * The embedded default: the demo policy shipped in the package, a signing key and receipts in
- * `./chio-data/` under the working directory (created on first start).
+ * `./chio-data/` under the working directory (created on first start): `receipts.jsonl` and the
+ * SQLite store `receipts.db` that the query API and `chio receipt list` read.
  */
 export function embeddedConfig(cwd: string): Config {
   const dataDir = path.join(cwd, 'chio-data');
@@ -50,7 +52,7 @@ export function embeddedConfig(cwd: string): Config {
     'listen: { grpc: 127.0.0.1:9191, admin: 127.0.0.1:9192 }',
     `policy: ${JSON.stringify(path.join(PACKAGE_ROOT, 'demo', 'policy.yaml'))}`,
     `keys: { receipt_signing_seed: ${JSON.stringify(path.join(dataDir, 'kernel.seed'))} }`,
-    `receipts: { sinks: [ { type: jsonl, path: ${JSON.stringify(path.join(dataDir, 'receipts.jsonl'))} } ], durability: strict, on_failure: deny }`,
+    `receipts: { sinks: [ { type: jsonl, path: ${JSON.stringify(path.join(dataDir, 'receipts.jsonl'))} }, { type: sqlite, path: ${JSON.stringify(path.join(dataDir, 'receipts.db'))} } ], durability: strict, on_failure: deny }`,
     'identity: { sources: [certificate, principal] }',
     '',
   ].join('\n');
@@ -70,8 +72,13 @@ function resolvePaths(c: Config): Config {
     ...c,
     policy: r(c.policy),
     keys: { ...c.keys, receipt_signing_seed: r(c.keys.receipt_signing_seed) },
-    receipts: { ...c.receipts, sinks: c.receipts.sinks.map((s) => ({ ...s, path: r(s.path) })) },
+    receipts: {
+      ...c.receipts,
+      sinks: c.receipts.sinks.map((s) => ({ ...s, path: r(s.path) })),
+      checkpoints: { ...c.receipts.checkpoints, path: c.receipts.checkpoints.path === undefined ? undefined : r(c.receipts.checkpoints.path) },
+    },
     admin: c.admin.token_file === undefined ? c.admin : { ...c.admin, token_file: r(c.admin.token_file) },
+    listen: { ...c.listen, grpc_tls: resolveGrpcTlsPaths(c.listen.grpc_tls, r) },
     trust: resolveTrustPaths(c.trust, r),
     capabilities: resolveCapabilityPaths(c.capabilities, r),
   };

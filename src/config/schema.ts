@@ -3,8 +3,11 @@
  * config file's folder (see ./load.ts). Every default lives here.
  */
 import { z } from 'zod';
+import { grpcTlsConfigSchema } from '../server/tls.js';
 import { jwtSvidConfigSchema, requireJwtSvidConfig, trustSchema } from './trust.js';
 import { capabilitiesConfigSchema } from '../capability/config.js';
+import { checkpointsConfigSchema } from '../receipt/checkpoint.js';
+import { retentionConfigSchema } from '../receipt/retention.js';
 
 export const CONFIG_SCHEMA_ID = 'chio.config.v1';
 
@@ -16,7 +19,8 @@ const hostPort = z
 const nonEmpty = z.string().min(1);
 
 const jsonlSink = z.strictObject({ type: z.literal('jsonl'), path: nonEmpty });
-const sink = z.discriminatedUnion('type', [jsonlSink]);
+const sqliteSink = z.strictObject({ type: z.literal('sqlite'), path: nonEmpty });
+const sink = z.discriminatedUnion('type', [jsonlSink, sqliteSink]);
 
 export const IDENTITY_SOURCES = ['certificate', 'principal', 'xfcc', 'jwt_svid'] as const;
 
@@ -26,15 +30,30 @@ export const configSchema = z.strictObject({
     .strictObject({
       grpc: hostPort.default('127.0.0.1:9191'),
       admin: hostPort.default('127.0.0.1:9192'),
+      grpc_tls: grpcTlsConfigSchema.optional(),
     })
     .prefault({}),
+  /** SIGTERM: health NOT_SERVING, keep answering drain_seconds (endpoints move away), then stop within deadline_seconds */
+  shutdown: z
+    .strictObject({
+      drain_seconds: z.number().min(0).max(300).default(0),
+      deadline_seconds: z.number().min(1).max(600).default(15),
+    })
+    .prefault({}),
+  log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
   policy: nonEmpty,
   keys: z.strictObject({ receipt_signing_seed: nonEmpty }),
   receipts: z
     .strictObject({
-      sinks: z.array(sink).min(1).default([{ type: 'jsonl', path: './data/receipts.jsonl' }]),
+      sinks: z
+        .array(sink)
+        .min(1)
+        .refine((a) => new Set(a.map((s) => s.path)).size === a.length, 'two sinks must not share a path')
+        .default([{ type: 'jsonl', path: './data/receipts.jsonl' }]),
       durability: z.enum(['strict', 'relaxed']).default('strict'),
       on_failure: z.enum(['deny', 'allow']).default('deny'),
+      checkpoints: checkpointsConfigSchema,
+      retention: retentionConfigSchema,
     })
     .prefault({}),
   identity: z

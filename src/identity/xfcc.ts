@@ -115,7 +115,7 @@ class XfccScanner {
     const rawKey = this.text.slice(keyStart, this.at);
     if (this.text.charCodeAt(this.at) !== EQUALS) {
       if (rawKey === '') throw malformed(`expected a key at index ${keyStart}`);
-      throw malformed(`key ${JSON.stringify(rawKey)} at index ${keyStart} is not followed by "="`);
+      throw malformed(`key ${JSON.stringify(rawKey.slice(0, 32))} at index ${keyStart} is not followed by "="`);
     }
     const key = KEYS.get(rawKey.toLowerCase());
     if (key === undefined) throw malformed(`unknown key ${JSON.stringify(rawKey.slice(0, 32))} at index ${keyStart}`);

@@ -46,6 +46,20 @@ export interface VerifyResult {
   readonly firstFailure: VerifyFailure | null;
 }
 
+/**
+ * Where a file starts when it does not start the chain: its receipts before were pruned or rotated
+ * out under a checkpoint. The first receipt must have seq `seq + 1` and, when `hash` is known,
+ * prevHash `hash`; with `hash: null` its prevHash cannot be checked.
+ */
+export interface ChainStart {
+  readonly seq: number;
+  readonly hash: string | null;
+}
+
+export interface ChainVerifyOptions {
+  readonly after?: ChainStart;
+}
+
 /** Public keys by kid (the receipts' `kernelKey`). */
 export type VerificationKeys = ReadonlyMap<string, KeyObject>;
 
@@ -114,12 +128,14 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  */
 export class ReceiptChainVerifier {
   readonly #keys: VerificationKeys;
+  readonly #after: ChainStart | null;
   #lineNo = 0;
   #receipts = 0;
   #prev: ChainHead | null = null;
 
-  constructor(keys: VerificationKeys) {
+  constructor(keys: VerificationKeys, options: ChainVerifyOptions = {}) {
     this.#keys = keys;
+    this.#after = options.after ?? null;
   }
 
   get receipts(): number {
@@ -197,6 +213,16 @@ export class ReceiptChainVerifier {
 
   #checkChain(receipt: ParsedReceipt): void {
     const prev = this.#prev;
+    if (prev === null && this.#after !== null) {
+      const { seq, hash } = this.#after;
+      if (receipt.seq !== seq + 1) {
+        throw new LineFailure('receipt_chain_broken', `the first receipt has seq ${receipt.seq}; expected seq ${seq + 1} (the receipts through seq ${seq} are not in this file)`);
+      }
+      if (hash !== null && receipt.prevHash !== hash) {
+        throw new LineFailure('receipt_chain_broken', `prevHash ${String(receipt.prevHash)} does not match receipt seq ${seq}'s hash ${hash}`);
+      }
+      return;
+    }
     if (prev === null) {
       if (receipt.seq !== 1) {
         throw new LineFailure(
@@ -266,8 +292,8 @@ function checkCanonical(receipt: ParsedReceipt, text: string): string {
 }
 
 /** Verifies a receipt JSONL file, streaming it (files can be large). Throws ChioError for a file that cannot be read. */
-export async function verifyReceiptFile(path: string, keys: VerificationKeys): Promise<VerifyResult> {
-  const verifier = new ReceiptChainVerifier(keys);
+export async function verifyReceiptFile(path: string, keys: VerificationKeys, options: ChainVerifyOptions = {}): Promise<VerifyResult> {
+  const verifier = new ReceiptChainVerifier(keys, options);
   for await (const piece of readReceiptLines(path)) {
     const failure =
       piece.kind === 'line'
@@ -298,10 +324,10 @@ export type ReceiptLine =
   /** a line over MAX_RECEIPT_LINE_BYTES (always last: reading stops there) */
   | { readonly kind: 'too-long' };
 
-/** Streams the lines of a receipt JSONL file. Throws ChioError file_not_found / io_error. */
-export async function* readReceiptLines(path: string): AsyncGenerator<ReceiptLine> {
+/** Streams the lines of a receipt JSONL file (from byte `start`, a line start). Throws ChioError file_not_found / io_error. */
+export async function* readReceiptLines(path: string, start = 0): AsyncGenerator<ReceiptLine> {
   try {
-    yield* splitLines(createReadStream(path, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>);
+    yield* splitLines(createReadStream(path, { highWaterMark: 1024 * 1024, start }) as AsyncIterable<Buffer>);
   } catch (err) {
     if (err instanceof ChioError) throw err;
     const code = (err as NodeJS.ErrnoException).code;

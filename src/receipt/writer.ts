@@ -8,8 +8,9 @@
  *   `relaxedMaxDelayMs`, or as soon as it holds `relaxedMaxBatch` receipts. `flush()` fsyncs.
  *
  * When a sink fails, nothing after the last durable head counts: the failed batch and everything
- * queued behind it are rejected, and `onRewind(durableHead)` is called synchronously so the chain
- * continues from the last durable receipt. (In relaxed mode those receipts were already
+ * queued behind it are rejected, the sinks that did commit it are rewound (`ReceiptSink.rewind`),
+ * and `onRewind(durableHead)` is called synchronously so the chain continues from the last
+ * durable receipt. (In relaxed mode those receipts were already
  * acknowledged: relaxed trades them away, and `onSinkError` is how the loss shows.)
  */
 import { ChioError, describe } from '../errors.js';
@@ -29,6 +30,12 @@ export interface ReceiptWriterOptions {
   readonly head?: ChainHead | null;
   /** called after each batch is written in every sink, with the number of receipts in it */
   readonly onWritten?: (count: number) => void;
+  /**
+   * Called synchronously after each batch is written in every sink, with its receipts in seq order
+   * (strict: and fsynced; relaxed: `durable` false until a flush). Receipts passed here are never
+   * rewound. Receipt checkpoints hang off it (./checkpoint.ts).
+   */
+  readonly onCommitted?: (batch: readonly SealedReceipt[], durable: boolean) => void;
   /** called once per sink whose write failed */
   readonly onSinkError?: (sink: string, err: unknown) => void;
   /**
@@ -257,7 +264,11 @@ export class ReceiptWriter {
     return result;
   }
 
-  /** Writes one batch to every sink, in parallel, and waits for all of them (one write in flight per sink). */
+  /**
+   * Writes one batch to every sink, in parallel, and waits for all of them (one write in flight per
+   * sink). When one fails, the sinks that committed the batch are rewound to the durable head, so
+   * every sink keeps the same chain.
+   */
   async #writeToSinks(receipts: readonly SealedReceipt[], durable: boolean): Promise<BatchResult> {
     const outcomes = await Promise.allSettled(this.#sinks.map((sink) => writeTo(sink, receipts, durable)));
     let error: ChioError | null = null;
@@ -267,7 +278,21 @@ export class ReceiptWriter {
       callHook(() => this.#options.onSinkError?.(name, outcome.reason));
       error ??= new ChioError('io_error', `receipt sink ${name} failed: ${describe(outcome.reason)}`, { cause: outcome.reason });
     });
-    return error === null ? { ok: true } : { ok: false, error };
+    if (error === null) return { ok: true };
+    if (receipts.length > 0) await this.#rewindCommitted(outcomes);
+    return { ok: false, error };
+  }
+
+  /** Rewinds the sinks whose write succeeded to the durable head; a failed rewind is a sink error too. */
+  async #rewindCommitted(outcomes: ReadonlyArray<PromiseSettledResult<void>>): Promise<void> {
+    const head = this.#durable ?? null;
+    const committed = this.#sinks.filter((_, i) => outcomes[i]?.status === 'fulfilled');
+    const rewinds = await Promise.allSettled(committed.map(async (sink) => sink.rewind(head))); // async: a sync throw rejects
+    rewinds.forEach((r, i) => {
+      if (r.status === 'fulfilled') return;
+      const name = committed[i]?.name ?? String(i);
+      callHook(() => this.#options.onSinkError?.(name, new ChioError('io_error', `cannot rewind receipt sink ${name} to seq ${head?.seq ?? 0}: ${describe(r.reason)}`, { cause: r.reason })));
+    });
   }
 
   #commit(batch: readonly Pending[], durable: boolean): void {
@@ -276,6 +301,10 @@ export class ReceiptWriter {
     this.#unsynced = !durable;
     this.#settled += batch.length;
     if (batch.length > 0) callHook(() => this.#options.onWritten?.(batch.length));
+    if (batch.length > 0 && this.#options.onCommitted) {
+      const receipts = batch.map((p) => p.sealed);
+      callHook(() => this.#options.onCommitted?.(receipts, durable));
+    }
     for (const p of batch) p.settle?.resolve();
   }
 

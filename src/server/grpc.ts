@@ -5,7 +5,14 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { AUTHORIZATION_SERVICE, GRPC_PERMISSION_DENIED, loadAuthProtos, type CheckResponseMessage, type RawCheckRequest } from '../check/envoy.js';
+import {
+  AUTHORIZATION_SERVICE,
+  GRPC_PERMISSION_DENIED,
+  loadAuthProtos,
+  UNDECODABLE_REQUEST,
+  type CheckResponseMessage,
+  type RawCheckRequest,
+} from '../check/envoy.js';
 
 export interface CheckHandler {
   check(request: RawCheckRequest): Promise<CheckResponseMessage>;
@@ -15,6 +22,12 @@ export interface GrpcServerOptions {
   readonly address: string;
   readonly handler: CheckHandler;
   readonly credentials?: grpc.ServerCredentials;
+  /**
+   * With TLS: who may call Check. A refused caller gets an RPC error (PERMISSION_DENIED), not a
+   * decision: it is not a mesh request being authorized but a stranger at our door.
+   */
+  readonly callers?: { check(peer: { raw?: Buffer; fingerprint256?: string } | undefined): string | null };
+  readonly onCallerRefused?: (reason: string) => void;
 }
 
 export interface RunningGrpcServer {
@@ -35,6 +48,28 @@ const LAST_RESORT: CheckResponseMessage = {
   },
 };
 
+/**
+ * The service with a Check request decoder that never throws: bytes protobufjs cannot decode
+ * (malformed protobuf, nesting deeper than it allows, e.g. a JWT payload Envoy copied into
+ * `metadata_context`) reach the handler as UNDECODABLE_REQUEST, which the pipeline denies
+ * (`malformed_request`) with a receipt. grpc-js would answer INTERNAL: an RPC error, which
+ * Envoy's `failure_mode_allow` turns into an allow. (Not `null`: grpc-js reads a null message
+ * as "no request message", an RPC error again.)
+ */
+function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const check = service['Check'];
+  if (!check) return service;
+  const decode = check.requestDeserialize;
+  const requestDeserialize = (bytes: Buffer): unknown => {
+    try {
+      return decode(bytes);
+    } catch {
+      return UNDECODABLE_REQUEST;
+    }
+  };
+  return { ...service, Check: { ...check, requestDeserialize } };
+}
+
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
   const def = loadAuthProtos();
   const service = def[AUTHORIZATION_SERVICE];
@@ -44,8 +79,21 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
     'grpc.keepalive_permit_without_calls': 1,
   });
-  server.addService(service as grpc.ServiceDefinition, {
+  server.addService(tolerantDecoding(service as grpc.ServiceDefinition), {
     Check: (call: grpc.ServerUnaryCall<RawCheckRequest, CheckResponseMessage>, callback: grpc.sendUnaryData<CheckResponseMessage>) => {
+      if (options.callers) {
+        let refused: string | null;
+        try {
+          refused = options.callers.check(call.getAuthContext()?.sslPeerCertificate);
+        } catch {
+          refused = 'the caller certificate could not be read';
+        }
+        if (refused !== null) {
+          options.onCallerRefused?.(refused);
+          callback({ code: grpc.status.PERMISSION_DENIED, details: refused });
+          return;
+        }
+      }
       let answered = false;
       const send = (res: CheckResponseMessage): void => {
         if (answered) return;

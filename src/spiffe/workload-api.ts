@@ -40,10 +40,9 @@ export const SECURITY_HEADER = 'workload.spiffe.io';
 
 type StreamMethod = (request: object, metadata: grpc.Metadata) => grpc.ClientReadableStream<unknown>;
 
-interface WorkloadApiClient extends grpc.Client {
-  FetchX509Bundles: StreamMethod;
-  FetchJWTBundles: StreamMethod;
-}
+export type WorkloadApiStreamMethod = 'FetchX509Bundles' | 'FetchJWTBundles' | 'FetchX509SVID';
+
+type WorkloadApiClient = grpc.Client & Record<WorkloadApiStreamMethod, StreamMethod>;
 
 type WorkloadApiClientConstructor = new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => WorkloadApiClient;
 
@@ -63,19 +62,11 @@ function clientConstructor(): WorkloadApiClientConstructor {
 
 const bundlesMessage = z.object({ bundles: z.record(z.string(), z.instanceof(Uint8Array)) });
 
-export interface WorkloadApiSourceOptions {
+export interface WorkloadApiSourceOptions extends WorkloadApiStreamOptions {
   readonly label: string;
   readonly verifier: string;
-  /** `unix:///run/spire/sockets/agent.sock` */
-  readonly address: string;
-  /** first reconnect delay bound (default 250 ms) */
-  readonly initialBackoffMs?: number;
-  /** largest reconnect delay bound (default 30 s) */
-  readonly maxBackoffMs?: number;
   /** how long `start()` waits for the first bundles (default 3 s) */
   readonly startupTimeoutMs?: number;
-  /** jitter source, [0, 1) */
-  readonly random?: () => number;
   /** connection state for the `chio_workload_api_connected` gauge */
   readonly onConnected?: (connected: boolean) => void;
 }
@@ -87,8 +78,23 @@ const METHODS: Readonly<Record<StreamKind, 'FetchX509Bundles' | 'FetchJWTBundles
   jwt: 'FetchJWTBundles',
 };
 
-/** One reconnecting server stream. */
-class StreamLoop {
+export interface WorkloadApiStreamOptions {
+  /** `unix:///run/spire/sockets/agent.sock` */
+  readonly address: string;
+  /** first reconnect delay bound (default 250 ms) */
+  readonly initialBackoffMs?: number;
+  /** largest reconnect delay bound (default 30 s) */
+  readonly maxBackoffMs?: number;
+  /** jitter source, [0, 1) */
+  readonly random?: () => number;
+}
+
+/**
+ * One reconnecting Workload API server stream: every message goes to `onData`; when the stream
+ * fails or ends, `onLost` is told and it is reopened after an exponential backoff with full jitter
+ * (reset by the next message).
+ */
+export class WorkloadApiStream {
   up = false;
   private attempt = 0;
   private client: WorkloadApiClient | undefined;
@@ -97,9 +103,10 @@ class StreamLoop {
   private closed = false;
 
   constructor(
-    private readonly kind: StreamKind,
-    private readonly source: WorkloadApiBundleSource,
-    private readonly options: WorkloadApiSourceOptions,
+    private readonly method: WorkloadApiStreamMethod,
+    private readonly options: WorkloadApiStreamOptions,
+    private readonly onData: (message: unknown) => void,
+    private readonly onLost: (reason: string) => void,
   ) {}
 
   open(): void {
@@ -108,7 +115,7 @@ class StreamLoop {
     this.client = new Client(this.options.address, grpc.credentials.createInsecure());
     const metadata = new grpc.Metadata();
     metadata.set(SECURITY_HEADER, 'true');
-    const call = this.client[METHODS[this.kind]]({}, metadata);
+    const call = this.client[this.method]({}, metadata);
     this.call = call;
     let finished = false;
     const finish = (reason: string): void => {
@@ -118,7 +125,7 @@ class StreamLoop {
     };
     call.on('data', (message: unknown) => {
       this.attempt = 0;
-      this.source.received(this.kind, message);
+      this.onData(message);
     });
     call.on('error', (err: Error) => finish(describe(err)));
     call.on('end', () => finish('stream ended'));
@@ -136,7 +143,7 @@ class StreamLoop {
     this.client?.close();
     this.client = undefined;
     if (this.closed) return;
-    this.source.lost(this.kind, reason);
+    this.onLost(reason);
     const initial = this.options.initialBackoffMs ?? 250;
     const max = this.options.maxBackoffMs ?? 30_000;
     const bound = Math.min(max, initial * 2 ** Math.min(this.attempt, 30));
@@ -151,7 +158,7 @@ class StreamLoop {
 export class WorkloadApiBundleSource implements BundleSource {
   readonly label: string;
   private readonly index: number;
-  private readonly streams: Record<StreamKind, StreamLoop>;
+  private readonly streams: Record<StreamKind, WorkloadApiStream>;
   /** null until the X.509 stream delivered: JWT-only bundles are not published before it */
   private x509: Map<string, BundleContent> | null = null;
   private jwt = new Map<string, BundleContent>();
@@ -166,7 +173,9 @@ export class WorkloadApiBundleSource implements BundleSource {
     if (!/^unix:\/\/\/./.test(options.address)) throw new TypeError(`workload_api must be unix:///<absolute path>, got ${options.address}`);
     this.label = options.label;
     this.index = set.addSource({ source: options.label, verifier: options.verifier });
-    this.streams = { x509: new StreamLoop('x509', this, options), jwt: new StreamLoop('jwt', this, options) };
+    const stream = (kind: StreamKind): WorkloadApiStream =>
+      new WorkloadApiStream(METHODS[kind], options, (m) => this.received(kind, m), (reason) => this.lost(kind, reason));
+    this.streams = { x509: stream('x509'), jwt: stream('jwt') };
   }
 
   /** Opens both streams; resolves once both delivered, or after the startup timeout. */

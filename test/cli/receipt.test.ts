@@ -182,7 +182,7 @@ describe('chio receipt', () => {
     expect(await run([], io)).toBe(2);
     expect(io.out).toMatch(/^usage: chio receipt <subcommand>/);
     const io2 = fakeIO(tmpdir());
-    expect(await run(['export'], io2)).toBe(2);
-    expect(io2.err).toMatch(/^chio receipt: unknown subcommand "export"\n/);
+    expect(await run(['frobnicate'], io2)).toBe(2);
+    expect(io2.err).toMatch(/^chio receipt: unknown subcommand "frobnicate"\n/);
   });
 });

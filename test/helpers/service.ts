@@ -52,6 +52,8 @@ export interface TestServiceOptions {
   clock?: () => number;
   /** replaces the whole config text (then policy and configExtra still apply to files) */
   configText?: (dir: string) => string;
+  /** runs after the files are written, before the service starts */
+  beforeStart?: (dir: string) => Promise<void> | void;
 }
 
 export function demoPolicy(): string {
@@ -72,6 +74,7 @@ export async function startTestService(opts: TestServiceOptions = {}): Promise<T
       opts.configExtra ?? '',
     ].join('\n');
   writeFileSync(path.join(dir, 'chio.yaml'), configText);
+  await opts.beforeStart?.(dir);
   const config = parseConfig(configText, path.join(dir, 'chio.yaml'), dir);
   const log = recordingLogger();
   const service = await startService(config, { log, clock: opts.clock ?? (() => FIXED_NOW), defaultMetrics: false });

@@ -1,6 +1,6 @@
 /**
  * A fake SPIRE agent for tests: a grpc-js server on a unix socket in a temp folder, serving
- * `FetchX509Bundles` and `FetchJWTBundles` from proto/workload.proto (the same proto the client
+ * `FetchX509Bundles`, `FetchJWTBundles` and `FetchX509SVID` from proto/workload.proto (the same proto the client
  * uses), rejecting calls without the `workload.spiffe.io: true` metadata like SPIRE does
  * (SPIFFE Workload Endpoint §4). Bundles are pushed to every open stream with `setBundles`;
  * `stop()` / `start()` make the agent go away and come back on the same socket path.
@@ -19,6 +19,17 @@ export interface AgentBundles {
   readonly jwt: ReadonlyMap<string, string>;
 }
 
+/** The workload's own X509-SVID as FetchX509SVID delivers it. */
+export interface AgentSvid {
+  readonly spiffeId: string;
+  /** DER chain, leaf first, concatenated */
+  readonly chainDer: Buffer;
+  /** PKCS#8 DER */
+  readonly keyPkcs8Der: Buffer;
+  /** DER roots of the SVID's trust domain, concatenated */
+  readonly bundleDer: Buffer;
+}
+
 type StreamCall = grpc.ServerWritableStream<unknown, unknown>;
 
 export class FakeWorkloadApiAgent {
@@ -27,10 +38,11 @@ export class FakeWorkloadApiAgent {
   /** calls that arrived without the security header */
   rejectedCalls = 0;
   /** calls accepted, per method */
-  readonly accepted = { x509: 0, jwt: 0 };
+  readonly accepted = { x509: 0, jwt: 0, svid: 0 };
   private server: grpc.Server | undefined;
-  private readonly open = { x509: new Set<StreamCall>(), jwt: new Set<StreamCall>() };
+  private readonly open = { x509: new Set<StreamCall>(), jwt: new Set<StreamCall>(), svid: new Set<StreamCall>() };
   private bundles: AgentBundles = { x509: new Map(), jwt: new Map() };
+  private svid: AgentSvid | null = null;
 
   constructor() {
     this.dir = mkdtempSync(path.join(tmpdir(), 'chio-agent-'));
@@ -55,7 +67,7 @@ export class FakeWorkloadApiAgent {
     server.addService(service, {
       FetchX509Bundles: (call: StreamCall) => this.stream('x509', call),
       FetchJWTBundles: (call: StreamCall) => this.stream('jwt', call),
-      FetchX509SVID: (call: StreamCall) => fail(call, grpc.status.UNIMPLEMENTED, 'not in the fake agent'),
+      FetchX509SVID: (call: StreamCall) => this.stream('svid', call),
       FetchJWTSVID: unimplemented,
       ValidateJWTSVID: unimplemented,
     });
@@ -71,6 +83,7 @@ export class FakeWorkloadApiAgent {
     this.server = undefined;
     this.open.x509.clear();
     this.open.jwt.clear();
+    this.open.svid.clear();
     server?.forceShutdown();
   }
 
@@ -81,12 +94,18 @@ export class FakeWorkloadApiAgent {
     for (const call of this.open.jwt) call.write(this.jwtMessage());
   }
 
+  /** Sets the workload's own X509-SVID (FetchX509SVID) and pushes it to every open stream. */
+  setSvid(svid: AgentSvid): void {
+    this.svid = svid;
+    for (const call of this.open.svid) call.write(this.svidMessage(svid));
+  }
+
   async close(): Promise<void> {
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
 
-  private stream(kind: 'x509' | 'jwt', call: StreamCall): void {
+  private stream(kind: 'x509' | 'jwt' | 'svid', call: StreamCall): void {
     if (call.metadata.get(SECURITY_HEADER)[0] !== 'true') {
       this.rejectedCalls++;
       fail(call, grpc.status.INVALID_ARGUMENT, 'security header missing from request');
@@ -95,7 +114,20 @@ export class FakeWorkloadApiAgent {
     this.accepted[kind]++;
     this.open[kind].add(call);
     call.on('cancelled', () => this.open[kind].delete(call));
+    if (kind === 'svid') {
+      // SPIRE sends nothing until the workload has an SVID
+      if (this.svid) call.write(this.svidMessage(this.svid));
+      return;
+    }
     call.write(kind === 'x509' ? this.x509Message() : this.jwtMessage());
+  }
+
+  private svidMessage(svid: AgentSvid): object {
+    return {
+      svids: [{ spiffe_id: svid.spiffeId, x509_svid: svid.chainDer, x509_svid_key: svid.keyPkcs8Der, bundle: svid.bundleDer, hint: '' }],
+      crl: [],
+      federated_bundles: {},
+    };
   }
 
   private x509Message(): { crl: Buffer[]; bundles: Record<string, Buffer> } {

@@ -28,6 +28,7 @@ interface Deferred {
 class FakeSink implements ReceiptSink {
   readonly writes: Array<{ seqs: number[]; durable: boolean }> = [];
   readonly pending: Deferred[] = [];
+  readonly rewinds: Array<ChainHead | null> = [];
   inFlight = 0;
   maxInFlight = 0;
   closed = false;
@@ -49,6 +50,9 @@ class FakeSink implements ReceiptSink {
     return done.finally(() => {
       this.inFlight--;
     });
+  }
+  async rewind(head: ChainHead | null): Promise<void> {
+    this.rewinds.push(head);
   }
   async close(): Promise<void> {
     this.closed = true;
@@ -251,6 +255,8 @@ describe('ReceiptWriter failure', () => {
     expect(queued.state).toBe('rejected');
     expect(log).toEqual(['sink-error a EIO', 'rewind 41']);
     expect(writer.durableHead).toEqual(head);
+    // b committed the batch a failed: it is rewound too, so both sinks keep one chain
+    expect(b.rewinds).toEqual([head]);
   });
 
   it('without a head option, takes the durable head from the first receipt', async () => {

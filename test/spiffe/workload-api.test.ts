@@ -71,7 +71,7 @@ describe('WorkloadApiBundleSource', () => {
     const h = await harness();
     expect(h.source.isConnected).toBe(true);
     expect(h.connected).toEqual([false, true]);
-    expect(h.agent.accepted).toEqual({ x509: 1, jwt: 1 });
+    expect(h.agent.accepted).toEqual({ x509: 1, jwt: 1, svid: 0 });
     expect(h.agent.rejectedCalls).toBe(0);
     const a = h.set.get('a.test');
     expect(a?.verifier).toBe('https://spire.test');

@@ -32,6 +32,8 @@ const NEWLINE = 0x0a;
 const SCAN_CHUNK = 64 * 1024;
 /** A line longer than this is not a receipt (receipts are ~1 KB). */
 const MAX_LINE_BYTES = 1024 * 1024;
+/** Batch boundaries remembered for rewind(). */
+const MAX_MARKS = 8;
 
 /** Where the good part of a file ends and the head of the chain it holds. */
 interface Tail {
@@ -50,6 +52,8 @@ export class JsonlSink implements ReceiptSink {
   /** a failed write may have left bytes past #size: truncate before appending again */
   #dirty = false;
   #writing = false;
+  /** the chain head and file size after the last few batches (and at open), for rewind() */
+  #marks: Array<{ readonly head: ChainHead | null; readonly size: number }> = [];
 
   constructor(path: string, options: JsonlSinkOptions = {}) {
     this.path = path;
@@ -66,6 +70,7 @@ export class JsonlSink implements ReceiptSink {
       if (tail.goodSize < size) await this.#quarantine(fh, tail.goodSize, size);
       this.#fh = fh;
       this.#size = tail.goodSize;
+      this.#marks = [{ head: tail.head, size: tail.goodSize }];
       return tail.head;
     } catch (err) {
       await fh.close();
@@ -89,6 +94,7 @@ export class JsonlSink implements ReceiptSink {
         if (durable) await fh.datasync();
         this.#size += bytes.length;
         this.#dirty = false;
+        this.#mark(batch, this.#size);
       } else if (durable) {
         await fh.datasync();
       }
@@ -100,10 +106,44 @@ export class JsonlSink implements ReceiptSink {
     }
   }
 
+  /**
+   * Truncates the file back to the end of the receipt `head` (null: to empty), which must be one
+   * of the last MAX_MARKS batch boundaries (the writer rewinds by one batch), then fdatasyncs.
+   * If the truncate fails, the next write retries it before appending.
+   */
+  async rewind(head: ChainHead | null): Promise<void> {
+    const fh = this.#fh;
+    if (fh === null) throw new TypeError(`JsonlSink ${this.path} is not open`);
+    if (this.#writing) throw new TypeError(`JsonlSink ${this.path}: a write is in flight`);
+    const at = this.#marks.findIndex((m) => m.head?.seq === head?.seq && m.head?.hash === head?.hash);
+    const mark = this.#marks[at];
+    if (mark === undefined) {
+      throw new ChioError('io_error', `cannot rewind ${this.path} to seq ${head?.seq ?? 0}: not one of the last ${this.#marks.length} batch boundaries written`);
+    }
+    this.#marks.length = at + 1;
+    if (mark.size === this.#size && !this.#dirty) return;
+    this.#size = mark.size;
+    this.#dirty = true;
+    this.#writing = true;
+    try {
+      await this.#truncateToGood(fh);
+      await fh.datasync();
+    } finally {
+      this.#writing = false;
+    }
+  }
+
   async close(): Promise<void> {
     const fh = this.#fh;
     this.#fh = null;
     if (fh !== null) await fh.close();
+  }
+
+  #mark(batch: readonly SealedReceipt[], size: number): void {
+    const last = batch[batch.length - 1];
+    if (last === undefined) return;
+    this.#marks.push({ head: { seq: last.receipt.seq, hash: last.hash }, size });
+    if (this.#marks.length > MAX_MARKS) this.#marks.shift();
   }
 
   async #openFile(): Promise<FileHandle> {

@@ -7,5 +7,10 @@ export interface ReceiptSink {
   open(): Promise<ChainHead | null>;
   /** Appends a batch; when `durable`, resolves only after the data is on stable storage (fsync). */
   write(batch: readonly SealedReceipt[], durable: boolean): Promise<void>;
+  /**
+   * Removes the receipts after `head` (all of them for null), durably. The writer calls it on the
+   * sinks that committed a batch another sink failed, so every sink keeps one chain.
+   */
+  rewind(head: ChainHead | null): Promise<void>;
   close(): Promise<void>;
 }

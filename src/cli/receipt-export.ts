@@ -1,0 +1,232 @@
+/**
+ * `chio receipt export` and the bundle side of `chio receipt verify` (SPEC §6, §10): offline export
+ * bundles of the receipt log with RFC 6962 inclusion and consistency proofs against signed
+ * checkpoints (../receipt/export.ts, ../receipt/bundle-verify.ts), and the checkpoint anchor for
+ * verifying a receipt file that does not start at seq 1 (after retention or rotation).
+ *
+ * Exit codes: 0 success; 1 a check failed (a bundle or log that does not verify); 2 bad usage or
+ * bad input (missing file, no or bad key, not a bundle).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { PACKAGE_ROOT } from '../config/load.js';
+import { ChioError, describe } from '../errors.js';
+import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
+import { checkpointCovering, formatBundleFailure, verifyBundle, type BundleVerifyResult } from '../receipt/bundle-verify.js';
+import { exportBundle, type BundleManifest } from '../receipt/export.js';
+import { parseRfc3339 } from '../receipt/query.js';
+import { JsonlReceiptFiles, firstLine, receiptSeqOf } from '../receipt/retention.js';
+import type { ChainStart, VerificationKeys } from '../receipt/verify.js';
+import { usageError } from './args.js';
+import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
+import { keysOfJwksFile } from './receipt.js';
+
+const DEFAULT_RECEIPTS = './chio-data/receipts.jsonl';
+const CHECKPOINTS_FILE = 'checkpoints.jsonl';
+
+export const EXPORT_HELP = `usage: chio receipt export --since RFC3339 --until RFC3339 --out DIR [--file FILE]
+                          [--checkpoints FILE] [--seed FILE | --public-key KEY | --jwks FILE]… [--json]
+
+Writes an offline bundle of the receipts stamped in [--since, --until) to DIR (new or empty):
+receipts.jsonl (their exact lines), proofs.jsonl (an RFC 6962 inclusion proof of each against a
+signed checkpoint), checkpoints.jsonl (the checkpoints from the first needed to the latest),
+consistency.jsonl (a consistency proof between each successive pair), keys.json (JWKS) and
+manifest.json. \`chio receipt verify DIR\` checks it offline.
+Receipts after the latest checkpoint cannot be proven yet: they are left out and reported.
+  --file FILE          the live receipt file; its rotated segments beside it are read too
+                       (default ${DEFAULT_RECEIPTS})
+  --checkpoints FILE   the checkpoint log (default ${CHECKPOINTS_FILE} beside --file)
+  --seed FILE, --public-key KEY, --jwks FILE
+                       the signing key(s) (default: kernel.seed beside --file)
+  --json               print the manifest as JSON
+Exit status: 0 exported, 1 the log does not match its checkpoints, 2 bad usage or unreadable input.
+`;
+
+const EXPORT_OPTIONS = {
+  since: { type: 'string' },
+  until: { type: 'string' },
+  out: { type: 'string' },
+  file: { type: 'string' },
+  checkpoints: { type: 'string' },
+  seed: { type: 'string', multiple: true },
+  'public-key': { type: 'string', multiple: true },
+  jwks: { type: 'string', multiple: true },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** Codes that mean "the log did not check out" (exit 1) rather than bad input (exit 2). */
+const CHECK_CODES: ReadonlySet<string> = new Set(['receipt_chain_broken', 'receipt_bad_signature', 'receipt_malformed', 'receipt_torn_tail']);
+
+export const exportCommand: Command = async (args, io) => {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: EXPORT_OPTIONS, strict: true, allowPositionals: false }));
+  } catch (err) {
+    return usageError(io, 'receipt export', describe(err), EXPORT_HELP);
+  }
+  if (values.help) {
+    io.stdout(EXPORT_HELP);
+    return EXIT_OK;
+  }
+  const missing = (['since', 'until', 'out'] as const).filter((name) => values[name] === undefined);
+  if (missing.length > 0) return usageError(io, 'receipt export', `missing ${missing.map((m) => `--${m}`).join(', ')}`, EXPORT_HELP);
+  const since = parseRfc3339(values.since as string);
+  const until = parseRfc3339(values.until as string);
+  if (since === null) return usageError(io, 'receipt export', `--since ${JSON.stringify(values.since)} is not an RFC 3339 date-time`, EXPORT_HELP);
+  if (until === null) return usageError(io, 'receipt export', `--until ${JSON.stringify(values.until)} is not an RFC 3339 date-time`, EXPORT_HELP);
+  if (since >= until) return usageError(io, 'receipt export', '--since must be before --until', EXPORT_HELP);
+  const file = path.resolve(io.cwd, values.file ?? DEFAULT_RECEIPTS);
+  const checkpointsPath = path.resolve(io.cwd, values.checkpoints ?? path.join(path.dirname(file), CHECKPOINTS_FILE));
+  const outDir = path.resolve(io.cwd, values.out as string);
+
+  let manifest: BundleManifest;
+  try {
+    const keys = exportKeys(values, file, io.cwd);
+    if (keys.length === 0) {
+      return usageError(io, 'receipt export', `no signing key: pass --seed FILE, --public-key KEY or --jwks FILE (no kernel.seed beside ${values.file ?? DEFAULT_RECEIPTS})`, EXPORT_HELP);
+    }
+    if (!existsSync(file)) throw new ChioError('file_not_found', `receipt file ${file} does not exist`);
+    manifest = await exportBundle({
+      source: new JsonlReceiptFiles(file),
+      checkpointsPath,
+      outDir,
+      since,
+      until,
+      keys,
+      now: io.now(),
+      tool: toolInfo(),
+    });
+  } catch (err) {
+    if (!(err instanceof ChioError)) throw err;
+    io.stderr(`chio receipt export: ${err.code}: ${err.message}\n`);
+    return CHECK_CODES.has(err.code) ? EXIT_CHECK_FAILED : EXIT_USAGE;
+  }
+  io.stdout(values.json ? `${JSON.stringify(manifest)}\n` : exportReport(values.out as string, manifest));
+  return EXIT_OK;
+};
+
+function exportKeys(
+  values: { seed?: string[]; 'public-key'?: string[]; jwks?: string[] },
+  receiptsFile: string,
+  cwd: string,
+): PublicKeyInfo[] {
+  const seeds = values.seed ?? [];
+  const publicKeys = values['public-key'] ?? [];
+  const jwks = values.jwks ?? [];
+  if (seeds.length + publicKeys.length + jwks.length === 0) {
+    const beside = path.join(path.dirname(receiptsFile), 'kernel.seed');
+    return existsSync(beside) ? [loadSeedFile(beside)] : [];
+  }
+  const keys = [
+    ...seeds.map((f) => loadSeedFile(path.resolve(cwd, f))),
+    ...publicKeys.map((text) => parsePublicKey(text)),
+    ...jwks.flatMap((f) => keysOfJwksFile(path.resolve(cwd, f))),
+  ];
+  return [...new Map(keys.map((k) => [k.kid, k])).values()];
+}
+
+function exportReport(out: string, m: BundleManifest): string {
+  const lines: string[] = [];
+  const r = m.receipts;
+  lines.push(
+    r.count === 0
+      ? `${out}: no checkpointed receipt is stamped in [${m.range.since}, ${m.range.until})`
+      : `${out}: exported ${r.count} receipt(s), seq ${r.firstSeq} to ${r.lastSeq}, proven against ${m.checkpoints.count} checkpoint(s) (treeSize ${m.checkpoints.firstTreeSize} to ${m.checkpoints.latestTreeSize})`,
+  );
+  const n = m.notYetCheckpointed;
+  if (n.count > 0) {
+    lines.push(`${n.count} receipt(s) of the range (seq ${n.firstSeq} to ${n.lastSeq}) are not yet checkpointed and were left out: export again after the next checkpoint`);
+  }
+  lines.push(`verify it with: chio receipt verify ${out}`);
+  return `${lines.join('\n')}\n`;
+}
+
+const packageJson = z.object({ name: z.string(), version: z.string() });
+
+function toolInfo(): { name: string; version: string } {
+  try {
+    return packageJson.parse(JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')));
+  } catch {
+    return { name: 'chio-authz', version: 'unknown' };
+  }
+}
+
+// ---- chio receipt verify DIR ----
+
+/** `chio receipt verify DIR`: text or JSON report; exit 0 / 1, or 2 for a folder that is not a bundle. */
+export async function verifyBundleCommand(dir: string, shown: string, keys: VerificationKeys | null, json: boolean, io: CliIO): Promise<number> {
+  let result: BundleVerifyResult;
+  try {
+    result = await verifyBundle(dir, keys);
+  } catch (err) {
+    if (!(err instanceof ChioError)) throw err;
+    io.stderr(`chio receipt verify: ${err.code}: ${err.message}\n`);
+    return EXIT_USAGE;
+  }
+  io.stdout(json ? `${JSON.stringify(result)}\n` : bundleReport(shown, result));
+  return result.ok ? EXIT_OK : EXIT_CHECK_FAILED;
+}
+
+function bundleReport(shown: string, r: BundleVerifyResult): string {
+  const keys =
+    r.keys === 'given'
+      ? `keys: ${r.kids.join(', ')}`
+      : `keys: the bundle's own keys.json (${r.kids.join(', ')}), not pinned: compare with your trusted key or pass --public-key`;
+  if (r.firstFailure !== null) {
+    return `${shown}: FAILED\n${formatBundleFailure(r.firstFailure)}\n(${r.receipts} receipt(s) before it verified; ${keys})\n`;
+  }
+  const receipts =
+    r.receipts === 0 ? 'the bundle holds no receipts' : `${r.receipts} receipt(s) verified, seq ${r.firstSeq} to ${r.lastSeq}, each included in a signed checkpoint`;
+  const checkpoints =
+    r.checkpoints === 0 ? '' : `; ${r.checkpoints} checkpoint(s) up to treeSize ${r.latestTreeSize}, linked and consistent (${r.consistencyProofs} consistency proof(s))`;
+  return `${shown}: OK: ${receipts}${checkpoints}\n${keys}\n`;
+}
+
+// ---- chio receipt verify FILE that does not start at seq 1 ----
+
+export interface FileAnchor {
+  /** where the file's chain starts; undefined: at seq 1 */
+  readonly after: ChainStart | undefined;
+  /** a line for the report, or null */
+  readonly note: string | null;
+  /** the checkpoint log failed its own check: report it, exit 1 */
+  readonly failure: string | null;
+}
+
+/**
+ * Where `file` may start: a first receipt with seq > 1 is accepted when a signed checkpoint
+ * covers the receipts before it (`--checkpoints FILE`, default checkpoints.jsonl beside the file),
+ * or when `--from-checkpoint` says so; its prevHash cannot be checked then.
+ */
+export async function anchorForFile(
+  file: string,
+  options: { readonly checkpoints: string | undefined; readonly fromCheckpoint: boolean },
+  keys: VerificationKeys,
+): Promise<FileAnchor> {
+  const none: FileAnchor = { after: undefined, note: null, failure: null };
+  let first: Buffer | null;
+  try {
+    first = await firstLine(file);
+  } catch {
+    return none; // the verifier reports an unreadable file
+  }
+  const firstSeq = first === null ? null : receiptSeqOf(first);
+  if (firstSeq === null || firstSeq === 1) return none;
+  const log = options.checkpoints ?? path.join(path.dirname(file), CHECKPOINTS_FILE);
+  const anchor = options.checkpoints !== undefined || existsSync(log) ? await checkpointCovering(log, keys, firstSeq) : null;
+  const after = { seq: firstSeq - 1, hash: null };
+  if (anchor?.kind === 'failed') {
+    const f = anchor.failure;
+    return { ...none, failure: `${log} line ${f.line}${f.treeSize === null ? '' : ` (treeSize ${f.treeSize})`}: ${f.code}: ${f.message}` };
+  }
+  if (anchor?.kind === 'anchored') {
+    return { after, note: `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.treeSize} (${log} line ${anchor.line}); the first receipt's prevHash is not checked`, failure: null };
+  }
+  if (options.fromCheckpoint) {
+    return { after, note: `the file starts at seq ${firstSeq} (--from-checkpoint); the first receipt's prevHash is not checked`, failure: null };
+  }
+  return none;
+}

@@ -1,0 +1,422 @@
+/**
+ * Offline verification of an export bundle (./export.ts; SPEC §6, §10 `chio receipt verify DIR`):
+ *
+ * 1. every checkpoint is a canonical `chio.checkpoint.v1` signed by a known key, and each names
+ *    the one before it (`previousCheckpointHash`) with a larger tree;
+ * 2. successive checkpoints are consistent: an RFC 6962 consistency proof per pair;
+ * 3. every receipt verifies as in `chio receipt verify FILE` (canonical JCS, Ed25519 signature,
+ *    seq + 1 and prevHash from the line before; the first continues from seq firstSeq − 1);
+ * 4. every receipt is included in a signed checkpoint: its audit path leads from its leaf hash
+ *    (of its exact line) to that checkpoint's signed root;
+ * 5. the manifest's counts match what is there.
+ *
+ * The first failure is reported with the file and line, and the receipt it concerns (id, seq): an
+ * altered receipt fails its signature and its inclusion; a deleted one is named from its proof
+ * line (proofs.jsonl keeps one per receipt); a moved one is found where it went.
+ *
+ * Also `checkpointCovering`: the anchor for `chio receipt verify FILE` of a file that does not
+ * start at seq 1 (older receipts pruned or rotated out).
+ */
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { ChioError, describe } from '../errors.js';
+import { publicKeyFromJwk } from '../keys.js';
+import {
+  hashBytes,
+  readCheckpointLog,
+  type CheckpointLine,
+  type CheckpointLogFailure,
+} from './checkpoint.js';
+import { BUNDLE_FILES, manifestSchema, type BundleManifest } from './export.js';
+import { leafHash, verifyConsistency, verifyInclusion } from './merkle.js';
+import { RECEIPT_ID_PATTERN } from './receipt.js';
+import {
+  ReceiptChainVerifier,
+  readReceiptLines,
+  verificationKeys,
+  type ReceiptLine,
+  type VerificationKeys,
+  type VerifyFailure,
+  type VerifyFailureCode,
+} from './verify.js';
+
+export interface BundleFailure {
+  /** the bundle file where it was found */
+  readonly file: string;
+  /** 1-based line in that file; null for a whole-file problem */
+  readonly line: number | null;
+  /** the receipt concerned, when known */
+  readonly id: string | null;
+  readonly seq: number | null;
+  readonly code: VerifyFailureCode | 'file_not_found';
+  readonly message: string;
+}
+
+export interface BundleVerifyResult {
+  readonly ok: boolean;
+  /** receipts verified before the first failure (all of them when ok) */
+  readonly receipts: number;
+  readonly firstSeq: number | null;
+  readonly lastSeq: number | null;
+  readonly checkpoints: number;
+  readonly latestTreeSize: number | null;
+  readonly consistencyProofs: number;
+  /** where the keys came from: the caller, or the bundle's own keys.json (then not pinned) */
+  readonly keys: 'given' | 'bundle';
+  readonly kids: readonly string[];
+  readonly firstFailure: BundleFailure | null;
+}
+
+const hex = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lower-case hex digits');
+const proofLineSchema = z.strictObject({
+  seq: z.int().min(1),
+  id: z.string().regex(RECEIPT_ID_PATTERN),
+  leafIndex: z.int().min(0),
+  treeSize: z.int().min(1),
+  auditPath: z.array(hex).max(64),
+});
+const consistencyLineSchema = z.strictObject({
+  fromTreeSize: z.int().min(1),
+  toTreeSize: z.int().min(1),
+  proof: z.array(hex).max(128),
+});
+const jwksSchema = z.object({ keys: z.array(z.unknown()) });
+
+class Failed extends Error {
+  constructor(readonly failure: BundleFailure) {
+    super(failure.message);
+  }
+}
+
+function fail(file: string, line: number | null, receipt: { id: string | null; seq: number | null }, code: BundleFailure['code'], message: string): never {
+  throw new Failed({ file, line, id: receipt.id, seq: receipt.seq, code, message });
+}
+
+const NO_RECEIPT = { id: null, seq: null } as const;
+
+/**
+ * Verifies the bundle in `dir`. Keys: the given ones, else the bundle's keys.json (reported as not
+ * pinned). Throws ChioError when `dir` is not a bundle (no or bad manifest.json) or no keys can be had.
+ */
+export async function verifyBundle(dir: string, given: VerificationKeys | null): Promise<BundleVerifyResult> {
+  const manifest = await readManifest(dir);
+  const keys = given ?? (await bundleKeys(dir));
+  const progress = { receipts: 0, lastSeq: null as number | null, checkpoints: 0, latestTreeSize: null as number | null, consistencyProofs: 0 };
+  const result = (failure: BundleFailure | null): BundleVerifyResult => ({
+    ok: failure === null,
+    receipts: progress.receipts,
+    firstSeq: progress.receipts > 0 ? manifest.receipts.firstSeq : null,
+    lastSeq: progress.lastSeq,
+    checkpoints: progress.checkpoints,
+    latestTreeSize: progress.latestTreeSize,
+    consistencyProofs: progress.consistencyProofs,
+    keys: given === null ? 'bundle' : 'given',
+    kids: [...keys.keys()],
+    firstFailure: failure,
+  });
+  try {
+    const checkpoints = await verifyCheckpoints(dir, keys);
+    progress.checkpoints = checkpoints.length;
+    progress.latestTreeSize = checkpoints[checkpoints.length - 1]?.signed.checkpoint.treeSize ?? null;
+    progress.consistencyProofs = await verifyConsistencyProofs(dir, checkpoints);
+    await verifyReceipts(dir, keys, manifest, checkpoints, progress);
+    checkManifest(manifest, progress, checkpoints);
+    return result(null);
+  } catch (err) {
+    if (err instanceof Failed) return result(err.failure);
+    throw err;
+  }
+}
+
+async function readManifest(dir: string): Promise<BundleManifest> {
+  const file = path.join(dir, BUNDLE_FILES.manifest);
+  let text: string;
+  try {
+    text = await readText(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ChioError('file_not_found', `${dir} is not a receipt bundle: it has no ${BUNDLE_FILES.manifest} (make one with chio receipt export)`);
+    }
+    throw new ChioError('io_error', `cannot read ${file}: ${describe(err)}`, { cause: err });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new ChioError('receipt_malformed', `${file} is not valid JSON: ${describe(err)}`);
+  }
+  const parsed = manifestSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ChioError('receipt_malformed', `${file} is not a bundle manifest: ${issue?.path.join('.') || 'manifest'}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data;
+}
+
+async function bundleKeys(dir: string): Promise<VerificationKeys> {
+  const file = path.join(dir, BUNDLE_FILES.keys);
+  let value: unknown;
+  try {
+    value = JSON.parse(await readText(file));
+  } catch (err) {
+    throw new ChioError('key_invalid', `no public key to verify with: ${file} cannot be read (${describe(err)}); pass --public-key, --jwks or --seed`);
+  }
+  const parsed = jwksSchema.safeParse(value);
+  if (!parsed.success) throw new ChioError('key_invalid', `${file} is not {"keys":[…]}`);
+  return verificationKeys(
+    parsed.data.keys.map((jwk, i) => {
+      try {
+        return publicKeyFromJwk(jwk);
+      } catch (err) {
+        throw new ChioError('key_invalid', `${file}, keys[${i}]: ${describe(err)}`);
+      }
+    }),
+  );
+}
+
+async function readText(file: string): Promise<string> {
+  const fh = await open(file, 'r');
+  try {
+    return await fh.readFile('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Lines of a bundle file; a missing file is a failure (something was removed from the bundle). */
+async function* bundleLines(dir: string, name: string): AsyncGenerator<ReceiptLine> {
+  try {
+    yield* readReceiptLines(path.join(dir, name));
+  } catch (err) {
+    if (err instanceof ChioError && err.code === 'file_not_found') fail(name, null, NO_RECEIPT, 'file_not_found', `the bundle has no ${name}`);
+    throw err;
+  }
+}
+
+async function verifyCheckpoints(dir: string, keys: VerificationKeys): Promise<CheckpointLine[]> {
+  const lines: CheckpointLine[] = [];
+  let failure: CheckpointLogFailure | null;
+  try {
+    failure = await readCheckpointLog(path.join(dir, BUNDLE_FILES.checkpoints), keys, (entry) => lines.push(entry));
+  } catch (err) {
+    if (err instanceof ChioError && err.code === 'file_not_found') fail(BUNDLE_FILES.checkpoints, null, NO_RECEIPT, 'file_not_found', `the bundle has no ${BUNDLE_FILES.checkpoints}`);
+    throw err;
+  }
+  if (failure !== null) {
+    const what = failure.treeSize === null ? 'checkpoint' : `checkpoint of treeSize ${failure.treeSize}`;
+    fail(BUNDLE_FILES.checkpoints, failure.line, NO_RECEIPT, failure.code, `${what}: ${failure.message}`);
+  }
+  return lines;
+}
+
+/** One consistency proof per successive pair of checkpoints, in order; returns how many verified. */
+async function verifyConsistencyProofs(dir: string, checkpoints: readonly CheckpointLine[]): Promise<number> {
+  const file = BUNDLE_FILES.consistency;
+  let line = 0;
+  for await (const piece of bundleLines(dir, file)) {
+    line++;
+    const from = checkpoints[line - 1]?.signed.checkpoint;
+    const to = checkpoints[line]?.signed.checkpoint;
+    if (from === undefined || to === undefined) {
+      fail(file, line, NO_RECEIPT, 'receipt_malformed', `there are ${checkpoints.length} checkpoint(s), so at most ${Math.max(0, checkpoints.length - 1)} consistency proof(s); this one is extra`);
+    }
+    const proof = parseLine(piece, consistencyLineSchema, file, line, NO_RECEIPT);
+    if (proof.fromTreeSize !== from.treeSize || proof.toTreeSize !== to.treeSize) {
+      fail(file, line, NO_RECEIPT, 'receipt_chain_broken', `the proof is from treeSize ${proof.fromTreeSize} to ${proof.toTreeSize}; checkpoints ${line} and ${line + 1} have treeSize ${from.treeSize} and ${to.treeSize}`);
+    }
+    const ok = verifyConsistency(from.treeSize, to.treeSize, hashBytes(from.rootHash), hashBytes(to.rootHash), proof.proof.map((h) => Buffer.from(h, 'hex')));
+    if (!ok) {
+      fail(file, line, NO_RECEIPT, 'receipt_chain_broken', `the consistency proof from treeSize ${from.treeSize} to ${to.treeSize} does not verify: the checkpoint of treeSize ${to.treeSize} does not extend the one of treeSize ${from.treeSize}`);
+    }
+  }
+  if (line < checkpoints.length - 1) {
+    fail(file, null, NO_RECEIPT, 'receipt_chain_broken', `${line} consistency proof(s) for ${checkpoints.length} checkpoints: the proof from treeSize ${checkpoints[line]?.signed.checkpoint.treeSize} is missing`);
+  }
+  return line;
+}
+
+function parseLine<T>(piece: ReceiptLine, schema: z.ZodType<T>, file: string, line: number, receipt: { id: string | null; seq: number | null }): T {
+  if (piece.kind !== 'line') fail(file, line, receipt, 'receipt_malformed', 'the line is incomplete or too long');
+  let value: unknown;
+  try {
+    value = JSON.parse(piece.bytes.toString('utf8'));
+  } catch (err) {
+    fail(file, line, receipt, 'receipt_malformed', `not valid JSON: ${describe(err)}`);
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    fail(file, line, receipt, 'receipt_malformed', `${issue?.path.join('.') || 'line'}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data;
+}
+
+interface Progress {
+  receipts: number;
+  lastSeq: number | null;
+}
+
+/** receipts.jsonl and proofs.jsonl in lockstep: chain, signatures and inclusion of each receipt. */
+async function verifyReceipts(
+  dir: string,
+  keys: VerificationKeys,
+  manifest: BundleManifest,
+  checkpoints: readonly CheckpointLine[],
+  progress: Progress,
+): Promise<void> {
+  const file = BUNDLE_FILES.receipts;
+  const firstSeq = manifest.receipts.firstSeq ?? 1;
+  const verifier = new ReceiptChainVerifier(keys, { after: { seq: firstSeq - 1, hash: null } });
+  const roots = new Map(checkpoints.map((c) => [c.signed.checkpoint.treeSize, hashBytes(c.signed.checkpoint.rootHash)]));
+  const proofs = bundleLines(dir, BUNDLE_FILES.proofs);
+  let line = 0;
+  for await (const piece of bundleLines(dir, file)) {
+    line++;
+    const failure =
+      piece.kind === 'line' ? verifier.line(piece.bytes) : piece.kind === 'torn' ? verifier.tornTail(piece.bytes) : verifier.lineTooLong();
+    const expected = (verifier.head?.seq ?? firstSeq - 1) + (failure === null ? 0 : 1);
+    const proofPiece = await proofs.next();
+    if (failure !== null) {
+      throw new Failed(await explainChainFailure(dir, failure, expected, proofPiece.done ? null : proofPiece.value));
+    }
+    const bytes = (piece as { bytes: Buffer }).bytes;
+    const receipt = { id: idOf(bytes), seq: expected };
+    if (proofPiece.done) {
+      fail(BUNDLE_FILES.proofs, line, receipt, 'receipt_chain_broken', `no inclusion proof for receipt seq ${receipt.seq}: ${BUNDLE_FILES.proofs} ends at line ${line - 1}`);
+    }
+    checkInclusion(bytes, receipt, parseLine(proofPiece.value, proofLineSchema, BUNDLE_FILES.proofs, line, receipt), roots, line);
+    progress.receipts++;
+    progress.lastSeq = receipt.seq;
+  }
+  const extra = await proofs.next();
+  if (!extra.done) {
+    const proof = parseLine(extra.value, proofLineSchema, BUNDLE_FILES.proofs, line + 1, NO_RECEIPT);
+    fail(file, line + 1, { id: proof.id, seq: proof.seq }, 'receipt_chain_broken', `receipt seq ${proof.seq} (${proof.id}) is missing: ${file} ends after line ${line}, but ${BUNDLE_FILES.proofs} line ${line + 1} proves it (deleted from the bundle)`);
+  }
+}
+
+function idOf(bytes: Buffer): string | null {
+  try {
+    const { id } = JSON.parse(bytes.toString('utf8')) as { id?: unknown };
+    return typeof id === 'string' ? id : null;
+  } catch {
+    return null;
+  }
+}
+
+function checkInclusion(
+  bytes: Buffer,
+  receipt: { id: string | null; seq: number },
+  proof: z.infer<typeof proofLineSchema>,
+  roots: ReadonlyMap<number, Buffer>,
+  line: number,
+): void {
+  const file = BUNDLE_FILES.proofs;
+  if (proof.seq !== receipt.seq || proof.id !== receipt.id) {
+    fail(file, line, receipt, 'receipt_chain_broken', `the proof on this line is for receipt seq ${proof.seq} (${proof.id}), not for receipt seq ${receipt.seq} (${String(receipt.id)}) on line ${line} of ${BUNDLE_FILES.receipts}`);
+  }
+  if (proof.leafIndex !== receipt.seq - 1) {
+    fail(file, line, receipt, 'receipt_chain_broken', `leafIndex ${proof.leafIndex} is not seq - 1 (${receipt.seq - 1})`);
+  }
+  const root = roots.get(proof.treeSize);
+  if (root === undefined || proof.treeSize < receipt.seq) {
+    fail(file, line, receipt, 'receipt_chain_broken', `no checkpoint in the bundle of treeSize ${proof.treeSize} covers receipt seq ${receipt.seq}`);
+  }
+  const auditPath = proof.auditPath.map((h) => Buffer.from(h, 'hex'));
+  if (!verifyInclusion(leafHash(bytes), proof.leafIndex, proof.treeSize, auditPath, root)) {
+    fail(
+      BUNDLE_FILES.receipts,
+      line,
+      receipt,
+      'receipt_chain_broken',
+      `the receipt is not included in the signed checkpoint of treeSize ${proof.treeSize}: its audit path (${file} line ${line}) does not lead to the signed root`,
+    );
+  }
+}
+
+/**
+ * A chain failure, with the receipt it concerns named: when the line holds another seq than the
+ * expected one, the expected receipt was moved (found further on) or deleted (named from its
+ * proof line, which was not).
+ */
+async function explainChainFailure(dir: string, failure: VerifyFailure, expected: number, proof: ReceiptLine | null): Promise<BundleFailure> {
+  const file = BUNDLE_FILES.receipts;
+  const base: BundleFailure = { file, ...failure };
+  if (failure.code !== 'receipt_chain_broken' || failure.seq === null || failure.seq === expected) return base;
+  const found = `line ${failure.line} holds seq ${failure.seq} (${failure.id ?? 'no id'})`;
+  const movedTo = await lineOfSeq(path.join(dir, file), expected, failure.line);
+  const expectedId = proof?.kind === 'line' ? proofId(proof.bytes, expected) : null;
+  const named = `receipt seq ${expected}${expectedId === null ? '' : ` (${expectedId})`}`;
+  if (movedTo !== null) {
+    return { ...base, message: `receipts out of order: ${found} where ${named} belongs; ${named} is at line ${movedTo}` };
+  }
+  return { file, line: failure.line, id: expectedId, seq: expected, code: failure.code, message: `${named} is missing (deleted from the bundle): ${found} where it belongs` };
+}
+
+function proofId(bytes: Buffer, seq: number): string | null {
+  const parsed = proofLineSchema.safeParse(safeJson(bytes));
+  return parsed.success && parsed.data.seq === seq ? parsed.data.id : null;
+}
+
+function safeJson(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/** The line (after `after`) of receipts.jsonl that holds receipt `seq`, or null. */
+async function lineOfSeq(file: string, seq: number, after: number): Promise<number | null> {
+  let line = 0;
+  for await (const piece of readReceiptLines(file)) {
+    line++;
+    if (line <= after || piece.kind !== 'line') continue;
+    const value = safeJson(piece.bytes) as { seq?: unknown } | null;
+    if (value?.seq === seq) return line;
+  }
+  return null;
+}
+
+function checkManifest(manifest: BundleManifest, progress: Progress & { checkpoints: number }, checkpoints: readonly CheckpointLine[]): void {
+  const file = BUNDLE_FILES.manifest;
+  const m = manifest.receipts;
+  if (m.count !== progress.receipts || m.lastSeq !== progress.lastSeq) {
+    fail(file, null, { id: m.lastId, seq: m.lastSeq }, 'receipt_chain_broken', `the manifest lists ${m.count} receipt(s) through seq ${String(m.lastSeq)} (${String(m.lastId)}), but ${BUNDLE_FILES.receipts} holds ${progress.receipts} through seq ${String(progress.lastSeq)}: receipts were removed from the bundle`);
+  }
+  const latest = checkpoints[checkpoints.length - 1]?.signed.checkpoint.treeSize ?? null;
+  if (manifest.checkpoints.count !== checkpoints.length || manifest.checkpoints.latestTreeSize !== latest) {
+    fail(file, null, NO_RECEIPT, 'receipt_chain_broken', `the manifest lists ${manifest.checkpoints.count} checkpoint(s) up to treeSize ${String(manifest.checkpoints.latestTreeSize)}, but ${BUNDLE_FILES.checkpoints} holds ${checkpoints.length} up to treeSize ${String(latest)}`);
+  }
+}
+
+/** `receipts.jsonl line 4 (rct-…, seq 4): receipt_bad_signature: …` */
+export function formatBundleFailure(f: BundleFailure): string {
+  const where = f.line === null ? f.file : `${f.file} line ${f.line}`;
+  const shown = f.id === null && f.seq === null ? '' : ` (${f.id ?? 'no id'}, seq ${f.seq ?? '?'})`;
+  return `${where}${shown}: ${f.code}: ${f.message}`;
+}
+
+// ---- FILE mode: anchoring a file that does not start at seq 1 ----
+
+export type CheckpointAnchor =
+  | { readonly kind: 'anchored'; readonly line: number; readonly treeSize: number }
+  | { readonly kind: 'failed'; readonly failure: CheckpointLogFailure };
+
+/**
+ * The first checkpoint of the log at `checkpointsPath` that covers the receipts before `firstSeq`
+ * (treeSize ≥ firstSeq − 1), every line up to it checked (signature with `keys`, links). Null
+ * when none covers them. Throws ChioError file_not_found / io_error.
+ */
+export async function checkpointCovering(checkpointsPath: string, keys: VerificationKeys, firstSeq: number): Promise<CheckpointAnchor | null> {
+  let found: CheckpointLine | null = null;
+  const failure = await readCheckpointLog(checkpointsPath, keys, (entry) => {
+    if (found === null && entry.signed.checkpoint.treeSize >= firstSeq - 1) found = entry;
+  });
+  const anchor = found as CheckpointLine | null;
+  if (anchor !== null && (failure === null || failure.line > anchor.line)) {
+    return { kind: 'anchored', line: anchor.line, treeSize: anchor.signed.checkpoint.treeSize };
+  }
+  return failure === null ? null : { kind: 'failed', failure };
+}

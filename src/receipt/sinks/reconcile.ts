@@ -1,0 +1,173 @@
+/**
+ * The configured receipt sinks (SPEC §2.1 `receipts.sinks`), opened on ONE chain (SPEC §6).
+ *
+ * Sinks can disagree at startup: a crash between the sinks' commits of one batch, a store file
+ * that was deleted (or added to an existing deployment), a sink restored from a backup. When one
+ * sink is behind another, it is backfilled from the longest one, each receipt checked on the way
+ * (canonical JCS text, Ed25519 signature by a known key, seq and prevHash continuing the chain the
+ * lagging sink holds). When that is impossible — two different chains, a gap, a bad receipt, a
+ * source that cannot be read from — startup fails with a message naming the sinks and the receipt.
+ */
+import type { Logger } from '../../check/pipeline.js';
+import { ChioError, describe } from '../../errors.js';
+import { verifyEd25519 } from '../../keys.js';
+import { receiptHash, receiptTexts, type ChainHead, type Receipt, type SealedReceipt, type UnsignedReceiptMembers } from '../receipt.js';
+import { isReceiptSource } from '../checkpoint.js';
+import { JsonlReceiptFiles } from '../retention.js';
+import type { ReceiptRecord } from '../store.js';
+import type { VerificationKeys } from '../verify.js';
+import { JsonlSink } from './jsonl.js';
+import type { ReceiptSink } from './sink.js';
+import { SqliteSink } from './sqlite.js';
+
+export type SinkConfig = { readonly type: 'jsonl'; readonly path: string } | { readonly type: 'sqlite'; readonly path: string };
+
+/** Receipts copied per write while backfilling. */
+const BACKFILL_BATCH = 500;
+
+/** One sink per config entry (not opened). */
+export function createReceiptSinks(configs: readonly SinkConfig[], log: Logger): ReceiptSink[] {
+  return configs.map((c) =>
+    c.type === 'sqlite'
+      ? new SqliteSink(c.path)
+      : new JsonlSink(c.path, {
+          onTornTail: (info) => log.warn({ ...info }, 'receipt file had a torn last line (crash mid-write); quarantined it'),
+        }),
+  );
+}
+
+export interface OpenSinksOptions {
+  /** keys a backfilled receipt may be signed with */
+  readonly keys: VerificationKeys;
+  readonly log: Logger;
+}
+
+/**
+ * Opens every sink and brings them to one head (backfilling the ones behind); returns that head.
+ * On failure every sink opened so far is closed and the ChioError says why.
+ */
+export async function openSinksOnOneChain(sinks: readonly ReceiptSink[], options: OpenSinksOptions): Promise<ChainHead | null> {
+  const opened: ReceiptSink[] = [];
+  try {
+    const heads: Array<ChainHead | null> = [];
+    for (const sink of sinks) {
+      heads.push(await sink.open());
+      opened.push(sink);
+    }
+    return await reconcile(sinks, heads, options);
+  } catch (err) {
+    await Promise.allSettled(opened.map((s) => s.close()));
+    throw err;
+  }
+}
+
+function sameHead(a: ChainHead | null, b: ChainHead | null): boolean {
+  return a?.seq === b?.seq && a?.hash === b?.hash;
+}
+
+function label(sink: ReceiptSink): string {
+  return sink instanceof JsonlSink || sink instanceof SqliteSink ? `${sink.name} ${sink.path}` : sink.name;
+}
+
+function showHead(head: ChainHead | null): string {
+  return head === null ? 'empty' : `at seq ${head.seq} (${head.hash})`;
+}
+
+async function reconcile(sinks: readonly ReceiptSink[], heads: ReadonlyArray<ChainHead | null>, options: OpenSinksOptions): Promise<ChainHead | null> {
+  let leader = 0;
+  heads.forEach((h, i) => {
+    if ((h?.seq ?? 0) > (heads[leader]?.seq ?? 0)) leader = i;
+  });
+  const source = sinks[leader] as ReceiptSink;
+  const target = heads[leader] ?? null;
+  for (let i = 0; i < sinks.length; i++) {
+    const sink = sinks[i] as ReceiptSink;
+    const from = heads[i] ?? null;
+    if (sameHead(from, target)) continue;
+    const copied = await backfill(sink, from, source, target, options.keys);
+    options.log.warn(
+      { sink: label(sink), from: from?.seq ?? 0, to: target?.seq ?? 0, receipts: copied, source: label(source) },
+      'receipt sink was behind the others; backfilled it from the longest one',
+    );
+  }
+  return target;
+}
+
+/** Copies the receipts after `from` from `source` into `sink`, checking each; returns how many. */
+async function backfill(
+  sink: ReceiptSink,
+  from: ChainHead | null,
+  source: ReceiptSink,
+  target: ChainHead | null,
+  keys: VerificationKeys,
+): Promise<number> {
+  const cannot = (why: string): ChioError =>
+    new ChioError(
+      'receipt_chain_broken',
+      `receipt sinks hold different chains: ${label(sink)} is ${showHead(from)}, ${label(source)} is ${showHead(target)}; ${why}. ` +
+        'Move the sink that is wrong aside (it is kept as evidence) and start again, or point both at one chain.',
+    );
+  if (from !== null && target !== null && from.seq === target.seq) throw cannot('same length, different receipts');
+  const check = continuationCheck(from, keys);
+  let batch: SealedReceipt[] = [];
+  let copied = 0;
+  for await (const text of receiptsAfter(source, from?.seq ?? 0, cannot)) {
+    let sealed: SealedReceipt;
+    try {
+      sealed = check(text);
+    } catch (err) {
+      throw cannot(describe(err));
+    }
+    batch.push(sealed);
+    if (batch.length >= BACKFILL_BATCH) {
+      await sink.write(batch, true);
+      copied += batch.length;
+      batch = [];
+    }
+  }
+  await sink.write(batch, true);
+  copied += batch.length;
+  if ((from?.seq ?? 0) + copied !== target?.seq) throw cannot(`only ${copied} receipt(s) after seq ${from?.seq ?? 0} could be read from ${label(source)}`);
+  return copied;
+}
+
+/**
+ * A checker of receipt texts that must continue the chain at `from`: canonical JCS (the text is
+ * exactly the receipt's JCS form), signed by a known key, seq and prevHash in order. Throws an
+ * Error naming the receipt and the fault.
+ */
+export function continuationCheck(from: ChainHead | null, keys: VerificationKeys): (text: string) => SealedReceipt {
+  let prev = from;
+  return (text) => {
+    const receipt = JSON.parse(text) as Receipt;
+    const name = `receipt ${typeof receipt?.id === 'string' ? receipt.id : '?'} (seq ${String(receipt?.seq)})`;
+    const expectedSeq = (prev?.seq ?? 0) + 1;
+    if (receipt.seq !== expectedSeq || receipt.prevHash !== (prev?.hash ?? null)) {
+      throw new Error(`${name} does not continue seq ${prev?.seq ?? 0} (${prev?.hash ?? 'no prevHash'})`);
+    }
+    let texts: { unsigned: string; signed: string };
+    try {
+      texts = receiptTexts(receipt as unknown as UnsignedReceiptMembers, receipt.signature);
+    } catch (err) {
+      throw new Error(`${name} is not a complete receipt: ${describe(err)}`);
+    }
+    if (texts.signed !== text) throw new Error(`${name} is not in its canonical JSON (RFC 8785) form`);
+    const key = keys.get(receipt.kernelKey);
+    const signature = Buffer.from(String(receipt.signature).replace(/^ed25519:/, ''), 'base64url');
+    if (key === undefined || !verifyEd25519(key, Buffer.from(texts.unsigned, 'utf8'), signature)) {
+      throw new Error(`${name}: the signature does not verify with ${key === undefined ? `key ${receipt.kernelKey}, which is not this service's` : 'its key'}`);
+    }
+    const hash = receiptHash(text);
+    prev = { seq: receipt.seq, hash };
+    return { receipt, jcs: text, hash };
+  };
+}
+
+/** The texts of the receipts with seq > afterSeq, in order, from a sink that can be read back. */
+async function* receiptsAfter(source: ReceiptSink, afterSeq: number, cannot: (why: string) => ChioError): AsyncIterable<string> {
+  let records: AsyncIterable<ReceiptRecord>;
+  if (isReceiptSource(source)) records = source.iterateBySeq(afterSeq + 1); // the SQLite store, JSONL with segments
+  else if (source instanceof JsonlSink) records = new JsonlReceiptFiles(source.path).iterateBySeq(afterSeq + 1);
+  else throw cannot(`a ${source.name} sink cannot be read back`);
+  for await (const r of records) yield r.jcs;
+}

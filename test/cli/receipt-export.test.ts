@@ -1,0 +1,253 @@
+/**
+ * `chio receipt export` and `chio receipt verify DIR | FILE` (anchored at a checkpoint) through the
+ * command dispatcher, on a log written by the real service.
+ */
+import { createHash } from 'node:crypto';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../../src/cli/receipt.js';
+import { keyFromSeed } from '../../src/keys.js';
+import { jcs } from '../../src/receipt/canonical.js';
+import { fakeIO } from '../helpers/cli-io.js';
+import { fixtureRequest, startTestService, type TestService } from '../helpers/service.js';
+
+const START = Date.parse('2026-12-01T00:00:00Z');
+const MINUTE = 60_000;
+const at = (minutes: number): string => new Date(START + minutes * MINUTE).toISOString();
+const PACKAGE = JSON.parse(readFileSync(path.resolve(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { name: string; version: string };
+
+let svc: TestService;
+let cwd: string;
+let kid: string;
+let lines: string[];
+const clock = { now: START };
+
+beforeAll(async () => {
+  svc = await startTestService({
+    clock: () => clock.now,
+    configText: () =>
+      [
+        'schema: chio.config.v1',
+        'listen: { grpc: 127.0.0.1:0, admin: 127.0.0.1:0 }',
+        'policy: ./policy.yaml',
+        'keys: { receipt_signing_seed: ./data/kernel.seed }',
+        'receipts:',
+        '  sinks: [ { type: jsonl, path: ./data/receipts.jsonl } ]',
+        '  checkpoints: { every_receipts: 3, every_seconds: 3600 }',
+        '',
+      ].join('\n'),
+  });
+  for (let i = 0; i < 10; i++) {
+    clock.now += MINUTE;
+    await svc.client.check(fixtureRequest(i % 2 === 0 ? 'http-mtls-spiffe-full' : 'http-plaintext-no-identity'));
+  }
+  await svc.service.close(); // checkpoints 3, 6, 9 and 10; the files stay
+  cwd = svc.dir;
+  kid = svc.service.key.kid;
+  lines = readFileSync(svc.receiptsFile, 'utf8').split('\n').filter((l) => l !== '');
+});
+afterAll(async () => {
+  await svc?.close();
+});
+
+const idOf = (seq: number): string => (JSON.parse(lines[seq - 1]!) as { id: string }).id;
+const RANGE = ['--since', at(3), '--until', at(9), '--file', 'data/receipts.jsonl'];
+
+async function exportTo(out: string, extra: string[] = []): Promise<{ code: number; out: string; err: string }> {
+  const io = fakeIO(cwd, {}, () => clock.now);
+  const code = await run(['export', ...RANGE, '--out', out, ...extra], io);
+  return { code, out: io.out, err: io.err };
+}
+
+async function verify(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const io = fakeIO(cwd);
+  const code = await run(['verify', ...args], io);
+  return { code, out: io.out, err: io.err };
+}
+
+describe('chio receipt export', () => {
+  it('writes the bundle with the key beside the receipt file and says how to verify it', async () => {
+    expect(await exportTo('bundle')).toEqual({
+      code: 0,
+      out: 'bundle: exported 6 receipt(s), seq 3 to 8, proven against 4 checkpoint(s) (treeSize 3 to 10)\nverify it with: chio receipt verify bundle\n',
+      err: '',
+    });
+  });
+
+  it('--json prints the manifest, with the tool name and version', async () => {
+    const r = await exportTo('bundle-json', ['--json', '--seed', 'data/kernel.seed']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toEqual({
+      schema: 'chio.receipt-bundle.v1',
+      tool: { name: PACKAGE.name, version: PACKAGE.version },
+      createdAt: at(10),
+      range: { since: at(3), until: at(9) },
+      receipts: { count: 6, firstSeq: 3, lastSeq: 8, firstId: idOf(3), lastId: idOf(8) },
+      checkpoints: { count: 4, firstTreeSize: 3, latestTreeSize: 10 },
+      notYetCheckpointed: { count: 0, firstSeq: null, lastSeq: null },
+    });
+  });
+
+  it('reports receipts that are not checkpointed yet', async () => {
+    const log = path.join(cwd, 'young');
+    mkdirSync(log);
+    cpSync(path.join(cwd, 'data', 'receipts.jsonl'), path.join(log, 'receipts.jsonl'));
+    cpSync(path.join(cwd, 'data', 'kernel.seed'), path.join(log, 'kernel.seed'));
+    const checkpoints = readFileSync(path.join(cwd, 'data', 'checkpoints.jsonl'), 'utf8').split('\n');
+    writeFileSync(path.join(log, 'checkpoints.jsonl'), `${checkpoints.slice(0, 2).join('\n')}\n`);
+    const io = fakeIO(cwd, {}, () => clock.now);
+    expect(await run(['export', '--since', at(0), '--until', at(60), '--file', 'young/receipts.jsonl', '--out', 'young-bundle'], io)).toBe(0);
+    expect(io.out).toBe(
+      'young-bundle: exported 6 receipt(s), seq 1 to 6, proven against 2 checkpoint(s) (treeSize 3 to 6)\n' +
+        '4 receipt(s) of the range (seq 7 to 10) are not yet checkpointed and were left out: export again after the next checkpoint\n' +
+        'verify it with: chio receipt verify young-bundle\n',
+    );
+  });
+
+  it('bad usage and bad input exit 2 with the reason', async () => {
+    const cases: Array<[string[], string]> = [
+      [['export', '--out', 'x'], 'chio receipt export: missing --since, --until\n'],
+      [['export', '--since', 'yesterday', '--until', at(1), '--out', 'x'], 'chio receipt export: --since "yesterday" is not an RFC 3339 date-time\n'],
+      [['export', '--since', at(2), '--until', at(1), '--out', 'x'], 'chio receipt export: --since must be before --until\n'],
+      [['export', '--bogus'], "chio receipt export: Unknown option '--bogus'"],
+    ];
+    for (const [args, first] of cases) {
+      const io = fakeIO(cwd);
+      expect(await run(args, io)).toBe(2);
+      expect(io.err.startsWith(first)).toBe(true);
+      expect(io.err).toContain('usage: chio receipt export');
+    }
+    const notEmpty = await exportTo('data');
+    expect(notEmpty).toEqual({ code: 2, out: '', err: `chio receipt export: usage: ${path.join(cwd, 'data')} is not empty: export into a new or empty folder\n` });
+    const missingIO = fakeIO(cwd);
+    expect(await run(['export', ...RANGE.slice(0, 4), '--file', 'nope/receipts.jsonl', '--seed', 'data/kernel.seed', '--out', 'm'], missingIO)).toBe(2);
+    expect(missingIO.err).toBe(`chio receipt export: file_not_found: receipt file ${path.join(cwd, 'nope', 'receipts.jsonl')} does not exist\n`);
+    const noKeyIO = fakeIO(cwd);
+    expect(await run(['export', ...RANGE.slice(0, 4), '--file', 'pruned-nokey/receipts.jsonl', '--out', 'n'], noKeyIO)).toBe(2);
+    expect(noKeyIO.err.startsWith('chio receipt export: no signing key: pass --seed FILE, --public-key KEY or --jwks FILE (no kernel.seed beside pruned-nokey/receipts.jsonl)\n')).toBe(true);
+    const other = keyFromSeed(Buffer.alloc(32, 1));
+    const wrongKey = await exportTo('wrong-key', ['--public-key', other.publicKeyRaw.toString('hex')]);
+    expect(wrongKey.code).toBe(2);
+    expect(wrongKey.err).toBe(
+      `chio receipt export: key_invalid: ${path.join(cwd, 'data', 'checkpoints.jsonl')} line 1: checkpoint of treeSize 3: signed by key ${kid}, which is unknown: not among the 1 public key(s) given: pass its key\n`,
+    );
+  });
+});
+
+describe('chio receipt verify DIR', () => {
+  beforeAll(async () => {
+    expect((await exportTo('verify-me')).code).toBe(0);
+  });
+
+  it('exits 0 and says what was proven, with the bundle keys (not pinned) or pinned ones', async () => {
+    const summary =
+      'verify-me: OK: 6 receipt(s) verified, seq 3 to 8, each included in a signed checkpoint; 4 checkpoint(s) up to treeSize 10, linked and consistent (3 consistency proof(s))\n';
+    expect(await verify(['verify-me'])).toEqual({
+      code: 0,
+      out: `${summary}keys: the bundle's own keys.json (${kid}), not pinned: compare with your trusted key or pass --public-key\n`,
+      err: '',
+    });
+    expect(await verify(['verify-me', '--seed', 'data/kernel.seed'])).toEqual({ code: 0, out: `${summary}keys: ${kid}\n`, err: '' });
+    const json = await verify(['verify-me', '--json']);
+    expect(json.code).toBe(0);
+    expect(JSON.parse(json.out)).toEqual({
+      ok: true,
+      receipts: 6,
+      firstSeq: 3,
+      lastSeq: 8,
+      checkpoints: 4,
+      latestTreeSize: 10,
+      consistencyProofs: 3,
+      keys: 'bundle',
+      kids: [kid],
+      firstFailure: null,
+    });
+  });
+
+  it('exits 1 naming the altered receipt (text and --json)', async () => {
+    cpSync(path.join(cwd, 'verify-me'), path.join(cwd, 'altered'), { recursive: true });
+    const file = path.join(cwd, 'altered', 'receipts.jsonl');
+    const l = readFileSync(file, 'utf8').split('\n').filter((x) => x !== '');
+    l[3] = jcs({ ...(JSON.parse(l[3]!) as object), tool: 'admin' });
+    writeFileSync(file, l.map((x) => `${x}\n`).join(''));
+    const message = `the Ed25519 signature does not verify with key ${kid}`;
+    expect(await verify(['altered', '--seed', 'data/kernel.seed'])).toEqual({
+      code: 1,
+      out: `altered: FAILED\nreceipts.jsonl line 4 (${idOf(6)}, seq 6): receipt_bad_signature: ${message}\n(3 receipt(s) before it verified; keys: ${kid})\n`,
+      err: '',
+    });
+    const json = await verify(['altered', '--json']);
+    expect(json.code).toBe(1);
+    expect((JSON.parse(json.out) as { firstFailure: unknown }).firstFailure).toEqual({
+      file: 'receipts.jsonl',
+      line: 4,
+      id: idOf(6),
+      seq: 6,
+      code: 'receipt_bad_signature',
+      message,
+    });
+  });
+
+  it('a folder that is not a bundle is exit 2', async () => {
+    mkdirSync(path.join(cwd, 'empty'));
+    expect(await verify(['empty'])).toEqual({
+      code: 2,
+      out: '',
+      err: `chio receipt verify: file_not_found: ${path.join(cwd, 'empty')} is not a receipt bundle: it has no manifest.json (make one with chio receipt export)\n`,
+    });
+  });
+});
+
+describe('chio receipt verify FILE that does not start at seq 1', () => {
+  /** receipts 4..10 in `folder`, with the checkpoint log beside them when `withLog` */
+  function tail(folder: string, withLog: boolean): string {
+    mkdirSync(path.join(cwd, folder));
+    writeFileSync(path.join(cwd, folder, 'receipts.jsonl'), lines.slice(3).map((l) => `${l}\n`).join(''));
+    if (withLog) cpSync(path.join(cwd, 'data', 'checkpoints.jsonl'), path.join(cwd, folder, 'checkpoints.jsonl'));
+    return `${folder}/receipts.jsonl`;
+  }
+  const head = (): string => `sha256:${createHash('sha256').update(lines[9]!).digest('hex')}`;
+
+  it('is anchored at the checkpoint log beside it', async () => {
+    const file = tail('pruned', true);
+    expect(await verify([file, '--seed', 'data/kernel.seed'])).toEqual({
+      code: 0,
+      out:
+        `${file}: OK: 7 receipt(s) verified, seq 4 to 10, head ${head()}\n` +
+        `(the receipts before seq 4 are covered by the signed checkpoint of treeSize 3 (${path.join(cwd, 'pruned', 'checkpoints.jsonl')} line 1); the first receipt's prevHash is not checked)\n`,
+      err: '',
+    });
+  });
+
+  it('without a checkpoint log fails as before, unless --from-checkpoint or --checkpoints FILE', async () => {
+    const file = tail('alone', false);
+    const plain = await verify([file, '--seed', 'data/kernel.seed']);
+    expect(plain.code).toBe(1);
+    expect(plain.out).toBe(
+      `${file}: FAILED\nline 1 (${idOf(4)}, seq 4): receipt_chain_broken: the first receipt has seq 4; a chain starts at seq 1 (the receipts before it are missing)\n(0 receipt(s) before it verified)\n`,
+    );
+    const trusted = await verify([file, '--seed', 'data/kernel.seed', '--from-checkpoint']);
+    expect(trusted).toEqual({
+      code: 0,
+      out: `${file}: OK: 7 receipt(s) verified, seq 4 to 10, head ${head()}\n(the file starts at seq 4 (--from-checkpoint); the first receipt's prevHash is not checked)\n`,
+      err: '',
+    });
+    const explicit = await verify([file, '--seed', 'data/kernel.seed', '--checkpoints', 'data/checkpoints.jsonl', '--json']);
+    expect(explicit.code).toBe(0);
+    expect(JSON.parse(explicit.out)).toMatchObject({ ok: true, receipts: 7, firstFailure: null, startsAfterSeq: 3 });
+  });
+
+  it('a tampered checkpoint log is a failed check', async () => {
+    const file = tail('bad-log', true);
+    const log = path.join(cwd, 'bad-log', 'checkpoints.jsonl');
+    const l = readFileSync(log, 'utf8').split('\n').filter((x) => x !== '');
+    l[0] = jcs({ ...(JSON.parse(l[0]!) as object), treeSize: 4 });
+    writeFileSync(log, l.map((x) => `${x}\n`).join(''));
+    expect(await verify([file, '--seed', 'data/kernel.seed'])).toEqual({
+      code: 1,
+      out: `${file}: FAILED\n${log} line 1 (treeSize 4): receipt_bad_signature: the Ed25519 signature does not verify with key ${kid}\n`,
+      err: '',
+    });
+  });
+});
