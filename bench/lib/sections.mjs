@@ -7,6 +7,7 @@ import { openloopSection } from './section-openloop.mjs';
 import { profileSection } from './section-profile.mjs';
 import { saturationSection } from './section-saturation.mjs';
 import { scriptSection } from './section-scripts.mjs';
+import { receiptsSections } from '../receipts.mjs';
 
 /**
  * @typedef {[key: string, header: string, format?: 'int' | 'ms' | 'pct' | 'frac' | 'range']} Column
@@ -39,6 +40,7 @@ export const SECTIONS = [
   profileSection,
   scriptSection({ name: 'receipt-seal', file: 'receipt-seal.mjs', title: 'Receipt sealing micro-benchmark (bench/receipt-seal.mjs)' }),
   scriptSection({ name: 'policy-scale', file: 'policy-scale.mjs', title: 'Policy scale micro-benchmark (bench/policy-scale.mjs)' }),
+  ...receiptsSections(),
 ];
 
 /**
