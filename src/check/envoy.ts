@@ -308,8 +308,11 @@ export interface CheckResponseMessage {
 export const GRPC_OK = 0;
 export const GRPC_PERMISSION_DENIED = 7;
 
+/** `append: {value: false}` is the same on every header we set: one frozen object, not one per header per Check. */
+const APPEND_FALSE: HeaderValueOption['append'] = Object.freeze({ value: false });
+
 export function header(key: string, value: string): HeaderValueOption {
-  return { header: { key, value }, append: { value: false } };
+  return { header: { key, value }, append: APPEND_FALSE };
 }
 
 /** google.protobuf.Struct of string-or-null fields (proto-loader's Struct view is camelCase). */

@@ -13,7 +13,7 @@ import type { IdentityResolver, IdentityResult } from '../identity/resolve.js';
 import type { Metrics } from '../metrics.js';
 import { evaluate, type Decision } from '../policy/evaluate.js';
 import type { CompiledPolicy } from '../policy/types.js';
-import type { ReceiptChain, ReceiptDraft, ReceiptRequest, SealedReceipt } from '../receipt/receipt.js';
+import type { PendingReceipt, ReceiptChain, ReceiptDraft, ReceiptRequest } from '../receipt/receipt.js';
 import type { ReceiptWriter } from '../receipt/writer.js';
 import { toCheckInput, type CheckResponseMessage, type RawCheckRequest } from './envoy.js';
 import type { CheckInput } from './request.js';
@@ -72,6 +72,30 @@ export class CheckPipeline {
     return response;
   }
 
+  /**
+   * Load shedding (src/limits.ts): deny `overloaded` (HTTP 503) with a receipt, without identity,
+   * policy or capability work. The request fields still go on the receipt when they decode.
+   */
+  async shed(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
+    const started = process.hrtime.bigint();
+    let outcome: Outcome;
+    try {
+      const policyHash = this.deps.policy().hash;
+      let input: CheckInput | null = null;
+      try {
+        input = toCheckInput(raw);
+      } catch {
+        /* a malformed request is shed all the same */
+      }
+      outcome = { input, identity: null, decision: denial('overloaded', 'too many Checks in flight; try again'), policyHash };
+    } catch (err) {
+      outcome = this.internalError(null, err);
+    }
+    const response = await this.commit(outcome, started);
+    this.deps.metrics.checkDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    return response;
+  }
+
   /** Stages 1–4, synchronous and pure but for the SVID and capability caches: input → identity → decision → capability. */
   private decide(raw: RawCheckRequest | null | undefined): Outcome {
     const policy = this.deps.policy();
@@ -95,38 +119,38 @@ export class CheckPipeline {
     return { input, identity, decision: applyCapabilityStage(decision, capability), capabilityId: capability.capabilityId, policyHash: policy.hash };
   }
 
-  /** Stages 5–6: seal the receipt, make it durable, answer. */
+  /** Stages 5–6: fix the receipt's body (its batch is signed by the writer), make it durable, answer. */
   private async commit(outcome: Outcome, started: bigint): Promise<CheckResponseMessage> {
-    let sealed: SealedReceipt;
+    let pending: PendingReceipt;
     try {
-      sealed = this.deps.chain.seal(draftOf(outcome));
+      pending = this.deps.chain.next(draftOf(outcome));
     } catch (err) {
-      // Signing itself failed: nothing can be recorded. Deny without a receipt id.
+      // The receipt body could not be made (clock, draft): nothing can be recorded. Deny without a receipt id.
       this.deps.log.error({ err: describe(err), requestId: outcome.input?.requestId ?? null }, 'receipt could not be sealed');
       return this.answer(this.internalError(outcome.input, err), null);
     }
     const commitStart = process.hrtime.bigint();
     this.deps.metrics.decisionDuration.observe(Number(commitStart - started) / 1e9);
     try {
-      await this.deps.writer.submit(sealed);
+      await this.deps.writer.submit(pending);
       this.deps.metrics.receiptCommitDuration.observe(Number(process.hrtime.bigint() - commitStart) / 1e9);
-      return this.answer(outcome, sealed.receipt.id);
+      return this.answer(outcome, pending.id);
     } catch (err) {
-      return this.receiptFailed(outcome, sealed, err);
+      return this.receiptFailed(outcome, pending, err);
     }
   }
 
-  /** The receipt could not be made durable (SPEC §2.1 receipts.on_failure). */
-  private async receiptFailed(outcome: Outcome, lost: SealedReceipt, err: unknown): Promise<CheckResponseMessage> {
+  /** The receipt could not be signed or made durable (SPEC §2.1 receipts.on_failure). */
+  private async receiptFailed(outcome: Outcome, lost: PendingReceipt, err: unknown): Promise<CheckResponseMessage> {
     if (this.deps.onReceiptFailure === 'allow' || outcome.decision.verdict === 'deny') {
       this.deps.log.error(
-        { err: describe(err), receiptId: lost.receipt.id, requestId: outcome.input?.requestId ?? null, verdict: outcome.decision.verdict },
+        { err: describe(err), receiptId: lost.id, requestId: outcome.input?.requestId ?? null, verdict: outcome.decision.verdict },
         'receipt not durable; answering without it (receipts.on_failure)',
       );
       return this.answer(outcome, null);
     }
     this.deps.log.error(
-      { err: describe(err), receiptId: lost.receipt.id, requestId: outcome.input?.requestId ?? null },
+      { err: describe(err), receiptId: lost.id, requestId: outcome.input?.requestId ?? null },
       'receipt not durable; allow becomes deny receipt_unavailable',
     );
     // the rule, tool and match records of the decision stay: only the verdict and reason change
@@ -141,9 +165,9 @@ export class CheckPipeline {
     };
     // Try to record the denial itself; if the sink is still down, answer without a receipt id.
     try {
-      const sealed = this.deps.chain.seal(draftOf(denied));
-      await this.deps.writer.submit(sealed);
-      return this.answer(denied, sealed.receipt.id);
+      const pending = this.deps.chain.next(draftOf(denied));
+      await this.deps.writer.submit(pending);
+      return this.answer(denied, pending.id);
     } catch {
       return this.answer(denied, null);
     }
@@ -200,7 +224,8 @@ function denial(code: DenyCode, message: string): Decision {
     rule: null,
     tool: null,
     reason: { code, message },
-    httpStatus: code === 'identity_required' ? 401 : 403,
+    // 503 for a shed Check: the caller (and Envoy's `retry_on: 5xx`) may try again
+    httpStatus: code === 'identity_required' ? 401 : code === 'overloaded' ? 503 : 403,
     workloadIdentityMatch: null,
     runtimeAssuranceMatch: null,
     requireCapability: false,

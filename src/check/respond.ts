@@ -29,7 +29,7 @@ export interface ResponseFacts {
   readonly tier: string;
   readonly workloadId: string | null;
   readonly reason: string | null;
-  readonly httpStatus: 401 | 403 | null;
+  readonly httpStatus: 401 | 403 | 503 | null;
 }
 
 export function allowResponse(facts: ResponseFacts, input: CheckInput | null, capabilityHeader: string): CheckResponseMessage {
@@ -61,15 +61,18 @@ export function denyResponse(facts: ResponseFacts): CheckResponseMessage {
  * do not set them.
  */
 function headersToRemove(input: CheckInput | null, capabilityHeader: string, setting: readonly HeaderValueOption[]): string[] {
-  const overwritten = new Set(setting.map((h) => h.header.key));
-  const out = new Set<string>([capabilityHeader]);
-  for (const own of [RECEIPT_HEADER, WORKLOAD_HEADER]) if (!overwritten.has(own)) out.add(own);
+  // A handful of names: arrays and `includes` instead of two Sets and a spread per Check (same order, no duplicates).
+  const overwritten = (name: string): boolean => setting.some((h) => h.header.key === name);
+  const out = [capabilityHeader];
+  const add = (name: string): void => {
+    if (!overwritten(name) && !out.includes(name)) out.push(name);
+  };
+  add(RECEIPT_HEADER);
+  add(WORKLOAD_HEADER);
   if (input) {
-    for (const name of input.headers.keys()) {
-      if (name.startsWith(OWN_PREFIX) && !overwritten.has(name)) out.add(name);
-    }
+    for (const name of input.headers.keys()) if (name.startsWith(OWN_PREFIX)) add(name);
   }
-  return [...out];
+  return out;
 }
 
 function metadata(f: ResponseFacts): CheckResponseMessage['dynamic_metadata'] {

@@ -196,6 +196,12 @@ export interface FileAnchor {
   readonly failure: string | null;
 }
 
+/** checkpoints.jsonl beside the file; for a worker's chain of `chio serve --workers N` (receipts-w2.jsonl), checkpoints-w2.jsonl. */
+function defaultCheckpointsFile(file: string): string {
+  const worker = /-w([1-9][0-9]*)\.jsonl$/.exec(path.basename(file));
+  return worker ? `checkpoints-w${worker[1]}.jsonl` : CHECKPOINTS_FILE;
+}
+
 /**
  * Where `file` may start: a first receipt with seq > 1 is accepted when a signed checkpoint
  * covers the receipts before it (`--checkpoints FILE`, default checkpoints.jsonl beside the file),
@@ -215,7 +221,7 @@ export async function anchorForFile(
   }
   const firstSeq = first === null ? null : receiptSeqOf(first);
   if (firstSeq === null || firstSeq === 1) return none;
-  const log = options.checkpoints ?? path.join(path.dirname(file), CHECKPOINTS_FILE);
+  const log = options.checkpoints ?? path.join(path.dirname(file), defaultCheckpointsFile(file));
   const anchor = options.checkpoints !== undefined || existsSync(log) ? await checkpointCovering(log, keys, firstSeq) : null;
   const after = { seq: firstSeq - 1, hash: null };
   if (anchor?.kind === 'failed') {

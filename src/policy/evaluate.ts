@@ -13,7 +13,7 @@
  * 7. the tool against the rule's `block`, `allow` and `default`;
  * 8. allow (a later stage enforces `require_capability`).
  */
-import { tierSatisfies, type Tier } from '../attestation/tier.js';
+import { TIERS, tierSatisfies, type Tier } from '../attestation/tier.js';
 import type { CheckInput } from '../check/request.js';
 import { describe, type DenyCode, type DenyError } from '../errors.js';
 import type { WorkloadIdentity } from '../identity/identity.js';
@@ -38,7 +38,7 @@ export interface Decision {
   /** null for an allow */
   readonly reason: { readonly code: DenyCode; readonly message: string } | null;
   /** 401 only for identity_required; 403 for every other deny; null for allow */
-  readonly httpStatus: 401 | 403 | null;
+  readonly httpStatus: 401 | 403 | 503 | null; // 503: shed under load (src/limits.ts)
   readonly workloadIdentityMatch: MatchRecord | null;
   readonly runtimeAssuranceMatch: TierMatchRecord | null;
   /** the selected rule says require_capability: true (checked by the capability stage) */
@@ -100,12 +100,12 @@ function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | 
       identity === null
         ? { code: 'identity_required' as const, message: `rule ${JSON.stringify(rule.name)} requires a workload identity and none was presented` }
         : required.check(identity);
-    ctx.workloadIdentityMatch = { mode: 'require', matched: miss === null };
+    ctx.workloadIdentityMatch = matchRecord('require', miss === null);
     return miss === null ? null : denied(ctx, miss.code, miss.message);
   }
   const preferred = rule.preferWorkloadIdentity;
   if (preferred) {
-    ctx.workloadIdentityMatch = { mode: 'prefer', matched: identity !== null && preferred.check(identity) === null };
+    ctx.workloadIdentityMatch = matchRecord('prefer', identity !== null && preferred.check(identity) === null);
   }
   return null;
 }
@@ -113,40 +113,67 @@ function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | 
 function checkTier(rule: CompiledRule, tier: Tier, ctx: Context): Decision | null {
   if (rule.requireTier !== null) {
     const matched = tierSatisfies(tier, rule.requireTier);
-    ctx.runtimeAssuranceMatch = { mode: 'require', tier: rule.requireTier, matched };
+    ctx.runtimeAssuranceMatch = tierMatchRecord('require', rule.requireTier, matched);
     if (!matched) {
       return denied(ctx, 'runtime_assurance_insufficient', `runtime assurance tier too low: have ${tier}, need ${rule.requireTier}`);
     }
   } else if (rule.preferTier !== null) {
-    ctx.runtimeAssuranceMatch = { mode: 'prefer', tier: rule.preferTier, matched: tierSatisfies(tier, rule.preferTier) };
+    ctx.runtimeAssuranceMatch = tierMatchRecord('prefer', rule.preferTier, tierSatisfies(tier, rule.preferTier));
   }
   return null;
 }
 
 function checkTool(rule: CompiledRule, ctx: Context): Decision | null {
   const tool = ctx.tool;
-  const ruleName = JSON.stringify(rule.name);
-  if (tool !== null && rule.block.has(tool)) return denied(ctx, 'tool_blocked', `tool ${JSON.stringify(tool)} is blocked by rule ${ruleName}`);
+  if (tool !== null && rule.block.has(tool)) return denied(ctx, 'tool_blocked', `tool ${JSON.stringify(tool)} is blocked by rule ${JSON.stringify(rule.name)}`);
   if (tool !== null && rule.allow.has(tool)) return null;
   if (rule.default === 'allow') return null;
   const what = tool === null ? 'the request maps to no tool' : `tool ${JSON.stringify(tool)} is not in the allow list`;
-  return denied(ctx, 'tool_not_allowed', `${what} and rule ${ruleName} defaults to block`);
+  return denied(ctx, 'tool_not_allowed', `${what} and rule ${JSON.stringify(rule.name)} defaults to block`);
 }
 
 function denied(ctx: Context, code: DenyCode, message: string): Decision {
-  return { ...snapshot(ctx), verdict: 'deny', reason: { code, message }, httpStatus: code === 'identity_required' ? 401 : 403 };
+  return decision(ctx, 'deny', { code, message }, code === 'identity_required' ? 401 : 403);
 }
 
 function allowed(ctx: Context): Decision {
-  return { ...snapshot(ctx), verdict: 'allow', reason: null, httpStatus: null };
+  return decision(ctx, 'allow', null, null);
 }
 
-function snapshot(ctx: Context) {
+/** One object literal of a fixed shape, no spread: a spread of a snapshot cost 2.6 µs per Check (profile). */
+function decision(ctx: Context, verdict: Decision['verdict'], reason: Decision['reason'], httpStatus: Decision['httpStatus']): Decision {
   return {
+    verdict,
     rule: ctx.rule,
     tool: ctx.tool,
+    reason,
+    httpStatus,
     workloadIdentityMatch: ctx.workloadIdentityMatch,
     runtimeAssuranceMatch: ctx.runtimeAssuranceMatch,
     requireCapability: ctx.requireCapability,
   };
+}
+
+/** Match records are constants (frozen, shared by every decision): no allocation per Check. */
+const MATCH_RECORDS: { readonly [M in MatchRecord['mode']]: { readonly [K in 'true' | 'false']: MatchRecord } } = {
+  require: { true: Object.freeze({ mode: 'require', matched: true }), false: Object.freeze({ mode: 'require', matched: false }) },
+  prefer: { true: Object.freeze({ mode: 'prefer', matched: true }), false: Object.freeze({ mode: 'prefer', matched: false }) },
+};
+
+function matchRecord(mode: MatchRecord['mode'], matched: boolean): MatchRecord {
+  return MATCH_RECORDS[mode][matched ? 'true' : 'false'];
+}
+
+function tierRecords(mode: TierMatchRecord['mode'], matched: boolean): Readonly<Record<Tier, TierMatchRecord>> {
+  return Object.fromEntries(TIERS.map((tier) => [tier, Object.freeze({ mode, tier, matched })])) as Record<Tier, TierMatchRecord>;
+}
+
+/** Every tier match record, made once (2 modes × 2 outcomes × 4 tiers) and looked up without building a key. */
+const TIER_MATCH_TABLE = {
+  require: { true: tierRecords('require', true), false: tierRecords('require', false) },
+  prefer: { true: tierRecords('prefer', true), false: tierRecords('prefer', false) },
+};
+
+function tierMatchRecord(mode: TierMatchRecord['mode'], tier: Tier, matched: boolean): TierMatchRecord {
+  return TIER_MATCH_TABLE[mode][matched ? 'true' : 'false'][tier];
 }

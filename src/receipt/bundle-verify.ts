@@ -7,7 +7,7 @@
  * 3. every receipt verifies as in `chio receipt verify FILE` (canonical JCS, Ed25519 signature,
  *    seq + 1 and prevHash from the line before; the first continues from seq firstSeq − 1);
  * 4. every receipt is included in a signed checkpoint: its audit path leads from its leaf hash
- *    (of its exact line) to that checkpoint's signed root;
+ *    (v2: of its body; v1: of its exact line) to that checkpoint's signed root;
  * 5. the manifest's counts match what is there.
  *
  * The first failure is reported with the file and line, and the receipt it concerns (id, seq): an
@@ -29,8 +29,8 @@ import {
   type CheckpointLogFailure,
 } from './checkpoint.js';
 import { BUNDLE_FILES, manifestSchema, type BundleManifest } from './export.js';
-import { leafHash, verifyConsistency, verifyInclusion } from './merkle.js';
-import { RECEIPT_ID_PATTERN } from './receipt.js';
+import { verifyConsistency, verifyInclusion } from './merkle.js';
+import { RECEIPT_ID_PATTERN, receiptLeafOf } from './receipt.js';
 import {
   ReceiptChainVerifier,
   readReceiptLines,
@@ -324,7 +324,7 @@ function checkInclusion(
     fail(file, line, receipt, 'receipt_chain_broken', `no checkpoint in the bundle of treeSize ${proof.treeSize} covers receipt seq ${receipt.seq}`);
   }
   const auditPath = proof.auditPath.map((h) => Buffer.from(h, 'hex'));
-  if (!verifyInclusion(leafHash(bytes), proof.leafIndex, proof.treeSize, auditPath, root)) {
+  if (!verifyInclusion(receiptLeafOf(bytes), proof.leafIndex, proof.treeSize, auditPath, root)) {
     fail(
       BUNDLE_FILES.receipts,
       line,

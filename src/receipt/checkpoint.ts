@@ -1,8 +1,10 @@
 /**
  * Signed Merkle checkpoints of the receipt log (`chio.checkpoint.v1`, SPEC §6 audit trail):
  * every `every_receipts` receipts or `every_seconds` seconds the service signs the RFC 6962 tree
- * head (./merkle.ts) of all receipts so far — leaves are the receipts' full JCS bytes in seq
- * order, leaf index = seq − 1 — and appends it, as its RFC 8785 JCS text, to `checkpoints.jsonl`:
+ * head (./merkle.ts) of all receipts so far — leaves are the receipts' Merkle leaves in seq order
+ * (`chio.receipt.v2`: SHA-256(0x00 ‖ JCS of the body, without batch and signature), the leaf its
+ * batch signature covers; `chio.receipt.v1`: over the full JCS line), leaf index = seq − 1 — and
+ * appends it, as its RFC 8785 JCS text, to `checkpoints.jsonl`:
  *
  *   {schema, treeSize, rootHash: "sha256:<hex>", previousCheckpointHash: "sha256:<hex of the
  *    previous checkpoint's JCS bytes>" | null, timestamp, kernelKey, signature: "ed25519:<b64url>"}
@@ -28,8 +30,8 @@ import { ChioError, describe } from '../errors.js';
 import type { AdminResponse } from '../server/admin.js';
 import { verifyEd25519, type SigningKey } from '../keys.js';
 import { jcs } from './canonical.js';
-import { MerkleFrontier, leafHash } from './merkle.js';
-import { RECEIPT_HASH_PATTERN, receiptHash, type ChainHead, type SealedReceipt } from './receipt.js';
+import { MerkleFrontier } from './merkle.js';
+import { RECEIPT_HASH_PATTERN, receiptFacts, receiptHash, type ChainHead, type SealedReceipt } from './receipt.js';
 import type { ReceiptSource } from './store.js';
 import { readReceiptLines, type VerificationKeys, type VerifyFailureCode } from './verify.js';
 
@@ -468,12 +470,13 @@ export class Checkpointer {
     if (this.#broken !== null || this.#closed) return;
     for (const sealed of batch) {
       const expected = this.#frontier.size + 1;
-      if (sealed.receipt.seq !== expected) {
-        this.#broken = new TypeError(`checkpointer: receipt seq ${sealed.receipt.seq} committed, expected ${expected}`);
+      if (sealed.seq !== expected) {
+        this.#broken = new TypeError(`checkpointer: receipt seq ${sealed.seq} committed, expected ${expected}`);
         this.#options.log.error({ err: this.#broken.message }, 'checkpointing stopped: the receipt tree no longer follows the chain');
         return;
       }
-      this.#frontier.append(leafHash(sealed.jcs));
+      // the leaf the batch signing already computed (v2: over the body): no hashing of the line here (saves ~3 µs per Check)
+      this.#frontier.append(sealed.leaf);
     }
     if (!durable) this.#unsynced = true;
     if (!this.#failed && this.#frontier.size - this.#decided >= this.#options.everyReceipts) void this.#decide();
@@ -607,21 +610,22 @@ async function rebuildFrontier(options: CheckpointerOptions, latest: SignedCheck
     }
   };
   checkAt(frontier);
-  let lastText: string | null = null;
+  let lastHash: string | null = null;
   if (frontier.size < target) {
     for await (const record of options.source.iterateBySeq(frontier.size + 1, target)) {
       if (record.seq !== frontier.size + 1) {
         throw new ChioError('receipt_chain_broken', `cannot rebuild the receipt tree: receipt seq ${frontier.size + 1} is missing (found seq ${record.seq})`);
       }
-      frontier.append(leafHash(record.jcs));
-      lastText = record.jcs;
+      const facts = receiptFacts(record.jcs);
+      frontier.append(facts.leaf);
+      lastHash = facts.hash;
       checkAt(frontier);
     }
   }
   if (frontier.size !== target) {
     throw new ChioError('receipt_chain_broken', `cannot rebuild the receipt tree: the receipts end at seq ${frontier.size}, the chain head is seq ${target}`);
   }
-  if (lastText !== null && receiptHash(lastText) !== options.head?.hash) {
+  if (lastHash !== null && lastHash !== options.head?.hash) {
     throw new ChioError('receipt_chain_broken', `cannot rebuild the receipt tree: receipt seq ${target} does not hash to the chain head`);
   }
   return frontier;

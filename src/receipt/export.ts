@@ -34,8 +34,8 @@ import {
   readFrontierFile,
   type CheckpointLine,
 } from './checkpoint.js';
-import { MerkleFrontier, MerkleTree, leafHash } from './merkle.js';
-import { RECEIPT_ID_PATTERN } from './receipt.js';
+import { MerkleFrontier, MerkleTree } from './merkle.js';
+import { RECEIPT_ID_PATTERN, receiptLeafOf } from './receipt.js';
 import type { ReceiptSource } from './store.js';
 import { verificationKeys } from './verify.js';
 
@@ -137,7 +137,7 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
       } else if (state === 'in' && at >= o.until) {
         state = 'after';
       }
-      const leaf = leafHash(record.jcs);
+      const leaf = receiptLeafOf(record.jcs); // the checkpoint leaf: v2 over the body, v1 over the line
       if (tree !== null) tree.append(leaf);
       else frontier.append(leaf);
       if (state === 'in') {
@@ -236,7 +236,7 @@ function parseHeader(text: string, seq: number): z.infer<typeof receiptHeader> {
   }
   const parsed = receiptHeader.safeParse(value);
   if (!parsed.success || parsed.data.seq !== seq) {
-    throw new ChioError('receipt_malformed', `receipt seq ${seq} is not a chio.receipt.v1 receipt; run chio receipt verify`);
+    throw new ChioError('receipt_malformed', `receipt seq ${seq} is not a chio receipt; run chio receipt verify`);
   }
   return parsed.data;
 }

@@ -1,9 +1,15 @@
 /**
- * Group commit of sealed receipts to the sinks (SPEC §2.1 `receipts.durability`, §6).
+ * Group commit of receipts to the sinks (SPEC §2.1 `receipts.durability`, §6), with one signature
+ * per batch (./batch.ts; format: README "Receipts").
+ *
+ * The pipeline submits pending receipts (body fixed by `ReceiptChain.next`, in decision order);
+ * at batch time the writer has the chain seal the batch — leaves, Merkle root, ONE Ed25519
+ * signature, each receipt's inclusion proof, the final JCS lines — then writes them to every sink.
  *
  * - strict: `submit()` resolves once the receipt's batch is written and fsynced in every sink.
  *   While one batch is in flight new receipts queue; when it completes the whole queue becomes the
- *   next batch (one write, one fdatasync per sink). Never more than one write in flight per sink.
+ *   next batch (one signature, one write, one fdatasync per sink). Never more than one write in
+ *   flight per sink. Under load batches grow by themselves, so signing and fsync cost less per receipt.
  * - relaxed: `submit()` resolves at once; the queue is written (without fsync) at the latest after
  *   `relaxedMaxDelayMs`, or as soon as it holds `relaxedMaxBatch` receipts. `flush()` fsyncs.
  *
@@ -14,7 +20,7 @@
  * acknowledged: relaxed trades them away, and `onSinkError` is how the loss shows.)
  */
 import { ChioError, describe } from '../errors.js';
-import type { ChainHead, SealedReceipt } from './receipt.js';
+import type { ChainHead, PendingReceipt, SealedReceipt } from './receipt.js';
 import type { ReceiptSink } from './sinks/sink.js';
 
 export interface ReceiptWriterOptions {
@@ -46,7 +52,7 @@ export interface ReceiptWriterOptions {
 }
 
 interface Pending {
-  readonly sealed: SealedReceipt;
+  readonly pending: PendingReceipt;
   /** strict mode only: settles the submit() promise */
   readonly settle: { resolve: () => void; reject: (err: unknown) => void } | null;
 }
@@ -66,6 +72,17 @@ function callHook(hook: () => void): void {
     hook();
   } catch (err) {
     process.emitWarning(err instanceof Error ? err : new Error(String(err)), { code: 'CHIO_RECEIPT_WRITER_HOOK' });
+  }
+}
+
+/** The batch signed by the chain that made it (one signature); a signing failure fails the batch like a sink failure. */
+function sealPending(batch: readonly Pending[]): { ok: true; receipts: SealedReceipt[] } | { ok: false; error: ChioError } {
+  const first = batch[0];
+  if (first === undefined) return { ok: true, receipts: [] };
+  try {
+    return { ok: true, receipts: first.pending.sealer.sealBatch(batch.map((p) => p.pending)) };
+  } catch (err) {
+    return { ok: false, error: new ChioError('io_error', `cannot sign the receipt batch (seq ${first.pending.seq}–${first.pending.seq + batch.length - 1}): ${describe(err)}`, { cause: err }) };
   }
 }
 
@@ -119,24 +136,25 @@ export class ReceiptWriter {
   }
 
   /**
-   * Queues a sealed receipt. strict: resolves once it is durable in every sink; relaxed:
-   * resolves at once (the write follows within relaxedMaxDelayMs). Rejects if a sink fails;
-   * then every receipt queued after the last durable one is rejected too and `durableHead`
-   * says where the chain must continue from. Throws TypeError (synchronously) for a receipt that
-   * does not chain from the previous one.
+   * Queues a pending receipt (`ReceiptChain.next`); its batch is signed when it is written.
+   * strict: resolves once it is durable in every sink; relaxed: resolves at once (the write
+   * follows within relaxedMaxDelayMs). Rejects if signing or a sink fails; then every receipt
+   * queued after the last durable one is rejected too and `durableHead` says where the chain must
+   * continue from. Throws TypeError (synchronously) for a receipt that does not chain from the
+   * previous one.
    */
-  submit(sealed: SealedReceipt): Promise<void> {
+  submit(pending: PendingReceipt): Promise<void> {
     if (this.#closed) return Promise.reject(new ChioError('io_error', 'the receipt writer is closed'));
-    this.#checkChainsFromTail(sealed);
-    this.#tail = { seq: sealed.receipt.seq, hash: sealed.hash };
+    this.#checkChainsFromTail(pending);
+    this.#tail = { seq: pending.seq, hash: pending.hash };
     this.#submitted++;
     if (this.#strict) {
       return new Promise<void>((resolve, reject) => {
-        this.#queue.push({ sealed, settle: { resolve, reject } });
+        this.#queue.push({ pending, settle: { resolve, reject } });
         this.#scheduleBatch();
       });
     }
-    this.#queue.push({ sealed, settle: null });
+    this.#queue.push({ pending, settle: null });
     if (this.#queue.length >= this.#maxBatch) {
       this.#due = true;
       this.#scheduleBatch();
@@ -195,8 +213,8 @@ export class ReceiptWriter {
     if (failed) throw new ChioError('io_error', `cannot close a receipt sink: ${describe(failed.reason)}`, { cause: failed.reason });
   }
 
-  #checkChainsFromTail(sealed: SealedReceipt): void {
-    const { seq, prevHash } = sealed.receipt;
+  #checkChainsFromTail(pending: PendingReceipt): void {
+    const { seq, prevHash } = pending;
     const tail = this.#tail;
     if (tail === undefined) {
       if (prevHash === null ? seq !== 1 : seq < 2) {
@@ -250,13 +268,11 @@ export class ReceiptWriter {
   }
 
   async #runBatch(batch: Pending[], durable: boolean): Promise<BatchResult> {
-    const result = await this.#writeToSinks(
-      batch.map((p) => p.sealed),
-      durable,
-    );
+    const sealed = sealPending(batch);
+    const result = sealed.ok ? await this.#writeToSinks(sealed.receipts, durable) : sealed;
     try {
-      if (result.ok) this.#commit(batch, durable);
-      else this.#discard(batch, result.error);
+      if (result.ok && sealed.ok) this.#commit(sealed.receipts, batch, durable);
+      else if (!result.ok) this.#discard(batch, result.error);
     } finally {
       this.#inFlight = null;
       this.#afterBatch();
@@ -295,16 +311,13 @@ export class ReceiptWriter {
     });
   }
 
-  #commit(batch: readonly Pending[], durable: boolean): void {
-    const last = batch[batch.length - 1];
-    if (last) this.#durable = { seq: last.sealed.receipt.seq, hash: last.sealed.hash };
+  #commit(receipts: readonly SealedReceipt[], batch: readonly Pending[], durable: boolean): void {
+    const last = receipts[receipts.length - 1];
+    if (last) this.#durable = { seq: last.seq, hash: last.hash };
     this.#unsynced = !durable;
     this.#settled += batch.length;
     if (batch.length > 0) callHook(() => this.#options.onWritten?.(batch.length));
-    if (batch.length > 0 && this.#options.onCommitted) {
-      const receipts = batch.map((p) => p.sealed);
-      callHook(() => this.#options.onCommitted?.(receipts, durable));
-    }
+    if (receipts.length > 0 && this.#options.onCommitted) callHook(() => this.#options.onCommitted?.(receipts, durable));
     for (const p of batch) p.settle?.resolve();
   }
 

@@ -72,7 +72,9 @@ describe('Check: allow', () => {
 
     const receipt = receiptById(id?.value ?? '');
     expect(receipt).toMatchObject({
-      schema: 'chio.receipt.v1',
+      schema: 'chio.receipt.v2',
+      chain: expect.stringMatching(/^chn-[0-7][0-9A-HJKMNP-TV-Z]{25}$/) as unknown as string,
+      batch: { index: expect.any(Number) as unknown as number, size: expect.any(Number) as unknown as number },
       verdict: 'allow',
       rule: 'orders',
       tool: 'list_orders',

@@ -32,7 +32,13 @@ import { KEY, T0, sealedReceipts, tempDir } from './helpers.js';
 const KEYS = verificationKeys([KEY]);
 const OTHER = keyFromSeed(Buffer.alloc(32, 9));
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const rootOf = (receipts: readonly SealedReceipt[]): string => `sha256:${hex(merkleRoot(receipts.map((r) => leafHash(r.jcs))))}`;
+/** The checkpoint leaf of a receipt, computed here independently: v2 over the body (JCS without batch and signature), v1 over the line. */
+function checkpointLeaf(line: string): Buffer {
+  const { batch, signature, ...body } = JSON.parse(line) as { schema: string; batch?: unknown; signature?: unknown };
+  void signature;
+  return body.schema === 'chio.receipt.v2' && batch !== undefined ? leafHash(jcs(body)) : leafHash(line);
+}
+const rootOf = (receipts: readonly SealedReceipt[]): string => `sha256:${hex(merkleRoot(receipts.map((r) => checkpointLeaf(r.jcs))))}`;
 
 /** A ReceiptSource over an array (what a sink holds). */
 function arraySource(receipts: readonly SealedReceipt[]): ReceiptSource & { reads: number[] } {
@@ -83,7 +89,7 @@ function setup(receipts: readonly SealedReceipt[], extra: Partial<CheckpointerOp
 
 describe('chio.checkpoint.v1', () => {
   const receipts = sealedReceipts(5);
-  const first = signCheckpoint({ treeSize: 5, root: merkleRoot(receipts.map((r) => leafHash(r.jcs))), previous: null, timestamp: T0 }, KEY);
+  const first = signCheckpoint({ treeSize: 5, root: merkleRoot(receipts.map((r) => checkpointLeaf(r.jcs))), previous: null, timestamp: T0 }, KEY);
 
   it('is JCS with an Ed25519 signature over the JCS bytes without `signature` (checked with @noble/ed25519)', async () => {
     const { signature, ...unsigned } = first.checkpoint;

@@ -15,11 +15,11 @@ import {
   parseRfc3339,
   type ReceiptQuery,
 } from '../../src/receipt/query.js';
-import type { Receipt, SealedReceipt } from '../../src/receipt/receipt.js';
+import type { AnyReceipt, Receipt, SealedReceipt } from '../../src/receipt/receipt.js';
 import { SqliteSink } from '../../src/receipt/sinks/sqlite.js';
 import { SqliteReceiptStore, type ReceiptStore } from '../../src/receipt/store.js';
 import { pathHasSegmentPrefix } from '../../src/spiffe/id.js';
-import { sealedReceipts, T0, tempDir, WORKLOADS } from './helpers.js';
+import { CHAIN, sealedReceipts, T0, tempDir, WORKLOADS } from './helpers.js';
 
 const COUNT = 1200;
 let sealed: SealedReceipt[];
@@ -39,7 +39,7 @@ afterAll(async () => {
   await sink?.close();
 });
 
-function matches(r: Receipt, q: ReceiptQuery): boolean {
+function matches(r: AnyReceipt, q: ReceiptQuery): boolean {
   const wi = r.runtimeAttestation.workloadIdentity;
   const t = Date.parse(r.timestamp);
   return (
@@ -162,7 +162,7 @@ describe('receipt queries on a seeded store', () => {
     expect((await allPages(sink, q)).receipts).toEqual(expected(q));
     const r = sealed[777];
     expect(await sink.get(r?.receipt.id ?? '')).toBe(r?.jcs);
-    expect(await sink.head()).toEqual({ seq: COUNT, hash: sealed[COUNT - 1]?.hash });
+    expect(await sink.head()).toEqual({ seq: COUNT, hash: sealed[COUNT - 1]?.hash, chain: CHAIN });
     expect(await sink.firstSeq()).toBe(1);
   });
 
@@ -189,11 +189,11 @@ describe('pruneThrough', () => {
     expect(await s.firstSeq()).toBe(11);
     expect(await s.pruneThrough(10)).toBe(0);
     expect(await s.pruneThrough(1000)).toBe(19);
-    expect(await s.head()).toEqual({ seq: 30, hash: batch[29]?.hash });
+    expect(await s.head()).toEqual({ seq: 30, hash: batch[29]?.hash, chain: CHAIN });
     s.close();
 
     const w = new SqliteSink(file);
-    expect(await w.open()).toEqual({ seq: 30, hash: batch[29]?.hash });
+    expect(await w.open()).toEqual({ seq: 30, hash: batch[29]?.hash, chain: CHAIN });
     const more = sealedReceipts(5, { seq: 30, hash: batch[29]?.hash ?? '' });
     await w.write(more, true);
     expect(await w.pruneThrough(33)).toBe(4); // 30 (left by the first prune), 31, 32, 33

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChioError } from '../../src/errors.js';
 import { keyFromSeed } from '../../src/keys.js';
 import { ReceiptChain, type ChainHead, type ReceiptDraft, type SealedReceipt } from '../../src/receipt/receipt.js';
+import { verificationKeys, verifyReceiptText } from '../../src/receipt/verify.js';
 import type { ReceiptSink } from '../../src/receipt/sinks/sink.js';
 import { ReceiptWriter, type ReceiptWriterOptions } from '../../src/receipt/writer.js';
 
@@ -27,6 +28,7 @@ interface Deferred {
 /** A sink whose writes complete when the test says so (or at once in `auto` mode); it records every call. */
 class FakeSink implements ReceiptSink {
   readonly writes: Array<{ seqs: number[]; durable: boolean }> = [];
+  readonly batches: Array<readonly SealedReceipt[]> = [];
   readonly pending: Deferred[] = [];
   readonly rewinds: Array<ChainHead | null> = [];
   inFlight = 0;
@@ -40,7 +42,8 @@ class FakeSink implements ReceiptSink {
     return null;
   }
   write(batch: readonly SealedReceipt[], durable: boolean): Promise<void> {
-    this.writes.push({ seqs: batch.map((s) => s.receipt.seq), durable });
+    this.writes.push({ seqs: batch.map((s) => s.seq), durable });
+    this.batches.push(batch);
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     const done = new Promise<void>((resolve, reject) => {
@@ -103,7 +106,7 @@ function setup(sinks: ReceiptSink[], options: Partial<ReceiptWriterOptions> = {}
     onSinkError: (sink, err) => log.push(`sink-error ${sink} ${(err as Error).message}`),
     onWritten: (n) => log.push(`written ${n}`),
   });
-  const submit = () => writer.submit(chain.seal(DRAFT));
+  const submit = () => writer.submit(chain.next(DRAFT));
   return { chain, writer, log, submit };
 }
 
@@ -164,19 +167,83 @@ describe('ReceiptWriter strict (group commit)', () => {
   it('refuses (TypeError) a receipt that does not chain from the last submitted one', () => {
     const sink = new FakeSink('fake', true);
     const { writer, chain } = setup([sink]);
-    const first = chain.seal(DRAFT);
+    const first = chain.next(DRAFT);
     void writer.submit(first);
-    chain.seal(DRAFT); // seq 2, never submitted
-    const third = chain.seal(DRAFT);
+    chain.next(DRAFT); // seq 2, never submitted
+    const third = chain.next(DRAFT);
     expect(() => writer.submit(third)).toThrow(
       new TypeError(
-        `receipt seq 3 (prevHash ${third.receipt.prevHash}) does not follow the writer's tail: expected seq 2 with prevHash ${first.hash}`,
+        `receipt seq 3 (prevHash ${third.prevHash}) does not follow the writer's tail: expected seq 2 with prevHash ${first.hash}`,
       ),
     );
-    const foreign = new ReceiptChain({ key: KEY, clock: () => 0, head: null }).seal(DRAFT);
+    const foreign = new ReceiptChain({ key: KEY, clock: () => 0, head: null }).next(DRAFT);
     expect(() => writer.submit(foreign)).toThrow(
       new TypeError(`receipt seq 1 (prevHash null) does not follow the writer's tail: expected seq 2 with prevHash ${first.hash}`),
     );
+  });
+});
+
+describe('ReceiptWriter batch signing', () => {
+  it('signs each batch once: every receipt carries the same signature and its own proof, and verifies alone', async () => {
+    const sink = new FakeSink('fake', true);
+    const signed: Buffer[] = [];
+    const counting = { ...KEY, sign: (data: Uint8Array) => (signed.push(Buffer.from(data)), KEY.sign(data)) };
+    const chain = new ReceiptChain({ key: counting, clock: () => 0, head: null });
+    const writer = new ReceiptWriter([sink], { durability: 'strict' });
+    await Promise.all(Array.from({ length: 5 }, () => writer.submit(chain.next(DRAFT))));
+    expect(signed).toHaveLength(1); // one signature for the batch of 5
+    const batch = sink.batches[0] ?? [];
+    expect(batch).toHaveLength(5);
+    const keys = verificationKeys([KEY]);
+    expect(new Set(batch.map((s) => s.receipt.signature)).size).toBe(1);
+    batch.forEach((s, i) => {
+      expect(s.receipt).toMatchObject({ seq: i + 1, chain: chain.chainId, batch: { index: i, size: 5 } });
+      expect(verifyReceiptText(s.jcs, keys)).toEqual({ ok: true, seq: i + 1, id: s.id, chain: chain.chainId, hash: s.hash });
+    });
+    expect(JSON.parse(signed[0]!.toString('utf8'))).toEqual({
+      chain: chain.chainId,
+      firstSeq: 1,
+      kernelKey: KEY.kid,
+      root: (batch[0]?.receipt as { batch: { root: string } }).batch.root,
+      schema: 'chio.receipt-batch.v1',
+      size: 5,
+    });
+  });
+
+  it('hands the sealed batch (final lines, leaves) to onCommitted in seq order', async () => {
+    const sink = new FakeSink('fake', true);
+    const committed: Array<{ seqs: number[]; leaves: string[]; hashes: string[]; durable: boolean }> = [];
+    const { submit, writer } = setup([sink], {
+      onCommitted: (batch, durable) =>
+        committed.push({ seqs: batch.map((s) => s.seq), leaves: batch.map((s) => s.leaf.toString('hex')), hashes: batch.map((s) => s.hash), durable }),
+    });
+    await Promise.all([submit(), submit(), submit()]);
+    await writer.flush();
+    expect(committed).toHaveLength(1);
+    expect(committed[0]?.seqs).toEqual([1, 2, 3]);
+    expect(committed[0]?.durable).toBe(true);
+    // the chain hash of a v2 receipt is its leaf
+    expect(committed[0]?.hashes).toEqual(committed[0]?.leaves.map((h) => `sha256:${h}`));
+    expect(sink.batches[0]?.map((s) => s.jcs)).toHaveLength(3);
+  });
+
+  it('a signing failure fails the batch like a sink failure: nothing written, chain rewound, receipts rejected', async () => {
+    const sink = new FakeSink('fake', true);
+    const broken = { ...KEY, sign: (): Buffer => { throw new Error('HSM unavailable'); } };
+    const chain = new ReceiptChain({ key: broken, clock: () => 0, head: null });
+    const rewinds: Array<ChainHead | null> = [];
+    const writer = new ReceiptWriter([sink], { durability: 'strict', onRewind: (h) => { rewinds.push(h); chain.reset(h); } });
+    const a = track(writer.submit(chain.next(DRAFT)));
+    const b = track(writer.submit(chain.next(DRAFT)));
+    await settle();
+    expect(sink.writes).toEqual([]);
+    for (const t of [a, b]) {
+      expect(t.state).toBe('rejected');
+      expect(t.error).toEqual(new ChioError('io_error', 'cannot sign the receipt batch (seq 1–2): HSM unavailable'));
+    }
+    expect(rewinds).toEqual([null]);
+    expect(chain.head).toBeNull();
+    expect(writer.durableHead).toBeNull();
   });
 });
 
@@ -201,7 +268,7 @@ describe('ReceiptWriter failure', () => {
 
     expect(log).toEqual(['written 2', 'sink-error fake ENOSPC: no space left on device', 'rewind 2']);
     expect(writer.durableHead).toEqual(durable);
-    expect(chain.head).toEqual(durable);
+    expect(chain.head).toEqual({ ...durable, chain: chain.chainId });
     for (const t of failing) {
       expect(t.state).toBe('rejected');
       expect(t.error).toBeInstanceOf(ChioError);
@@ -265,7 +332,7 @@ describe('ReceiptWriter failure', () => {
     const chain = new ReceiptChain({ key: KEY, clock: () => 0, head });
     const rewinds: Array<ChainHead | null> = [];
     const writer = new ReceiptWriter([sink], { durability: 'strict', onRewind: (h) => rewinds.push(h) });
-    const t = track(writer.submit(chain.seal(DRAFT)));
+    const t = track(writer.submit(chain.next(DRAFT)));
     expect(writer.durableHead).toEqual(head);
     await settle();
     sink.fail(new Error('EIO'));

@@ -10,12 +10,11 @@
  */
 import type { Logger } from '../../check/pipeline.js';
 import { ChioError, describe } from '../../errors.js';
-import { verifyEd25519 } from '../../keys.js';
-import { receiptHash, receiptTexts, type ChainHead, type Receipt, type SealedReceipt, type UnsignedReceiptMembers } from '../receipt.js';
+import { sealedOf, type ChainHead, type SealedReceipt } from '../receipt.js';
 import { isReceiptSource } from '../checkpoint.js';
 import { JsonlReceiptFiles } from '../retention.js';
 import type { ReceiptRecord } from '../store.js';
-import type { VerificationKeys } from '../verify.js';
+import { ReceiptChainVerifier, type VerificationKeys } from '../verify.js';
 import { JsonlSink } from './jsonl.js';
 import type { ReceiptSink } from './sink.js';
 import { SqliteSink } from './sqlite.js';
@@ -132,34 +131,20 @@ async function backfill(
 }
 
 /**
- * A checker of receipt texts that must continue the chain at `from`: canonical JCS (the text is
- * exactly the receipt's JCS form), signed by a known key, seq and prevHash in order. Throws an
- * Error naming the receipt and the fault.
+ * A checker of receipt texts that must continue the chain at `from`, with the checks of `chio
+ * receipt verify` (./verify.ts, v1 and v2): canonical JCS, signature (v2: the batch signature and
+ * the receipt's inclusion proof) by a known key, seq and prevHash in order. Throws an Error naming
+ * the receipt and the fault.
  */
 export function continuationCheck(from: ChainHead | null, keys: VerificationKeys): (text: string) => SealedReceipt {
-  let prev = from;
+  const verifier = new ReceiptChainVerifier(keys, from === null ? {} : { after: { seq: from.seq, hash: from.hash } });
   return (text) => {
-    const receipt = JSON.parse(text) as Receipt;
-    const name = `receipt ${typeof receipt?.id === 'string' ? receipt.id : '?'} (seq ${String(receipt?.seq)})`;
-    const expectedSeq = (prev?.seq ?? 0) + 1;
-    if (receipt.seq !== expectedSeq || receipt.prevHash !== (prev?.hash ?? null)) {
-      throw new Error(`${name} does not continue seq ${prev?.seq ?? 0} (${prev?.hash ?? 'no prevHash'})`);
+    const failure = verifier.line(Buffer.from(text, 'utf8'));
+    if (failure !== null) {
+      const at = verifier.head?.seq ?? from?.seq ?? 0;
+      throw new Error(`receipt ${failure.id ?? '?'} (seq ${String(failure.seq ?? '?')}) cannot continue the chain at seq ${at}: ${failure.code}: ${failure.message}`);
     }
-    let texts: { unsigned: string; signed: string };
-    try {
-      texts = receiptTexts(receipt as unknown as UnsignedReceiptMembers, receipt.signature);
-    } catch (err) {
-      throw new Error(`${name} is not a complete receipt: ${describe(err)}`);
-    }
-    if (texts.signed !== text) throw new Error(`${name} is not in its canonical JSON (RFC 8785) form`);
-    const key = keys.get(receipt.kernelKey);
-    const signature = Buffer.from(String(receipt.signature).replace(/^ed25519:/, ''), 'base64url');
-    if (key === undefined || !verifyEd25519(key, Buffer.from(texts.unsigned, 'utf8'), signature)) {
-      throw new Error(`${name}: the signature does not verify with ${key === undefined ? `key ${receipt.kernelKey}, which is not this service's` : 'its key'}`);
-    }
-    const hash = receiptHash(text);
-    prev = { seq: receipt.seq, hash };
-    return { receipt, jcs: text, hash };
+    return sealedOf(text);
   };
 }
 

@@ -167,7 +167,7 @@ export class SqliteSink implements ReceiptSink, ReceiptStore {
       op: 'write',
       req: { after, truncate: this.#uncertain, texts: batch.map((s) => s.jcs), hashes: batch.map((s) => s.hash), durable },
     });
-    if (last) this.#head = { seq: last.receipt.seq, hash: last.hash };
+    if (last) this.#head = { seq: last.seq, hash: last.hash };
     this.#uncertain = false;
   }
 

@@ -67,7 +67,7 @@ describe('JsonlSink', () => {
     const resumed = await writeChain(file, [4], chain.head);
     expect(resumed.head?.seq).toBe(9);
     const result = await verifyReceiptFile(file, KEYS);
-    expect(result).toEqual({ ok: true, receipts: 9, head: resumed.head, firstFailure: null });
+    expect(result).toEqual({ ok: true, receipts: 9, head: { seq: 9, hash: resumed.head?.hash }, chain: resumed.chainId, firstFailure: null });
   });
 
   it('finds the head of a file larger than its scan chunk without reading it forwards', async () => {
@@ -200,12 +200,12 @@ describe('JsonlSink with ReceiptWriter (strict)', () => {
     const datasync = vi.spyOn(Object.getPrototypeOf(probe) as { datasync: () => Promise<void> }, 'datasync');
     await probe.close();
 
-    const first = writer.submit(chain.seal(DRAFT)); // in flight while the others arrive
+    const first = writer.submit(chain.next(DRAFT)); // in flight while the others arrive
     await new Promise<void>((r) => setImmediate(r));
-    const rest = Array.from({ length: 63 }, () => writer.submit(chain.seal(DRAFT)));
+    const rest = Array.from({ length: 63 }, () => writer.submit(chain.next(DRAFT)));
     await Promise.all([first, ...rest]);
     expect(datasync).toHaveBeenCalledTimes(2);
-    expect(writer.durableHead).toEqual(chain.head);
+    expect({ ...writer.durableHead, chain: chain.chainId }).toEqual(chain.head);
     await writer.close();
     expect(await verifyReceiptFile(file, KEYS)).toMatchObject({ ok: true, receipts: 64 });
   });

@@ -14,7 +14,7 @@ import { SqliteSink } from '../../../src/receipt/sinks/sqlite.js';
 import { SqliteReceiptStore } from '../../../src/receipt/store.js';
 import { verificationKeys, verifyReceiptFile } from '../../../src/receipt/verify.js';
 import { recordingLogger } from '../../helpers/service.js';
-import { KEY, sealedReceipts, tempDir, variedDraft } from '../helpers.js';
+import { CHAIN, KEY, sealedReceipts, tempDir, variedDraft } from '../helpers.js';
 
 const KEYS = verificationKeys([KEY]);
 const opened: ReceiptSink[] = [];
@@ -63,7 +63,8 @@ async function openBoth(f: { jsonl: string; db: string }) {
   return { head, log, sinks };
 }
 
-const headOf = (r: SealedReceipt): ChainHead => ({ seq: r.receipt.seq, hash: r.hash });
+/** The head a sink reports for its last receipt (with the chain id of the v2 receipts). */
+const headOf = (r: SealedReceipt): ChainHead => ({ seq: r.seq, hash: r.hash, chain: CHAIN });
 
 describe('openSinksOnOneChain', () => {
   it('opens sinks that agree without touching them', async () => {
@@ -134,7 +135,9 @@ describe('openSinksOnOneChain', () => {
     writeJsonl(f.jsonl, r);
     await writeDb(f.db, [0, 1].map((i) => other.seal(variedDraft(i))));
     await expect(openBoth(f)).rejects.toThrow(
-      new RegExp(`receipt ${r[2]?.receipt.id} \\(seq 3\\) does not continue seq 2 \\(sha256:[0-9a-f]{64}\\)\\. Move the sink that is wrong aside`),
+      new RegExp(
+        `receipt ${r[2]?.id} \\(seq 3\\) cannot continue the chain at seq 2: receipt_chain_broken: prevHash sha256:[0-9a-f]{64} does not match receipt seq 2's hash sha256:[0-9a-f]{64}\\. Move the sink that is wrong aside`,
+      ),
     );
   });
 
@@ -145,13 +148,20 @@ describe('openSinksOnOneChain', () => {
     tampered[3] = (tampered[3] ?? '').replace('"verdict":"deny"', '"verdict":"allow"'); // receipt 4 is a deny
     writeFileSync(f.jsonl, tampered.map((t) => `${t}\n`).join(''));
     await writeDb(f.db, r.slice(0, 3));
-    await expect(openBoth(f)).rejects.toThrow(`receipt ${r[3]?.receipt.id} (seq 4): the signature does not verify with its key`);
+    await expect(openBoth(f)).rejects.toThrow(
+      new RegExp(
+        `receipt ${r[3]?.id} \\(seq 4\\) cannot continue the chain at seq 3: receipt_bad_signature: the receipt is not in its signed batch: its body's audit path leads to sha256:[0-9a-f]{64}, not to batch.root sha256:[0-9a-f]{64} \\(the receipt was altered\\)`,
+      ),
+    );
 
     const g = files();
     const foreignKey = keyFromSeed(Buffer.alloc(32, 99));
     const foreign = new ReceiptChain({ key: foreignKey, clock: () => 0, head: null });
-    writeJsonl(g.jsonl, [foreign.seal(variedDraft(0))]);
-    await expect(openBoth(g)).rejects.toThrow(`the signature does not verify with key ${foreignKey.kid}, which is not this service's`);
+    const forged = foreign.seal(variedDraft(0));
+    writeJsonl(g.jsonl, [forged]);
+    await expect(openBoth(g)).rejects.toThrow(
+      `receipt ${forged.id} (seq 1) cannot continue the chain at seq 0: receipt_bad_signature: signed by key ${foreignKey.kid}, which is unknown: not among the 1 public key(s) given (${KEY.kid})`,
+    );
   });
 
   it('refuses to rebuild a JSONL file from a pruned store (the start of the chain is gone)', async () => {
@@ -161,7 +171,9 @@ describe('openSinksOnOneChain', () => {
     const store = SqliteReceiptStore.open(f.db, { writable: true });
     await store.pruneThrough(10);
     store.close();
-    await expect(openBoth(f)).rejects.toThrow(`does not continue seq 0 (no prevHash)`);
+    await expect(openBoth(f)).rejects.toThrow(
+      `receipt ${r[10]?.id} (seq 11) cannot continue the chain at seq 0: receipt_chain_broken: the first receipt has seq 11; a chain starts at seq 1 (the receipts before it are missing)`,
+    );
   });
 });
 
@@ -170,9 +182,15 @@ describe('continuationCheck', () => {
     const r = sealedReceipts(3);
     const check = continuationCheck(headOf(r[0] as SealedReceipt), KEYS);
     expect(check(r[1]?.jcs ?? '').hash).toBe(r[1]?.hash);
-    expect(() => check(` ${r[2]?.jcs}`)).toThrow(`receipt ${r[2]?.receipt.id} (seq 3) is not in its canonical JSON (RFC 8785) form`);
-    expect(() => check(JSON.stringify({ ...JSON.parse(r[2]?.jcs ?? ''), extra: 1 }))).toThrow('is not in its canonical JSON (RFC 8785) form');
+    const name = `receipt ${r[2]?.id} (seq 3) cannot continue the chain at seq 2`;
+    expect(() => check(` ${r[2]?.jcs}`)).toThrow(`${name}: receipt_malformed: the line is not the receipt's canonical JSON (RFC 8785 JCS) text`);
+    expect(() => check(JSON.stringify({ ...JSON.parse(r[2]?.jcs ?? ''), extra: 1 }))).toThrow(
+      `${name}: receipt_malformed: not a chio.receipt.v2 receipt: receipt: Unrecognized key: "extra"`,
+    );
     const { policyHash: _dropped, ...missing } = JSON.parse(r[2]?.jcs ?? '') as Record<string, unknown>;
-    expect(() => check(JSON.stringify(missing))).toThrow(`receipt ${r[2]?.receipt.id} (seq 3) is not a complete receipt: receipt member policyHash is undefined`);
+    expect(() => check(JSON.stringify(missing))).toThrow(
+      `${name}: receipt_malformed: not a chio.receipt.v2 receipt: field policyHash: Invalid input: expected string, received undefined`,
+    );
+    expect(check(r[2]?.jcs ?? '').hash).toBe(r[2]?.hash); // the checker stays at seq 2 after a refused text
   });
 });

@@ -13,7 +13,7 @@ import { SqliteSink } from '../../../src/receipt/sinks/sqlite.js';
 import { SqliteReceiptStore } from '../../../src/receipt/store.js';
 import { verificationKeys, verifyReceiptFile } from '../../../src/receipt/verify.js';
 import { ReceiptWriter } from '../../../src/receipt/writer.js';
-import { KEY, sealedReceipts, tempDir } from '../helpers.js';
+import { KEY, pendingReceipts, sealedReceipts, tempDir } from '../helpers.js';
 
 const KEYS = verificationKeys([KEY]);
 const cleanup: Array<() => Promise<void>> = [];
@@ -118,50 +118,56 @@ describe('ReceiptWriter with a JSONL file and a SQLite store', () => {
 
   it('when SQLite fails a batch JSONL committed, JSONL is rewound: both hold the same verified chain', async () => {
     const { jsonl, sqlite, writer, errors, jsonlFile, dbFile } = await setup();
-    const r = sealedReceipts(3);
-    await writer.submit(r[0] as SealedReceipt);
+    const r = pendingReceipts(3);
+    await writer.submit(r[0]!);
+    const first = lines(jsonlFile);
+    expect(first).toHaveLength(1);
     sqlite.failNext = 'before';
-    await expect(writer.submit(r[1] as SealedReceipt)).rejects.toThrow('receipt sink sqlite failed: ENOSPC: no space left on device (injected)');
+    await expect(writer.submit(r[1]!)).rejects.toThrow('receipt sink sqlite failed: ENOSPC: no space left on device (injected)');
     expect(errors).toEqual(['sqlite: ENOSPC: no space left on device (injected)']);
     const head1 = { seq: 1, hash: r[0]?.hash ?? '' };
     expect(jsonl.rewinds).toEqual([head1]);
     expect(sqlite.rewinds).toEqual([]);
-    expect(lines(jsonlFile)).toEqual([r[0]?.jcs]);
+    expect(lines(jsonlFile)).toEqual(first);
     // the chain continues from seq 1 in both
-    const next = sealedReceipts(2, head1);
+    const next = pendingReceipts(2, head1);
     await Promise.all(next.map((s) => writer.submit(s)));
-    const want = [r[0]?.jcs, ...next.map((s) => s.jcs)];
-    expect(lines(jsonlFile)).toEqual(want);
+    const want = lines(jsonlFile);
+    expect(want.map((l) => (JSON.parse(l) as { seq: number }).seq)).toEqual([1, 2, 3]);
+    expect(want[0]).toBe(first[0]);
     expect(await storeTexts(dbFile)).toEqual(want);
-    expect((await verifyReceiptFile(jsonlFile, KEYS)).ok).toBe(true);
+    expect(await verifyReceiptFile(jsonlFile, KEYS)).toMatchObject({ ok: true, receipts: 3, head: { seq: 3, hash: next[1]?.hash } });
   });
 
   it('when JSONL fails a batch SQLite committed, SQLite is rewound', async () => {
     const { jsonl, sqlite, writer, jsonlFile, dbFile } = await setup();
-    const r = sealedReceipts(2);
-    await writer.submit(r[0] as SealedReceipt);
+    const r = pendingReceipts(2);
+    await writer.submit(r[0]!);
+    const first = lines(jsonlFile);
     const head1 = { seq: 1, hash: r[0]?.hash ?? '' };
     jsonl.failNext = 'before';
-    await expect(writer.submit(r[1] as SealedReceipt)).rejects.toThrow(ChioError);
+    await expect(writer.submit(r[1]!)).rejects.toThrow(ChioError);
     expect(sqlite.rewinds).toEqual([head1]);
-    expect(await storeTexts(dbFile)).toEqual([r[0]?.jcs]);
+    expect(await storeTexts(dbFile)).toEqual(first);
 
-    const next = sealedReceipts(2, head1);
+    const next = pendingReceipts(2, head1);
     await Promise.all(next.map((x) => writer.submit(x)));
-    const want = [r[0]?.jcs, ...next.map((x) => x.jcs)];
-    expect(lines(jsonlFile)).toEqual(want);
+    const want = lines(jsonlFile);
+    expect(want).toHaveLength(3);
+    expect(want[0]).toBe(first[0]);
     expect(await storeTexts(dbFile)).toEqual(want);
+    expect(await verifyReceiptFile(jsonlFile, KEYS)).toMatchObject({ ok: true, receipts: 3 });
   });
 
   it('a rewind that fails is reported as a sink error', async () => {
     const { jsonl, sqlite, writer, errors } = await setup();
-    const r = sealedReceipts(2);
-    await writer.submit(r[0] as SealedReceipt);
+    const r = pendingReceipts(2);
+    await writer.submit(r[0]!);
     jsonl.rewind = async () => {
       throw new Error('EROFS: read-only file system (injected)');
     };
     sqlite.failNext = 'before';
-    await expect(writer.submit(r[1] as SealedReceipt)).rejects.toThrow(ChioError);
+    await expect(writer.submit(r[1]!)).rejects.toThrow(ChioError);
     expect(errors).toEqual(['sqlite: ENOSPC: no space left on device (injected)', 'jsonl: cannot rewind receipt sink jsonl to seq 1: EROFS: read-only file system (injected)']);
   });
 });

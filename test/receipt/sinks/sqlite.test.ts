@@ -7,7 +7,7 @@ import { ChioError } from '../../../src/errors.js';
 import { SqliteSink } from '../../../src/receipt/sinks/sqlite.js';
 import { SqliteReceiptStore } from '../../../src/receipt/store.js';
 import { ReceiptWriter } from '../../../src/receipt/writer.js';
-import { sealedReceipts, tempDir } from '../helpers.js';
+import { CHAIN, pendingReceipts, sealedReceipts, tempDir } from '../helpers.js';
 
 const open: Array<{ close(): Promise<void> | void }> = [];
 afterEach(async () => {
@@ -46,7 +46,7 @@ describe('SqliteSink', () => {
     db.close();
 
     const again = await openSink(file);
-    expect(await again.head()).toEqual({ seq: 5, hash: batch[4]?.hash });
+    expect(await again.head()).toEqual({ seq: 5, hash: batch[4]?.hash, chain: CHAIN });
     expect(await again.get(batch[3]?.receipt.id ?? '')).toBe(batch[3]?.jcs);
     expect(await again.get('rct-01JD0000000000000000000000')).toBeNull();
   });
@@ -59,7 +59,7 @@ describe('SqliteSink', () => {
     await sink.close();
     const reopened = new SqliteSink(file);
     open.push(reopened);
-    expect(await reopened.open()).toEqual({ seq: 3, hash: batch[2]?.hash });
+    expect(await reopened.open()).toEqual({ seq: 3, hash: batch[2]?.hash, chain: CHAIN });
   });
 
   it('refuses a batch that does not continue the chain it holds (no fork), and a file that is not a receipt store', async () => {
@@ -72,7 +72,7 @@ describe('SqliteSink', () => {
     // the failed writes left nothing behind; the chain continues
     const next = sealedReceipts(2, { seq: 3, hash: first[2]?.hash ?? '' });
     await sink.write(next, true);
-    expect(await sink.head()).toEqual({ seq: 5, hash: next[1]?.hash });
+    expect(await sink.head()).toEqual({ seq: 5, hash: next[1]?.hash, chain: CHAIN });
 
     const dir = tempDir();
     const other = path.join(dir, 'other.db');
@@ -132,13 +132,15 @@ describe('SqliteSink', () => {
   it('serves writes from a ReceiptWriter (group commit) and reads while writing', async () => {
     const file = path.join(tempDir(), 'receipts.db');
     const sink = await openSink(file);
-    const writer = new ReceiptWriter([sink], { durability: 'strict', head: null });
-    const batch = sealedReceipts(200);
+    const committed: string[] = [];
+    const writer = new ReceiptWriter([sink], { durability: 'strict', head: null, onCommitted: (b) => committed.push(...b.map((s) => s.jcs)) });
+    const batch = pendingReceipts(200);
     const done = batch.map((s) => writer.submit(s));
     const page = await sink.query({ limit: 10 });
     expect(page.receipts.length).toBeLessThanOrEqual(10);
     await Promise.all(done);
-    expect((await sink.query({ limit: 500 })).receipts).toEqual(batch.map((s) => s.jcs));
+    expect(committed).toHaveLength(200);
+    expect((await sink.query({ limit: 500 })).receipts).toEqual(committed);
     await writer.close();
   });
 });
