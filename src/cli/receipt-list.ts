@@ -66,7 +66,9 @@ Filters:
 Source (default: the store ${DEFAULT_STORE}):
   --store FILE           a SQLite receipt store (receipts.sinks type sqlite)
   --control-url URL      a running service's admin listener (http://127.0.0.1:9192); the Bearer
-  --token-file FILE      token is read from FILE, else from $${TOKEN_ENV}
+  --token-file FILE      token is read from FILE, else from $${TOKEN_ENV}. A service with a postgres
+                         sink answers from the central store: every replica's receipts, ordered
+                         by (time, chain, seq)
 Output: a table (seq, time, verdict, rule, tool, reason, workload); --json prints one receipt per
 line (NDJSON, each its canonical JSON). Without --all, the cursor of the next page goes to stderr.
 Exit status: 0 listed (also when nothing matches), 2 bad usage, a bad filter or an unreadable source.

@@ -214,7 +214,8 @@ export interface SqlStatement {
   readonly params: ReadonlyArray<string | number>;
 }
 
-const EQUALITY_COLUMNS = [
+/** The filters that are one column's equality, with their column (the same in SQLite and PostgreSQL). */
+export const EQUALITY_COLUMNS = [
   ['workloadUri', 'workload_uri'],
   ['trustDomain', 'trust_domain'],
   ['verdict', 'verdict'],

@@ -36,8 +36,8 @@ import {
   type CheckpointsConfig,
   type SignedCheckpoint,
 } from './checkpoint.js';
-import { MerkleFrontier, leafHash } from './merkle.js';
-import { receiptHash, type ChainHead, type SealedReceipt } from './receipt.js';
+import { MerkleFrontier } from './merkle.js';
+import { chainHeadOf, receiptLeafOf, type ChainHead, type SealedReceipt } from './receipt.js';
 import { JsonlSink, type JsonlSinkOptions } from './sinks/jsonl.js';
 import type { ReceiptSink } from './sinks/sink.js';
 import type { ReceiptRecord, ReceiptSource } from './store.js';
@@ -121,7 +121,8 @@ export async function listSegments(livePath: string): Promise<ReceiptFile[]> {
   return segments.sort((a, b) => a.first - b.first);
 }
 
-const SEQ_MARK = Buffer.from('"schema":"chio.receipt.v1","seq":', 'utf8');
+const SEQ_MARK = Buffer.from('"schema":"chio.receipt.v2","seq":', 'utf8');
+const SEQ_MARK_V1 = Buffer.from('"schema":"chio.receipt.v1","seq":', 'utf8');
 
 /**
  * The seq of a receipt line without parsing all of it: in a receipt's JCS text `seq` directly
@@ -130,7 +131,8 @@ const SEQ_MARK = Buffer.from('"schema":"chio.receipt.v1","seq":', 'utf8');
  */
 export function receiptSeqOf(line: Uint8Array): number | null {
   const bytes = Buffer.from(line.buffer, line.byteOffset, line.byteLength);
-  const at = bytes.indexOf(SEQ_MARK);
+  let at = bytes.indexOf(SEQ_MARK);
+  if (at < 0) at = bytes.indexOf(SEQ_MARK_V1);
   if (at >= 0) {
     let seq = 0;
     let i = at + SEQ_MARK.length;
@@ -180,7 +182,7 @@ async function headOfFile(file: string): Promise<ChainHead | null> {
     for await (const { bytes } of linesBackwards(fh, size)) {
       const seq = receiptSeqOf(bytes);
       if (seq === null) throw new ChioError('receipt_malformed', `${file}: the last line is not a receipt`);
-      return { seq, hash: receiptHash(bytes) };
+      return chainHeadOf(bytes);
     }
     return null;
   } finally {
@@ -305,8 +307,8 @@ export class SegmentedJsonlSink extends JsonlSink implements ReceiptSource {
     const first = batch[0];
     const last = batch[batch.length - 1];
     if (first === undefined || last === undefined) return;
-    this.#liveFirst ??= first.receipt.seq;
-    this.#head = { seq: last.receipt.seq, hash: last.hash };
+    this.#liveFirst ??= first.seq;
+    this.#head = { seq: last.seq, hash: last.hash };
     for (const s of batch) this.#liveBytes += Buffer.byteLength(s.jcs, 'utf8') + 1;
   }
 
@@ -451,7 +453,7 @@ async function advanceFrontier(
   let atBoundary = frontier.size === boundary ? frontier.clone() : null;
   for await (const record of source.iterateBySeq(frontier.size + 1, to)) {
     if (record.seq !== frontier.size + 1) break;
-    frontier.append(leafHash(record.jcs));
+    frontier.append(receiptLeafOf(record.jcs));
     if (frontier.size === boundary) atBoundary = frontier.clone();
   }
   if (frontier.size !== to || atBoundary === null) {

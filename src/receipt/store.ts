@@ -21,7 +21,7 @@ import { createRequire } from 'node:module';
 import BetterSqlite3 from 'better-sqlite3';
 import { ChioError } from '../errors.js';
 import { querySql, toPage, type ReceiptPage, type ReceiptQuery } from './query.js';
-import { receiptHash, type ChainHead, type SealedReceipt } from './receipt.js';
+import { chainHeadOf, type ChainHead, type SealedReceipt } from './receipt.js';
 import {
   openStoreConnection,
   type HeadRow,
@@ -167,11 +167,11 @@ function checkSeq(seq: number, what: string): void {
 /** The chain head of a store's last row; its text is re-hashed, never trusted from the hash column. */
 export function headOfRow(row: HeadRow | null, path: string): ChainHead | null {
   if (row === null) return null;
-  const hash = receiptHash(row.jcs);
-  if (hash !== row.hash) {
-    throw new ChioError('receipt_malformed', `receipt store ${path}: the last receipt (seq ${row.seq}) hashes to ${hash}, but its row says ${row.hash}`);
+  const head = chainHeadOf(row.jcs); // v2: the leaf of its body, and its chain id; v1: SHA-256 of the text
+  if (head.hash !== row.hash) {
+    throw new ChioError('receipt_malformed', `receipt store ${path}: the last receipt (seq ${row.seq}) hashes to ${head.hash}, but its row says ${row.hash}`);
   }
-  return { seq: row.seq, hash };
+  return head;
 }
 
 /** A failure reported by the store's connection code, as a ChioError. */

@@ -14,6 +14,7 @@ import { ChioError } from '../../errors.js';
 import { pageJson, parseReceiptQuery } from '../../receipt/query.js';
 import { RECEIPT_ID_PATTERN } from '../../receipt/receipt.js';
 import type { ReceiptStore } from '../../receipt/store.js';
+import type { PgReceiptStore } from '../../receipt/pg/store.js';
 import { errorResponse, json, type AdminResponse, type Route } from '../admin.js';
 
 const JSON_HEADERS = { 'content-type': 'application/json' } as const;
@@ -28,8 +29,12 @@ async function fromStore(read: () => Promise<AdminResponse>): Promise<AdminRespo
   }
 }
 
-/** `store` is null when no sqlite sink is configured: the routes then say so (404). */
-export function receiptRoutes(configured: ReceiptStore | null): Route[] {
+/**
+ * `store` is null when no sqlite sink is configured: the routes then say so (404). `central` (a
+ * postgres entry in receipts.sinks) answers instead when given: every replica's receipts, in the
+ * order (time, chain, seq) with its own cursor (src/receipt/pg/query.ts).
+ */
+export function receiptRoutes(configured: ReceiptStore | null, central: PgReceiptStore | null = null): Route[] {
   const requireStore = (): ReceiptStore => {
     if (configured === null) throw new ChioError('not_found', 'the receipt query API needs a sqlite sink in receipts.sinks of chio.yaml');
     return configured;
@@ -40,6 +45,10 @@ export function receiptRoutes(configured: ReceiptStore | null): Route[] {
       path: '/v1/receipts/query',
       auth: true,
       handler: async (req): Promise<AdminResponse> => {
+        if (central !== null) {
+          const q = central.parse(req.query.entries());
+          return fromStore(async () => ({ status: 200, headers: JSON_HEADERS, body: pageJson(await central.query(q)) }));
+        }
         const query = parseReceiptQuery(req.query.entries());
         const store = requireStore();
         return fromStore(async () => ({ status: 200, headers: JSON_HEADERS, body: pageJson(await store.query(query)) }));
@@ -56,7 +65,7 @@ export function receiptRoutes(configured: ReceiptStore | null): Route[] {
         }
         const [extra] = req.query.keys();
         if (extra !== undefined) return errorResponse(new ChioError('bad_request', `unknown query parameter ${JSON.stringify(extra)}`, { field: extra }));
-        const store = requireStore();
+        const store = central ?? requireStore();
         return fromStore(async () => {
           const jcs = await store.get(id);
           if (jcs === null) return errorResponse(new ChioError('receipt_not_found', `no receipt ${id}`));

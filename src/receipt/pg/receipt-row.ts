@@ -1,0 +1,98 @@
+/**
+ * A receipt as a row of the central store (SPEC §6; the format is README "Receipts"): the indexed
+ * columns the query API filters on, taken from the receipt's own JCS text (the same columns as the
+ * SQLite store, ../sinks/sqlite-worker.ts), plus its chain, seq, prevHash and chain hash (v2: the
+ * hex of its Merkle leaf over the body; v1: SHA-256 of the line) for shipping.
+ */
+import { z } from 'zod';
+import { ChioError } from '../../errors.js';
+import { receiptFacts, type SealedReceipt } from '../receipt.js';
+
+export interface ReceiptRow {
+  readonly chain: string;
+  readonly seq: number;
+  readonly id: string;
+  readonly timeMs: number;
+  readonly verdict: string;
+  readonly rule: string | null;
+  readonly tool: string | null;
+  readonly capabilityId: string | null;
+  readonly workloadUri: string | null;
+  readonly trustDomain: string | null;
+  readonly workloadPath: string | null;
+  readonly tier: string;
+  /** what this receipt names as the previous one (null for a chain's first) */
+  readonly prevHash: string | null;
+  /** what the next receipt names as prevHash */
+  readonly hash: string;
+  readonly jcs: string;
+}
+
+/** The members the row needs; everything else of the receipt is kept only in `jcs`. */
+const indexed = z.object({
+  seq: z.int().min(1),
+  id: z.string().min(1).max(64),
+  timestamp: z.string().refine((t) => !Number.isNaN(Date.parse(t)), 'not a time'),
+  verdict: z.string(),
+  rule: z.string().nullable(),
+  tool: z.string().nullable(),
+  capabilityId: z.string().nullable(),
+  prevHash: z.string().nullable(),
+  runtimeAttestation: z.object({
+    tier: z.string(),
+    workloadIdentity: z.object({ uri: z.string(), trustDomain: z.string(), path: z.string() }).nullable(),
+  }),
+  chain: z.string().optional(),
+});
+
+type Indexed = z.infer<typeof indexed>;
+
+/**
+ * The row of a receipt text (chio.receipt.v2, or v1). `chain` is the local chain's id: a v2
+ * receipt must carry it; a v1 receipt (written before the upgrade, continued by the v2 chain)
+ * carries none and is stored under it. Throws ChioError receipt_malformed for a text that is not
+ * a receipt, receipt_chain_broken for a receipt of another chain.
+ */
+export function receiptRow(jcs: string, chain: string): ReceiptRow {
+  let value: unknown;
+  try {
+    value = JSON.parse(jcs);
+  } catch {
+    throw new ChioError('receipt_malformed', 'a receipt to ship is not JSON');
+  }
+  const parsed = indexed.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ChioError('receipt_malformed', `a receipt to ship lacks ${issue?.path.join('.') ?? 'a member'}: ${issue?.message ?? 'invalid'}`);
+  }
+  return rowOf(parsed.data, jcs, receiptFacts(jcs).hash, chain);
+}
+
+/** The row of a receipt this process sealed (no parsing: the writer's own objects). */
+export function sealedRow(sealed: SealedReceipt, chain: string): ReceiptRow {
+  return rowOf(sealed.receipt as unknown as Indexed, sealed.jcs, sealed.hash, chain);
+}
+
+function rowOf(r: Indexed, jcs: string, hash: string, chain: string): ReceiptRow {
+  if (r.chain !== undefined && r.chain !== chain) {
+    throw new ChioError('receipt_chain_broken', `receipt ${r.id} (seq ${r.seq}) belongs to chain ${r.chain}, not ${chain}`);
+  }
+  const wi = r.runtimeAttestation.workloadIdentity;
+  return {
+    chain,
+    seq: r.seq,
+    id: r.id,
+    timeMs: Date.parse(r.timestamp),
+    verdict: r.verdict,
+    rule: r.rule,
+    tool: r.tool,
+    capabilityId: r.capabilityId,
+    workloadUri: wi?.uri ?? null,
+    trustDomain: wi?.trustDomain ?? null,
+    workloadPath: wi?.path ?? null,
+    tier: r.runtimeAttestation.tier,
+    prevHash: r.prevHash,
+    hash,
+    jcs,
+  };
+}
