@@ -28,6 +28,8 @@ import { BundleSet, type BundleSource } from './spiffe/bundle.js';
 import { createBundleSources } from './spiffe/bundle-sources.js';
 import { SvidCache } from './spiffe/x509-svid.js';
 import { startCapabilities } from './capability/service.js';
+import { InFlightLimit, limitInFlight } from './limits.js';
+import { openCentralReceipts, startSharedRevocations } from './receipt/pg/service.js';
 
 export { CAPABILITY_HEADER_DEFAULT } from './capability/config.js';
 
@@ -38,10 +40,13 @@ export interface ServiceOptions {
   readonly defaultMetrics?: boolean;
   /** where `admin.token_env` is read (default process.env) */
   readonly env?: NodeJS.ProcessEnv;
+  /** false: no admin HTTP listener (a `chio serve --workers N` worker: the primary serves it, src/server/workers.ts) */
+  readonly adminListener?: boolean;
 }
 
 export interface RunningService {
   readonly grpcPort: number;
+  /** 0 when started with `adminListener: false` */
   readonly adminPort: number;
   readonly key: SigningKey;
   readonly metrics: Metrics;
@@ -63,7 +68,13 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   let policy = loadPolicyFile(config.policy);
   metrics.policyReloads.inc({ result: 'ok' });
   const readToken = adminTokenReader(config.admin, options.env ?? process.env);
-  const capabilities = startCapabilities({ config: config.capabilities, log, clock, policy: () => policy });
+  // several replicas, one PostgreSQL (README): shared revocations; receipts shipped there and queried there
+  const sharedRevocations = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
+  const capabilities = startCapabilities({ config: config.capabilities, log, clock, policy: () => policy, shared: sharedRevocations });
+  const central = await openCentralReceipts(config.receipts.postgres, options.env ?? process.env, log, metrics).catch(async (err: unknown) => {
+    await capabilities.close();
+    throw err;
+  });
 
   // JSONL sinks rotate into segments at checkpoints (receipts.retention); see ./receipt/retention.ts
   const sinks: ReceiptSink[] = withSegments(createReceiptSinks(config.receipts.sinks, log), {
@@ -76,7 +87,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   try {
     audit = await startAuditTrail({
       config: config.receipts,
-      sinks,
+      sinks: central === null ? sinks : central.guardRetention(sinks), // never prunes what is not shipped yet
       head,
       key,
       clock,
@@ -85,11 +96,13 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     });
   } catch (err) {
     await Promise.allSettled(sinks.map((s) => s.close()));
+    await central?.close(0);
     await capabilities.close();
     throw err;
   }
   const receiptStore = sinks.find((s): s is SqliteSink => s instanceof SqliteSink) ?? null;
   const chain = new ReceiptChain({ key, clock, head });
+  const shipper = central?.startShippingFrom(sinks, chain.chainId, head?.seq ?? 0) ?? null;
   const writer = new ReceiptWriter(sinks, {
     head,
     durability: config.receipts.durability,
@@ -99,7 +112,10 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       log.error({ sink, err: describe(err) }, 'receipt sink write failed');
     },
     onRewind: (head) => chain.reset(head),
-    onCommitted: (batch, durable) => audit.committed(batch, durable),
+    onCommitted: (batch, durable) => {
+      audit.committed(batch, durable);
+      shipper?.committed(batch);
+    },
   });
 
   let trust: RunningTrust;
@@ -108,10 +124,12 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   } catch (err) {
     await writer.close();
     await audit.close();
+    await central?.close(0);
     await capabilities.close();
     throw err;
   }
   const svidCache = new SvidCache(config.identity.svid_cache_size);
+  metrics.sources.svidCacheEntries = () => svidCache.size;
   const jwtSvid = config.identity.jwt_svid;
   const identity = new IdentityResolver({
     sources: config.identity.sources,
@@ -124,6 +142,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     jwtCacheSize: config.identity.svid_cache_size,
   });
 
+  // overload: at most limits.max_in_flight Checks admitted at once; more are shed (src/limits.ts)
+  const inFlight = new InFlightLimit(config.limits.max_in_flight);
+  metrics.sources.checksInFlight = () => inFlight.inFlight;
   const pipeline = new CheckPipeline({
     policy: () => policy,
     identity,
@@ -141,7 +162,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const tls = await startCheckListenerTls(config.listen.grpc_tls, log);
   const grpcServer: RunningGrpcServer = await startGrpcServer({
     address: config.listen.grpc,
-    handler: pipeline,
+    handler: limitInFlight(pipeline, inFlight),
+    maxConcurrentStreams: config.limits.max_concurrent_streams,
     ...(tls ? { credentials: tls.credentials, callers: tls.callers } : {}),
     onCallerRefused: (reason) => {
       metrics.checkCallersRefused.inc();
@@ -178,7 +200,6 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       path: '/metrics',
       auth: false,
       handler: async () => {
-        metrics.svidCacheEntries.set(svidCache.size);
         return { status: 200, headers: { 'content-type': metrics.registry.contentType }, body: await metrics.registry.metrics() };
       },
     },
@@ -191,12 +212,12 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     },
     { method: 'GET', path: '/v1/keys', auth: false, handler: () => json(200, { keys: [publicJwk(key)] }) },
     ...capabilities.routes,
-    ...receiptRoutes(receiptStore),
+    ...receiptRoutes(receiptStore, central?.store ?? null),
     { method: 'GET', path: '/v1/checkpoints/latest', auth: false, handler: () => checkpointResponse(audit.latest()) },
   ];
-  let admin: RunningAdminServer;
+  let admin: RunningAdminServer | null = null;
   try {
-    admin = await startAdminServer({
+    if (options.adminListener !== false) admin = await startAdminServer({
       address: config.listen.admin,
       routes,
       token: readToken,
@@ -208,6 +229,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     grpcServer.server.forceShutdown();
     await writer.close();
     await audit.close();
+    await central?.close(0);
     await trust.close();
     await capabilities.close();
     throw err;
@@ -219,7 +241,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   let closing: Promise<void> | undefined;
   return {
     grpcPort: grpcServer.port,
-    adminPort: admin.port,
+    adminPort: admin?.port ?? 0,
     key,
     metrics,
     policy: () => policy,
@@ -235,7 +257,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
         tls?.close();
         await writer.close();
     await audit.close();
-        await admin.close();
+        await central?.close(); // ships what it can within 2 s; the rest after the next start
+        await admin?.close();
         await trust.close();
         await capabilities.close();
       })()),
@@ -297,7 +320,7 @@ function trustDomainLabeler(current: () => CompiledPolicy): (td: string) => stri
 }
 
 /** The admin token: from its file on each use (rotation without restart), or once from `admin.token_env`; never logged. */
-function adminTokenReader(admin: Config['admin'], env: NodeJS.ProcessEnv): () => string | null {
+export function adminTokenReader(admin: Config['admin'], env: NodeJS.ProcessEnv): () => string | null {
   if (admin.token_env !== undefined) {
     // read once: the environment does not change; unset is a start error, not a silently closed API
     const value = env[admin.token_env]?.trim() ?? '';

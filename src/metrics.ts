@@ -20,6 +20,10 @@ export const METRIC_NAMES = {
   workloadApiConnected: 'chio_workload_api_connected',
   svidCacheEntries: 'chio_svid_cache_entries',
   checkCallersRefused: 'chio_check_callers_refused_total',
+  checksInFlight: 'chio_checks_in_flight',
+  receiptShippingLag: 'chio_receipt_shipping_lag_receipts',
+  receiptShippingLagSeconds: 'chio_receipt_shipping_lag_seconds',
+  receiptsShipped: 'chio_receipts_shipped_total',
 } as const;
 
 /** Seconds; fine around the 100 µs handler target and the ~0.1–1 ms fsync of a group commit. */
@@ -51,6 +55,12 @@ export class Metrics {
   readonly workloadApiConnected: Gauge<'source'>;
   readonly svidCacheEntries: Gauge;
   readonly checkCallersRefused: Counter;
+  readonly checksInFlight: Gauge;
+  /** Read at each scrape; the composition root (src/main.ts) points them at the live objects. */
+  readonly sources = { svidCacheEntries: (): number => 0, checksInFlight: (): number => 0 };
+  readonly receiptShippingLag: Gauge<'sink'>;
+  readonly receiptShippingLagSeconds: Gauge<'sink'>;
+  readonly receiptsShipped: Counter<'sink'>;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registry = new Registry();
@@ -76,7 +86,7 @@ export class Metrics {
     });
     this.decisionDuration = new Histogram({
       name: METRIC_NAMES.decisionDuration,
-      help: 'Time from a Check call arriving to its receipt sealed: the decision itself, without the durability wait.',
+      help: 'Time from a Check call arriving to its receipt body fixed: the decision itself, without the batch signing and durability wait.',
       buckets: LATENCY_BUCKETS,
       registers: [registry],
     });
@@ -98,6 +108,7 @@ export class Metrics {
       registers: [registry],
     });
     this.bundleExpiry = new Gauge({
+      aggregator: 'min', // chio serve --workers N: every worker holds the same bundles (src/server/workers.ts)
       name: METRIC_NAMES.bundleExpiry,
       help: 'Earliest notAfter (unix seconds) of the X.509 roots in the trust bundle of each trust domain.',
       labelNames: ['trust_domain'],
@@ -110,6 +121,7 @@ export class Metrics {
       registers: [registry],
     });
     this.workloadApiConnected = new Gauge({
+      aggregator: 'min', // connected only when every worker is
       name: METRIC_NAMES.workloadApiConnected,
       help: 'Whether the SPIFFE Workload API streams of a source are delivering bundles (1) or reconnecting (0).',
       labelNames: ['source'],
@@ -120,10 +132,40 @@ export class Metrics {
       help: 'Check calls refused before any decision: the TLS caller is not in listen.grpc_tls.allowed_callers.',
       registers: [registry],
     });
+    this.receiptShippingLag = new Gauge({
+      name: METRIC_NAMES.receiptShippingLag,
+      help: 'Receipts committed to the local log and not yet in the central store, by sink (postgres).',
+      labelNames: ['sink'],
+      registers: [registry],
+    });
+    this.receiptShippingLagSeconds = new Gauge({
+      name: METRIC_NAMES.receiptShippingLagSeconds,
+      help: 'Seconds since the shipper last had every committed receipt in the central store (0 when caught up), by sink.',
+      labelNames: ['sink'],
+      registers: [registry],
+    });
+    this.receiptsShipped = new Counter({
+      name: METRIC_NAMES.receiptsShipped,
+      help: 'Receipts shipped to the central store, by sink (a failed batch counts in chio_receipt_sink_errors_total{sink}).',
+      labelNames: ['sink'],
+      registers: [registry],
+    });
+    const sources = this.sources;
     this.svidCacheEntries = new Gauge({
       name: METRIC_NAMES.svidCacheEntries,
       help: 'Parsed peer certificates held in the SVID cache.',
       registers: [registry],
+      collect() {
+        this.set(sources.svidCacheEntries());
+      },
+    });
+    this.checksInFlight = new Gauge({
+      name: METRIC_NAMES.checksInFlight,
+      help: 'Checks admitted and not answered yet, counted from stream open; at limits.max_in_flight more are shed (deny overloaded).',
+      registers: [registry],
+      collect() {
+        this.set(sources.checksInFlight());
+      },
     });
   }
 

@@ -8,6 +8,7 @@
 import { LineCounter, parseDocument, isMap, isScalar, isSeq, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { ChioError, type OperationCode } from './errors.js';
+import { FULL_PARSER_OPTIONS, readPlainYaml } from './yaml-fast.js';
 
 const MAX_ALIASES = 50;
 const MAX_DEPTH = 64;
@@ -15,19 +16,46 @@ const MAX_BYTES = 8 * 1024 * 1024;
 
 export interface YamlSource {
   readonly file: string;
+  /** the located syntax tree; when the fast reader read the file, it is parsed on first use (to locate an error) */
   readonly doc: Document.Parsed;
   readonly lines: LineCounter;
   readonly value: unknown;
+  /** true when the fast reader read the file: every map key is a string as written, and in file order in `value` */
+  readonly plainKeys?: boolean;
 }
 
 type Code = Extract<OperationCode, 'config_invalid' | 'policy_invalid'>;
 
+/**
+ * Reads YAML text. Files in the plain subset (./yaml-fast.ts) are read fast, without a located
+ * tree; the tree is built only when something asks where a node is (an error to report). Every
+ * other file, and every file the full parser would refuse, takes the full parser.
+ */
 export function parseYamlSource(text: string, file: string, code: Code): YamlSource {
   if (text.length > MAX_BYTES) {
     throw new ChioError(code, `${file}: file is larger than ${MAX_BYTES} bytes`);
   }
+  const fast = readPlainYaml(text, MAX_DEPTH);
+  if (fast === undefined) return parseLocated(text, file, code);
+  let located: YamlSource | undefined;
+  const full = (): YamlSource => (located ??= parseLocated(text, file, code));
+  return {
+    file,
+    value: fast.value,
+    plainKeys: true,
+    get doc() {
+      return full().doc;
+    },
+    get lines() {
+      return full().lines;
+    },
+  };
+}
+
+/** The full parser: a located tree, its errors, duplicate keys, nesting depth and alias limits. */
+function parseLocated(text: string, file: string, code: Code): YamlSource {
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: false, prettyErrors: false, strict: true });
+  const doc = parseDocument(text, { lineCounter: lines, ...FULL_PARSER_OPTIONS });
   const first = doc.errors[0];
   if (first) {
     const at = first.linePos?.[0] ?? (first.pos ? lines.linePos(first.pos[0]) : undefined);
@@ -41,7 +69,22 @@ export function parseYamlSource(text: string, file: string, code: Code): YamlSou
   } catch (err) {
     throw new ChioError(code, `${file}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  return { file, doc, lines, value };
+  return { file, doc, lines, value, plainKeys: false };
+}
+
+/**
+ * The keys of the map at `path` in file order, without the located tree, when the fast reader read
+ * the file (its objects keep file order: it leaves integer-like keys to the full parser); else
+ * undefined (read them from `src.doc`). [] when there is no map at `path`.
+ */
+export function plainKeysInFileOrder(src: YamlSource, path: ReadonlyArray<string | number>): string[] | undefined {
+  if (!src.plainKeys) return undefined;
+  let node: unknown = src.value;
+  for (const key of path) {
+    if (node === null || typeof node !== 'object' || !Object.prototype.hasOwnProperty.call(node, key)) return [];
+    node = (node as Record<string | number, unknown>)[key];
+  }
+  return node !== null && typeof node === 'object' && !Array.isArray(node) ? Object.keys(node) : [];
 }
 
 /**

@@ -28,6 +28,27 @@ export function unframeMessage(body) {
 }
 
 /**
+ * The frames of a buffer holding several framed gRPC messages back to back (a bodies file of
+ * bench/closedloop.mjs). Throws TypeError on a torn or compressed frame, or on none.
+ * @param {Buffer} buf
+ * @returns {Buffer[]}
+ */
+export function splitFrames(buf) {
+  const frames = [];
+  for (let pos = 0; pos < buf.length; ) {
+    if (pos + 5 > buf.length) throw new TypeError(`torn gRPC frame prefix at byte ${pos}`);
+    const end = pos + 5 + buf.readUInt32BE(pos + 1);
+    if (end > buf.length) throw new TypeError(`gRPC frame at byte ${pos} runs past the end`);
+    const frame = buf.subarray(pos, end);
+    unframeMessage(frame);
+    frames.push(frame);
+    pos = end;
+  }
+  if (frames.length === 0) throw new TypeError('no gRPC frame');
+  return frames;
+}
+
+/**
  * @param {Uint8Array} buf
  * @param {number} pos
  * @returns {[value: number, next: number]}  values above 2^53 lose precision (not used for lengths)

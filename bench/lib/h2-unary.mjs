@@ -19,6 +19,9 @@ export function connect(origin) {
     session.once('error', onError);
     session.once('connect', () => {
       session.off('error', onError);
+      // A later session error (e.g. a GOAWAY from an overloaded server) fails the streams still on
+      // it, which the caller counts; it must not crash the load generator.
+      session.on('error', () => undefined);
       resolve(session);
     });
   });

@@ -11,8 +11,10 @@ export const H2LOAD_MISSING_HINT = 'h2load not found: install it with `apt-get i
 
 /**
  * @typedef {{url: string, bodyFile: string, clients: number, streams: number,
- *   durationS?: number, warmupS?: number, requests?: number, logFile?: string}} H2loadSpec
+ *   durationS?: number, warmupS?: number, requests?: number, logFile?: string, rps?: number}} H2loadSpec
  * Either `durationS` (timing-based, with optional `warmupS`) or `requests` (a fixed count).
+ * `rps`: requests per second per client (h2load --rps: bursts every 10 ms, so only for offering an
+ * aggregate load, e.g. overload; never for latency at a fixed rate).
  */
 
 /**
@@ -29,6 +31,7 @@ export function h2loadArgs(s) {
     args.push('-n', String(s.requests));
   }
   if (s.logFile) args.push('--log-file', s.logFile);
+  if (s.rps !== undefined) args.push('--rps', String(s.rps));
   args.push('-H', 'content-type: application/grpc', '-H', 'te: trailers', '-d', s.bodyFile, s.url);
   return args;
 }

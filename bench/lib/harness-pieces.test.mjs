@@ -16,7 +16,7 @@ import { h2loadArgs, parseH2loadLog, parseH2loadSummary } from './h2load.mjs';
 import { counterSum, fractionAtOrBelow, histogramDelta, histogramOf, histogramQuantile, parsePrometheusText } from './prom.mjs';
 import { checkStatus, formatCell, formatCheck, formatTable } from './report.mjs';
 import { ratioNoise } from './section-saturation.mjs';
-import { selectSections } from './sections.mjs';
+import { SECTIONS, selectSections } from './sections.mjs';
 import { chioReadyLine, nullReadyLine, writeChioConfig } from './servers.mjs';
 import { median, medianRange, percentileSorted, summarize } from './stats.mjs';
 import { parseConfig } from '../../src/config/load.ts';
@@ -239,7 +239,9 @@ describe('servers', () => {
   });
 
   it('finds the bound addresses in the ready lines', () => {
-    expect(chioReadyLine('{"level":30,"msg":"chio-authz ready","grpc":"127.0.0.1:35661","admin":"127.0.0.1:39107"}')).toEqual({ grpc: '127.0.0.1:35661', admin: '127.0.0.1:39107' });
+    expect(chioReadyLine('{"level":30,"msg":"chio-authz ready","grpc":"127.0.0.1:35661","admin":"127.0.0.1:39107"}')).toEqual({ grpc: '127.0.0.1:35661', admin: '127.0.0.1:39107', workerPids: [] });
+    // chio serve --workers N: the primary names its workers (their CPU and RSS are the server's)
+    expect(chioReadyLine('{"msg":"chio-authz ready","grpc":"127.0.0.1:1","admin":"127.0.0.1:2","workers":2,"workerPids":[11,12]}')).toEqual({ grpc: '127.0.0.1:1', admin: '127.0.0.1:2', workerPids: [11, 12] });
     expect(chioReadyLine('{"level":30,"msg":"created a new receipt signing key"}')).toBeUndefined();
     expect(chioReadyLine('chio-authz ready')).toBeUndefined();
     expect(nullReadyLine('{"ready":true,"grpc":"127.0.0.1:45225","pid":1}')).toEqual({ grpc: '127.0.0.1:45225' });
@@ -276,8 +278,8 @@ describe('report and sections', () => {
   });
 
   it('selects the default sections, or exactly the named ones', () => {
-    expect(selectSections([]).map((s) => s.name)).toEqual(['saturation', 'openloop']);
+    expect(selectSections([]).map((s) => s.name)).toEqual(['saturation', 'openloop', 'policy-size', 'svid-churn', 'workers', 'overload', 'sweep']);
     expect(selectSections(['openloop-relaxed', 'saturation']).map((s) => s.name)).toEqual(['saturation', 'openloop-relaxed']);
-    expect(() => selectSections(['nope'])).toThrow(new TypeError('unknown section(s) nope; known: saturation, openloop, openloop-relaxed, profile, receipt-seal, policy-scale'));
+    expect(() => selectSections(['nope'])).toThrow(new TypeError(`unknown section(s) nope; known: ${SECTIONS.map((s) => s.name).join(', ')}`));
   });
 });

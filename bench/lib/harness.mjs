@@ -28,7 +28,7 @@ export const REFERENCE_REQUEST = 'test/fixtures/envoy/check-requests/http-mtls-s
 
 /**
  * @typedef {import('./servers.mjs').ServerProcess & {
- *   rss: ReturnType<typeof rssSampler>,
+ *   rss: ReturnType<typeof rssSampler>, workerRss: ReturnType<typeof rssSampler>[],
  *   answered: number,
  *   answeredIsLowerBound: boolean,
  *   section: string,
@@ -93,7 +93,9 @@ export class Harness {
   /**
    * chio-authz with a temp config: policy demo/policy.yaml, fresh seed, jsonl sink, durability
    * strict (the production default) unless overridden.
-   * @param {{config?: Partial<import('./servers.mjs').ChioConfigSpec>, nodeFlags?: string[], label?: string}} [o]
+   * `cpu`: null = not pinned (e.g. `config.workers` > 1); `denyExpected`: denies are part of the
+   * section (overload), not failures.
+   * @param {{config?: Partial<import('./servers.mjs').ChioConfigSpec>, nodeFlags?: string[], label?: string, cpu?: number | null, denyExpected?: boolean}} [o]
    * @returns {Promise<Server>}
    */
   async startChio(o = {}) {
@@ -101,16 +103,16 @@ export class Harness {
     const proc = await startChioProcess({
       repoRoot: this.settings.repoRoot,
       dir: this.#serverDir('chio'),
-      cpu: this.settings.serverCpu,
+      cpu: o.cpu === undefined ? this.settings.serverCpu : o.cpu,
       nodeFlags: o.nodeFlags ?? this.settings.serverNodeFlags,
       label: o.label,
       config: { policy: path.join(this.settings.repoRoot, 'demo', 'policy.yaml'), durability: 'strict', onFailure: 'deny', ...o.config },
     });
-    return this.#adopt(proc);
+    return Object.assign(this.#adopt(proc), { denyExpected: o.denyExpected ?? false });
   }
 
   /**
-   * @param {{nodeFlags?: string[], label?: string}} [o]
+   * @param {{nodeFlags?: string[], label?: string, cpu?: number | null}} [o]
    * @returns {Promise<Server>}
    */
   async startNull(o = {}) {
@@ -118,7 +120,7 @@ export class Harness {
     const proc = await startNullProcess({
       repoRoot: this.settings.repoRoot,
       dir: this.#serverDir('null'),
-      cpu: this.settings.serverCpu,
+      cpu: o.cpu === undefined ? this.settings.serverCpu : o.cpu,
       nodeFlags: o.nodeFlags ?? this.settings.serverNodeFlags,
       label: o.label,
     });
@@ -148,6 +150,11 @@ export class Harness {
       }
     }
     const mem = server.rss.stop();
+    // `chio serve --workers N`: the primary plus the sum of its workers' peaks
+    const workersKb = server.workerRss.reduce((kb, r) => {
+      const m = r.stop();
+      return kb + Math.max(m.peakRssKb, m.hwmKb);
+    }, 0);
     const exit = await stopProcess(server.proc);
     this.#current = null;
     const report = {
@@ -156,7 +163,7 @@ export class Harness {
       kind: server.kind,
       command: server.command.map((a) => this.displayPath(a)).join(' '),
       cpu: server.cpu,
-      peakRssMiB: Math.max(mem.peakRssKb, mem.hwmKb) / 1024,
+      peakRssMiB: (Math.max(mem.peakRssKb, mem.hwmKb) + workersKb) / 1024,
       exit: exit.signal ? `signal ${exit.signal}` : `code ${exit.code}`,
       cleanExit: exit.code === 0,
       answered: server.answered,
@@ -251,7 +258,7 @@ export class Harness {
     const maxWaitS = Math.max(0, Math.min(perRunS, budgetS - this.#quietSpentS)) || 0;
     let busyPct = NaN;
     for (;;) {
-      const w = cpuWindow([server.pid]);
+      const w = cpuWindow([server.pid, ...server.workerPids]);
       await new Promise((r) => setTimeout(r, 1000));
       const c = w.end();
       busyPct = c.otherBusyPct + c.stealPct;
@@ -270,17 +277,21 @@ export class Harness {
    * is a failure (h2load cannot see grpc-status or the verdict; the open loop can).
    * @param {Server} server
    * `bodyFile` (a framed gRPC request) defaults to the reference request.
-   * @param {{clients: number, streams: number, durationS?: number, warmupS?: number, requests?: number, label?: string, bodyFile?: string}} o
+   * `cpu`: where h2load runs (default the load CPU; null = not pinned).
+   * `rps`: h2load --rps per client (an aggregate offered load; it bursts every 10 ms).
+   * `skipQuietWait`: a phase that must follow the previous one at once.
+   * @param {{clients: number, streams: number, durationS?: number, warmupS?: number, requests?: number, label?: string, bodyFile?: string, cpu?: number | null, rps?: number, skipQuietWait?: boolean}} o
    */
   async h2load(server, o) {
+    const loadCpu = o.cpu === undefined ? this.settings.loadCpu : o.cpu;
     const logFile = path.join(server.dir, `h2load-${++this.#seq}.log`);
-    const spec = { url: server.origin + CHECK_PATH, bodyFile: o.bodyFile ?? this.request.bodyFile, clients: o.clients, streams: o.streams, durationS: o.durationS, warmupS: o.warmupS, requests: o.requests, logFile };
+    const spec = { url: server.origin + CHECK_PATH, bodyFile: o.bodyFile ?? this.request.bodyFile, clients: o.clients, streams: o.streams, durationS: o.durationS, warmupS: o.warmupS, requests: o.requests, logFile, rps: o.rps };
     const args = h2loadArgs(spec);
-    const quiet = o.durationS !== undefined ? await this.awaitQuiet(server) : null;
+    const quiet = o.durationS !== undefined && !o.skipQuietWait ? await this.awaitQuiet(server) : null;
     const before = server.kind === 'chio' ? await this.scrape(server) : null;
     let out = '';
-    const p = spawnPinned({ cpu: this.settings.loadCpu, command: 'h2load', args, onLine: (l) => (out += l + '\n') });
-    const window = cpuWindow([server.pid, /** @type {number} */ (p.child.pid)]);
+    const p = spawnPinned({ cpu: loadCpu, command: 'h2load', args, onLine: (l) => (out += l + '\n') });
+    const window = cpuWindow([server.pid, /** @type {number} */ (p.child.pid), ...server.workerPids]);
     const exit = await p.exited;
     const cpu = window.end();
     if (exit.code !== 0) throw new Error(`h2load exited with ${exit.code ?? exit.signal}: ${p.stderr().slice(-1500)}\n${out.slice(-1500)}`);
@@ -300,14 +311,14 @@ export class Harness {
     const lat = summarize(log.durationsUs);
     return {
       label: o.label ?? 'h2load',
-      command: `taskset -c ${this.settings.loadCpu} h2load ${args.map(shellQuote).join(' ')}`,
+      command: `${loadCpu === null ? '' : `taskset -c ${loadCpu} `}h2load ${args.map(shellQuote).join(' ')}`,
       reqPerSec: sum.reqPerSec,
       succeeded: sum.succeeded,
       failures: sum.failed + sum.errored + sum.timeout + sum.statusOther + log.non2xx + (serverDecisions?.deny ?? 0),
       h2load: sum,
       serverDecisions,
       latencyMs: { p50: lat.p50 / 1000, p90: lat.p90 / 1000, p99: lat.p99 / 1000, max: lat.max / 1000, n: lat.n },
-      serverCpuPct: cpu.pidCpuPct[0],
+      serverCpuPct: serverCpuPct(cpu.pidCpuPct),
       loadCpuPct: cpu.pidCpuPct[1],
       stealPct: cpu.stealPct,
       otherBusyPct: cpu.otherBusyPct,
@@ -321,17 +332,48 @@ export class Harness {
    * awaited when the measured window starts and when its last request is sent (scrape there).
    * @param {Server} server
    * `bodyFile` (a framed gRPC request) defaults to the reference request.
-   * @param {{rate: number, durationS: number, warmupS: number, onPhase?: (phase: string) => Promise<void>, bodyFile?: string}} o
+   * `connections` (default 1), `cpu` (default the load CPU; null = not pinned), `drainTimeoutS`,
+   * `skipQuietWait` (a phase that must follow the previous one at once).
+   * @param {{rate: number, durationS: number, warmupS: number, onPhase?: (phase: string) => Promise<void>, bodyFile?: string,
+   *          connections?: number, cpu?: number | null, drainTimeoutS?: number, skipQuietWait?: boolean}} o
    */
   async openloop(server, o) {
-    const script = path.join(this.settings.repoRoot, 'bench', 'openloop.mjs');
-    const args = [...this.settings.loadNodeFlags, script, '--url', server.origin, '--body', o.bodyFile ?? this.request.bodyFile, '--rate', String(o.rate), '--duration', String(o.durationS), '--warmup', String(o.warmupS)];
-    const quiet = await this.awaitQuiet(server);
+    const args = ['--url', server.origin, '--body', o.bodyFile ?? this.request.bodyFile, '--rate', String(o.rate), '--duration', String(o.durationS), '--warmup', String(o.warmupS)];
+    if (o.connections !== undefined) args.push('--connections', String(o.connections));
+    if (o.drainTimeoutS !== undefined) args.push('--drain-timeout', String(o.drainTimeoutS));
+    return this.#nodeLoad(server, 'openloop.mjs', args, o);
+  }
+
+  /**
+   * bench/closedloop.mjs pinned to the load CPU: `connections` × `streams` requests always in
+   * flight, cycling through the framed requests of `bodiesFile` (e.g. 100,000 distinct SVIDs).
+   * Same phases and result shape as `openloop` (its `rate` is the achieved rate).
+   * @param {Server} server
+   * @param {{bodiesFile: string, connections: number, streams: number, durationS: number, warmupS: number,
+   *          onPhase?: (phase: string) => Promise<void>, cpu?: number | null, skipQuietWait?: boolean}} o
+   */
+  async closedloop(server, o) {
+    const args = ['--url', server.origin, '--bodies', o.bodiesFile, '--connections', String(o.connections), '--streams', String(o.streams), '--duration', String(o.durationS), '--warmup', String(o.warmupS)];
+    return this.#nodeLoad(server, 'closedloop.mjs', args, o);
+  }
+
+  /**
+   * A Node load generator of bench/ (JSON lines: `{phase}` markers, then `{result}`), pinned, with
+   * the CPU used by the server and the generator over its run.
+   * @param {Server} server
+   * @param {string} scriptName
+   * @param {string[]} scriptArgs
+   * @param {{onPhase?: (phase: string) => Promise<void>, cpu?: number | null, skipQuietWait?: boolean}} o
+   */
+  async #nodeLoad(server, scriptName, scriptArgs, o) {
+    const args = [...this.settings.loadNodeFlags, path.join(this.settings.repoRoot, 'bench', scriptName), ...scriptArgs];
+    const loadCpu = o.cpu === undefined ? this.settings.loadCpu : o.cpu;
+    const quiet = o.skipQuietWait ? null : await this.awaitQuiet(server);
     /** @type {Promise<void>[]} */
     const phaseWork = [];
     let result = null;
     const p = spawnPinned({
-      cpu: this.settings.loadCpu,
+      cpu: loadCpu,
       command: process.execPath,
       args,
       onLine: (line) => {
@@ -345,17 +387,17 @@ export class Harness {
         if (obj?.result) result = obj.result;
       },
     });
-    const window = cpuWindow([server.pid, /** @type {number} */ (p.child.pid)]);
+    const window = cpuWindow([server.pid, /** @type {number} */ (p.child.pid), ...server.workerPids]);
     const exit = await p.exited;
     const cpu = window.end();
     await Promise.all(phaseWork);
-    if (exit.code !== 0 || !result) throw new Error(`openloop exited with ${exit.code ?? exit.signal}: ${p.stderr().slice(-1500)}`);
+    if (exit.code !== 0 || !result) throw new Error(`${scriptName} exited with ${exit.code ?? exit.signal}: ${p.stderr().slice(-1500)}`);
     const r = /** @type {any} */ (result);
     server.answered += r.answered + r.warmupAnswered;
     return {
-      command: `taskset -c ${this.settings.loadCpu} node ${args.map((a) => shellQuote(this.displayPath(a))).join(' ')}`,
+      command: `${loadCpu === null ? '' : `taskset -c ${loadCpu} `}node ${args.map((a) => shellQuote(this.displayPath(a))).join(' ')}`,
       ...r,
-      serverCpuPct: cpu.pidCpuPct[0],
+      serverCpuPct: serverCpuPct(cpu.pidCpuPct),
       loadCpuPct: cpu.pidCpuPct[1],
       stealPct: cpu.stealPct,
       otherBusyPct: cpu.otherBusyPct,
@@ -395,7 +437,7 @@ export class Harness {
   /** @param {import('./servers.mjs').ServerProcess} proc */
   #adopt(proc) {
     /** @type {Server} */
-    const server = Object.assign(proc, { rss: rssSampler(proc.pid), answered: 0, answeredIsLowerBound: false, section: this.section });
+    const server = Object.assign(proc, { rss: rssSampler(proc.pid), workerRss: proc.workerPids.map((pid) => rssSampler(pid)), answered: 0, answeredIsLowerBound: false, section: this.section });
     this.#current = server;
     return server;
   }
@@ -406,9 +448,12 @@ export class Harness {
    * @param {{total: number, allow: number, deny: number, receiptsWritten: number}} decisions
    */
   async #checkReceipts(server, decisions) {
-    const file = /** @type {string} */ (server.receiptsFile);
-    const lines = existsSync(file) ? await countLines(file) : 0;
-    const verify = await runVerify(this.settings.repoRoot, file, /** @type {string} */ (server.seedFile));
+    // one file per chain: `chio serve --workers N` writes receipts-w1.jsonl … receipts-wN.jsonl
+    const files = server.receiptsFiles;
+    const file = files.join(' ');
+    let lines = 0;
+    for (const f of files) lines += existsSync(f) ? await countLines(f) : 0;
+    const verify = await runVerify(this.settings.repoRoot, files, /** @type {string} */ (server.seedFile));
     // chio_receipts_written_total is scraped before SIGTERM: with relaxed durability the last
     // batch is written after it (on close), so there it may only lag the file.
     const writtenOk = server.durability === 'strict' ? decisions.receiptsWritten === lines : decisions.receiptsWritten <= lines;
@@ -421,9 +466,19 @@ export class Harness {
       answeredIsLowerBound: server.answeredIsLowerBound,
       countOk,
       verify,
-      ok: countOk && verify.ok && decisions.deny === 0,
+      denyExpected: server.denyExpected === true,
+      ok: countOk && verify.ok && (decisions.deny === 0 || server.denyExpected === true),
     };
   }
+}
+
+/**
+ * The server's CPU % of one core: the process itself (pids[0]) plus its workers (pids[2…]; pids[1]
+ * is the load generator).
+ * @param {number[]} pidCpuPct
+ */
+function serverCpuPct(pidCpuPct) {
+  return pidCpuPct.reduce((sum, v, i) => (i === 1 || !Number.isFinite(v) ? sum : sum + v), 0);
 }
 
 /** @param {string} file */
@@ -441,13 +496,14 @@ function countLines(file) {
 }
 
 /**
- * `node bin/chio.js receipt verify FILE --seed SEED` (SPEC §10).
+ * `node bin/chio.js receipt verify FILE… --seed SEED` (SPEC §10; several files: one chain each).
  * @param {string} repoRoot
- * @param {string} file
+ * @param {string[]} files
  * @param {string} seed
  */
-function runVerify(repoRoot, file, seed) {
-  const args = [path.join(repoRoot, 'bin', 'chio.js'), 'receipt', 'verify', file, '--seed', seed];
+function runVerify(repoRoot, files, seed) {
+  const file = files.join(' ');
+  const args = [path.join(repoRoot, 'bin', 'chio.js'), 'receipt', 'verify', ...files, '--seed', seed];
   const started = process.hrtime.bigint();
   return new Promise((resolve) => {
     execFile(process.execPath, args, { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {

@@ -12,6 +12,8 @@ import { METRIC } from './harness.mjs';
 import { noiseNotes } from './report.mjs';
 
 export const TARGETS = { p50Seconds: 0.0001, p99Seconds: 0.001 };
+/** The decision alone (call arrives → receipt body fixed), without the wait for durability: see BENCHMARKS.md. */
+const DECISION_DURATION = 'chio_check_decision_duration_seconds';
 
 /**
  * Quantiles and target fractions of one histogram delta.
@@ -70,7 +72,7 @@ async function openLoopRun(h, server) {
     warmupS: s.openloopWarmupS,
     onPhase: server.kind === 'chio' ? async (phase) => void (scrapes[phase] = await h.scrape(server)) : undefined,
   });
-  if (server.kind !== 'chio') return { run, handler: null, commit: null };
+  if (server.kind !== 'chio') return { run, handler: null, commit: null, decision: null };
   const before = scrapes['measure'];
   const after = scrapes['drain'];
   if (!before || !after) throw new Error('open loop ended without both metric scrapes');
@@ -79,7 +81,7 @@ async function openLoopRun(h, server) {
     if (!a) throw new Error(`${name} missing from /metrics`);
     return describeHistogram(histogramDelta(histogramOf(before, name), a));
   };
-  return { run, handler: delta(METRIC.checkDuration), commit: delta(METRIC.receiptCommit) };
+  return { run, handler: delta(METRIC.checkDuration), commit: delta(METRIC.receiptCommit), decision: delta(DECISION_DURATION) };
 }
 
 /**
@@ -103,6 +105,9 @@ async function runOpenloopSection(h, o) {
   const nul = o.baseline ? (await h.withServer('null', {}, (server) => openLoopRun(h, server))).value : null;
   const handler = /** @type {NonNullable<typeof chio.handler>} */ (chio.handler);
   const commit = /** @type {NonNullable<typeof chio.commit>} */ (chio.commit);
+  const decision = /** @type {NonNullable<typeof chio.decision>} */ (chio.decision);
+  const d50 = quantileTarget(decision, 0.5, TARGETS.p50Seconds, decision.fractionLe100us);
+  const d99 = quantileTarget(decision, 0.99, TARGETS.p99Seconds, decision.fractionLe1ms);
   const p50 = quantileTarget(handler, 0.5, TARGETS.p50Seconds, handler.fractionLe100us);
   const p99 = quantileTarget(handler, 0.99, TARGETS.p99Seconds, handler.fractionLe1ms);
   const runs = [{ name: label, run: chio.run }, ...(nul ? [{ name: 'null', run: nul.run }] : [])];
@@ -141,7 +146,11 @@ async function runOpenloopSection(h, o) {
           ['le100us', '≤100 µs', 'frac'],
           ['le1ms', '≤1 ms', 'frac'],
         ],
-        rows: [histRow('chio_check_duration_seconds (handler)', handler), histRow('chio_receipt_commit_duration_seconds (durability wait)', commit)],
+        rows: [
+          histRow('chio_check_duration_seconds (handler)', handler),
+          histRow('chio_receipt_commit_duration_seconds (durability wait)', commit),
+          histRow('chio_check_decision_duration_seconds (decision, no durability wait)', decision),
+        ],
       },
     ],
     checks: [
@@ -160,6 +169,20 @@ async function runOpenloopSection(h, o) {
         inconclusive: latencyNoise(p99.pass, chio.run),
       },
       {
+        name: `decision p50, ${o.durability} durability (chio_check_decision_duration_seconds: no durability wait)`,
+        target: '≤ 100 µs',
+        value: `${bucketText(d50.estimate)}; ${fmtFrac(d50.fraction)} of calls ≤ 100 µs${d50.exact ? '' : ' (interpolated)'}`,
+        pass: d50.pass,
+        inconclusive: latencyNoise(d50.pass, chio.run),
+      },
+      {
+        name: `decision p99, ${o.durability} durability (chio_check_decision_duration_seconds: no durability wait)`,
+        target: '≤ 1 ms',
+        value: `${bucketText(d99.estimate)}; ${fmtFrac(d99.fraction)} of calls ≤ 1 ms${d99.exact ? '' : ' (interpolated)'}`,
+        pass: d99.pass,
+        inconclusive: latencyNoise(d99.pass, chio.run),
+      },
+      {
         name: 'open-loop requests without failures (grpc-status ≠ 0, denies, errors, unanswered)',
         target: '0',
         value: String(failures),
@@ -171,7 +194,7 @@ async function runOpenloopSection(h, o) {
       `receipt commit (durability wait) is ${(commitShare * 100).toFixed(0)}% of the mean handler time (mean ${us(commit.meanSeconds)} of ${us(handler.meanSeconds)}); the rest (decide + seal + sign + metrics) averages ${us(handler.meanSeconds - commit.meanSeconds)}.`,
       `openloop command: ${chio.run.command}`,
     ],
-    data: { durability: o.durability, chio: { client: chio.run, handler, commit, targets: { p50, p99 } }, null: nul ? { client: nul.run } : null },
+    data: { durability: o.durability, chio: { client: chio.run, handler, commit, decision, targets: { p50, p99, decisionP50: d50, decisionP99: d99 } }, null: nul ? { client: nul.run } : null },
   };
 }
 

@@ -7,7 +7,14 @@ import { openloopSection } from './section-openloop.mjs';
 import { profileSection } from './section-profile.mjs';
 import { saturationSection } from './section-saturation.mjs';
 import { scriptSection } from './section-scripts.mjs';
+import { policySizeSection } from './section-policy-size.mjs';
+import { svidChurnSection } from './section-svid-churn.mjs';
+import { workersSection } from './section-workers.mjs';
+import { overloadSection } from './section-overload.mjs';
+import { sweepSection } from './section-sweep.mjs';
+import { soakSection } from './section-soak.mjs';
 import { receiptsSections } from '../receipts.mjs';
+import { postgresSections } from '../postgres.mjs';
 
 /**
  * @typedef {[key: string, header: string, format?: 'int' | 'ms' | 'pct' | 'frac' | 'range']} Column
@@ -41,6 +48,14 @@ export const SECTIONS = [
   scriptSection({ name: 'receipt-seal', file: 'receipt-seal.mjs', title: 'Receipt sealing micro-benchmark (bench/receipt-seal.mjs)' }),
   scriptSection({ name: 'policy-scale', file: 'policy-scale.mjs', title: 'Policy scale micro-benchmark (bench/policy-scale.mjs)' }),
   ...receiptsSections(),
+  ...postgresSections(),
+  // performance at scale (part B): policy size, SVID churn, both cores, overload, latency vs load, memory soak
+  policySizeSection,
+  svidChurnSection,
+  workersSection,
+  overloadSection,
+  sweepSection,
+  soakSection,
 ];
 
 /**

@@ -16,8 +16,10 @@ import { spawnPinned } from './proc.mjs';
  *   durability?: 'strict' | 'relaxed',
  *   onFailure?: 'deny' | 'allow',
  *   extraYaml?: string,
+ *   workers?: number,
  * }} ChioConfigSpec
  * `extraYaml`: more top-level chio.yaml keys (e.g. an `identity:` block) for later sections.
+ * `workers`: `chio serve --workers N` (src/server/workers.ts); each worker writes receipts-w<N>.jsonl.
  */
 
 /**
@@ -49,7 +51,7 @@ export function writeChioConfig(dir, spec) {
 /**
  * The bound addresses from chio's ready log line, or undefined for any other line.
  * @param {string} line
- * @returns {{grpc: string, admin: string} | undefined}
+ * @returns {{grpc: string, admin: string, workerPids: number[]} | undefined}
  */
 export function chioReadyLine(line) {
   if (!line.startsWith('{')) return undefined;
@@ -60,7 +62,9 @@ export function chioReadyLine(line) {
     return undefined;
   }
   if (obj && obj.msg === 'chio-authz ready' && typeof obj.grpc === 'string' && typeof obj.admin === 'string') {
-    return { grpc: obj.grpc, admin: obj.admin };
+    // `chio serve --workers N`: the primary announces its workers' pids (their CPU is the server's)
+    const workerPids = Array.isArray(obj.workerPids) ? obj.workerPids.filter((p) => typeof p === 'number') : [];
+    return { grpc: obj.grpc, admin: obj.admin, workerPids };
   }
   return undefined;
 }
@@ -82,8 +86,8 @@ export function nullReadyLine(line) {
 /**
  * @typedef {{
  *   kind: 'chio' | 'null', label: string, cpu: number | null, nodeFlags: string[], command: string[],
- *   proc: ReturnType<typeof spawnPinned>, pid: number, origin: string, adminOrigin: string | null,
- *   dir: string, configFile: string | null, seedFile: string | null, receiptsFile: string | null,
+ *   proc: ReturnType<typeof spawnPinned>, pid: number, workerPids: number[], origin: string, adminOrigin: string | null,
+ *   dir: string, configFile: string | null, seedFile: string | null, receiptsFile: string | null, receiptsFiles: string[],
  *   durability: 'strict' | 'relaxed' | null, nullStats: {answered: number, malformed: number} | null,
  * }} ServerProcess
  */
@@ -96,7 +100,8 @@ const READY_TIMEOUT_MS = 30_000;
  */
 export async function startChioProcess(o) {
   const files = writeChioConfig(o.dir, o.config);
-  const args = [...o.nodeFlags, path.join(o.repoRoot, 'bin', 'chio.js'), 'serve', '--config', files.configFile];
+  const workers = o.config.workers ?? 1;
+  const args = [...o.nodeFlags, path.join(o.repoRoot, 'bin', 'chio.js'), 'serve', '--config', files.configFile, ...(workers > 1 ? ['--workers', String(workers)] : [])];
   const proc = spawnPinned({ cpu: o.cpu, command: process.execPath, args, cwd: o.dir });
   const ready = await proc.waitFor(chioReadyLine, READY_TIMEOUT_MS);
   return {
@@ -107,12 +112,14 @@ export async function startChioProcess(o) {
     command: ['node', ...args],
     proc,
     pid: /** @type {number} */ (proc.child.pid),
+    workerPids: ready.workerPids,
     origin: `http://${ready.grpc}`,
     adminOrigin: `http://${ready.admin}`,
     dir: o.dir,
     configFile: files.configFile,
     seedFile: files.seedFile,
     receiptsFile: files.receiptsFile,
+    receiptsFiles: workers > 1 ? Array.from({ length: workers }, (_, i) => files.receiptsFile.replace(/\.jsonl$/, `-w${i + 1}.jsonl`)) : [files.receiptsFile],
     durability: o.config.durability ?? 'strict',
     nullStats: null,
   };
@@ -135,12 +142,14 @@ export async function startNullProcess(o) {
     command: ['node', ...args],
     proc,
     pid: /** @type {number} */ (proc.child.pid),
+    workerPids: [],
     origin: '',
     adminOrigin: null,
     dir: o.dir,
     configFile: null,
     seedFile: null,
     receiptsFile: null,
+    receiptsFiles: [],
     durability: null,
     nullStats: null,
   };

@@ -8,6 +8,8 @@
  *   `capabilities.authority_seed` is configured. Issued under the policy in force.
  * - `POST /v1/revocations` `{id, reason?}` → 201 `{revocation}` (appended to
  *   `capabilities.revocations_file`, applied at once), 200 when already revoked, 400 without a file.
+ *   With shared revocations (`revocations: {type: postgres}`) it is recorded in PostgreSQL instead
+ *   and every replica enforces it within seconds (src/receipt/pg/revocations.ts).
  * - `GET /v1/revocations` → 200 `{revocations: [...]}`.
  *
  * Tokens and seeds are never logged; issuance logs the id, subject, tools, tier and bound workload.
@@ -32,7 +34,15 @@ export interface CapabilityServiceOptions {
   readonly policy: () => CompiledPolicy;
   /** stat fallback of the revocation file watcher (default 5 s) */
   readonly revocationPollMs?: number;
+  /**
+   * Revocations shared by every replica (chio.yaml `revocations: {type: postgres}`,
+   * src/receipt/pg/revocations.ts): enforced beside the file's, and `POST /v1/revocations` records there.
+   */
+  readonly shared?: SharedRevocations | null;
 }
+
+/** A revocation list other replicas share; closed with the capabilities. */
+export type SharedRevocations = Pick<RevocationList, 'has' | 'list' | 'revoke' | 'close'>;
 
 export interface RunningCapabilities {
   readonly header: string;
@@ -54,19 +64,28 @@ export function startCapabilities(options: CapabilityServiceOptions): RunningCap
     log,
     ...(options.revocationPollMs === undefined ? {} : { pollIntervalMs: options.revocationPollMs }),
   });
+  const shared = options.shared ?? null;
   if (authority !== null) log.info({ kid: authority.kid }, 'capability issuance enabled');
   return {
     header: config.header,
-    stage: { verifier, isRevoked: (id) => revocations.has(id) },
+    stage: { verifier, isRevoked: (id) => revocations.has(id) || (shared?.has(id) ?? false) },
     verifier,
     revocations,
     authority,
     routes: [
       { method: 'POST', path: '/v1/capabilities/issue', auth: true, handler: (req) => issue(req, authority, options) },
-      { method: 'POST', path: '/v1/revocations', auth: true, handler: (req) => revoke(req, revocations, options) },
-      { method: 'GET', path: '/v1/revocations', auth: true, handler: () => json(200, { revocations: revocations.list() }) },
+      { method: 'POST', path: '/v1/revocations', auth: true, handler: (req) => revoke(req, shared ?? revocations, options) },
+      {
+        method: 'GET',
+        path: '/v1/revocations',
+        auth: true,
+        handler: () => json(200, { revocations: [...revocations.list(), ...(shared?.list() ?? []).filter((r) => !revocations.has(r.id))] }),
+      },
     ],
-    close: () => revocations.close(),
+    close: async () => {
+      await revocations.close();
+      await shared?.close();
+    },
   };
 }
 
@@ -95,7 +114,7 @@ async function issue(req: AdminRequest, authority: SigningKey | null, options: C
   return json(201, { token: issued.token, capability: c });
 }
 
-async function revoke(req: AdminRequest, revocations: RevocationList, options: CapabilityServiceOptions): Promise<AdminResponse> {
+async function revoke(req: AdminRequest, revocations: Pick<RevocationList, 'revoke'>, options: CapabilityServiceOptions): Promise<AdminResponse> {
   const parsed = revokeRequestSchema.safeParse(await jsonBody(req));
   if (!parsed.success) throw badRequest(parsed.error);
   try {

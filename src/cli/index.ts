@@ -12,6 +12,7 @@ const GROUPS: Record<string, { summary: string; load: () => Promise<Command> }> 
   receipt: { summary: 'show and verify decision receipts', load: async () => (await import('./receipt.js')).run },
   capability: { summary: 'issue, inspect and verify workload-bound capabilities', load: async () => (await import('./capability.js')).run },
   svid: { summary: 'verify X.509-SVID chains and JWT-SVIDs against trust bundles', load: async () => (await import('./svid.js')).run },
+  db: { summary: 'migrate and inspect the central PostgreSQL store of several replicas', load: async () => (await import('./db.js')).run },
 };
 
 function usage(): string {

@@ -37,13 +37,18 @@ subcommands:
 Run \`chio receipt <subcommand> --help\` for details.
 `;
 
-const VERIFY_HELP = `usage: chio receipt verify FILE [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
+const VERIFY_HELP = `usage: chio receipt verify FILE [FILE…] [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
                           [--checkpoints FILE] [--from-checkpoint]
        chio receipt verify DIR [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
+       chio receipt verify --pg-url-env VAR [--chain ID] [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
 
-Verifies a receipt JSONL file offline: each line must be a chio.receipt.v1 receipt in its
-canonical JCS form, signed (Ed25519) by one of the given keys, and chained to the line before it
-(seq + 1, prevHash = sha256 of the previous line). Reports the first bad line and why.
+Verifies a receipt JSONL file offline: each line must be a receipt in its canonical JCS form,
+signed (Ed25519) by one of the given keys — chio.receipt.v2: its body's leaf leads through its
+batch's Merkle proof to the batch root the batch signature covers; chio.receipt.v1: a signature
+per receipt — and chained to the line before it (seq + 1, prevHash = the previous receipt's hash),
+with whole batches (the file must not end inside one). Reports the first bad line and why.
+Several FILEs (e.g. the per-worker chains of \`chio serve --workers N\`: receipts-w1.jsonl,
+receipts-w2.jsonl, …) are verified one by one, each as its own chain; the exit status is the worst.
 Public keys (at least one; each may be given several times):
   --public-key KEY   64 hex characters or 43 base64url characters (\`chio keys public\`)
   --jwks FILE        the JSON served by GET /v1/keys ({"keys":[{kty,crv,x,kid}]})
@@ -57,6 +62,9 @@ DIR is a bundle from \`chio receipt export\`: every checkpoint's signature and l
 proofs between them, every receipt's signature and chain, and each receipt's inclusion proof
 against a signed checkpoint are checked. Without key options the bundle's keys.json is used (and
 reported as not pinned).
+--pg-url-env VAR verifies the central PostgreSQL store instead (URL in the environment variable
+VAR): every replica's chain independently, in seq order (--chain ID: only that one). A chain may
+end inside a signing batch there (the rest is not shipped yet).
 Exit status: 0 all receipts verify, 1 a receipt fails, 2 bad usage or unreadable input.
 `;
 
@@ -72,6 +80,8 @@ Exit status: 0 printed, 1 no such receipt (receipt_not_found), 2 bad usage or un
 const VERIFY_OPTIONS = {
   checkpoints: { type: 'string' },
   'from-checkpoint': { type: 'boolean' },
+  'pg-url-env': { type: 'string' },
+  chain: { type: 'string' },
   'public-key': { type: 'string', multiple: true },
   jwks: { type: 'string', multiple: true },
   seed: { type: 'string', multiple: true },
@@ -95,6 +105,23 @@ export const run: Command = dispatch('receipt', GROUP_HELP, {
   export: async (a, io) => (await import('./receipt-export.js')).exportCommand(a, io),
 });
 
+/**
+ * `chio receipt verify FILE FILE…`: several chains, e.g. the per-worker files of
+ * `chio serve --workers N` (receipts-w1.jsonl, receipts-w2.jsonl, …). Each file is its own chain,
+ * verified alone with the same keys; one report per file; the exit status is the worst.
+ */
+async function verifyEach(args: string[], io: CliIO): Promise<number> {
+  const { tokens } = parseArgs({ args, options: VERIFY_OPTIONS, strict: true, allowPositionals: true, tokens: true });
+  const files = tokens.filter((t) => t.kind === 'positional').map((t) => t.index);
+  if (tokens.some((t) => t.kind === 'option' && t.name === 'checkpoints')) {
+    return usageError(io, 'receipt verify', '--checkpoints names the log of one file: give it with one FILE', VERIFY_HELP);
+  }
+  const options = args.filter((_, i) => !files.includes(i));
+  let worst = EXIT_OK;
+  for (const i of files) worst = Math.max(worst, await verify([args[i] as string, ...options], io));
+  return worst;
+}
+
 async function verify(args: string[], io: CliIO): Promise<number> {
   let parsed;
   try {
@@ -108,6 +135,9 @@ async function verify(args: string[], io: CliIO): Promise<number> {
     return EXIT_OK;
   }
   const [file, ...extra] = positionals;
+  if (extra.length > 0 && values['pg-url-env'] === undefined) return verifyEach(args, io);
+  if (values['pg-url-env'] !== undefined) return verifyPg(values['pg-url-env'], values, positionals, io);
+  if (values.chain !== undefined) return usageError(io, 'receipt verify', '--chain goes with --pg-url-env', VERIFY_HELP);
   if (file === undefined) return usageError(io, 'receipt verify', 'missing FILE', VERIFY_HELP);
   if (extra.length > 0) return usageError(io, 'receipt verify', `unexpected argument ${JSON.stringify(extra[0])}`, VERIFY_HELP);
   const publicKeys = values['public-key'] ?? [];
@@ -126,11 +156,7 @@ async function verify(args: string[], io: CliIO): Promise<number> {
   let result: VerifyResult;
   let anchor: FileAnchor;
   try {
-    const keys = verificationKeys([
-      ...publicKeys.map((text) => parsePublicKey(text)),
-      ...jwksFiles.flatMap((f) => keysOfJwksFile(path.resolve(io.cwd, f))),
-      ...seedFiles.map((f) => loadSeedFile(path.resolve(io.cwd, f))),
-    ]);
+    const keys = keysOf(values, io);
     const audit = await import('./receipt-export.js');
     if (bundle) return await audit.verifyBundleCommand(target, file, keys.size === 0 ? null : keys, values.json === true, io);
     const checkpoints = values.checkpoints === undefined ? undefined : path.resolve(io.cwd, values.checkpoints);
@@ -145,6 +171,34 @@ async function verify(args: string[], io: CliIO): Promise<number> {
   }
   io.stdout(values.json ? `${JSON.stringify(jsonReport(result, anchor))}\n` : textReport(file, result, anchor));
   return result.ok ? EXIT_OK : EXIT_CHECK_FAILED;
+}
+
+type VerifyValues = ReturnType<typeof parseArgs<{ args: string[]; options: typeof VERIFY_OPTIONS; strict: true; allowPositionals: true }>>['values'];
+
+/** The keys of --public-key, --jwks and --seed. Throws ChioError for an unreadable or bad key. */
+function keysOf(values: VerifyValues, io: CliIO): ReturnType<typeof verificationKeys> {
+  return verificationKeys([
+    ...(values['public-key'] ?? []).map((text) => parsePublicKey(text)),
+    ...(values.jwks ?? []).flatMap((f) => keysOfJwksFile(path.resolve(io.cwd, f))),
+    ...(values.seed ?? []).map((f) => loadSeedFile(path.resolve(io.cwd, f))),
+  ]);
+}
+
+/** `chio receipt verify --pg-url-env VAR`: every chain of the central PostgreSQL store (./db.ts). */
+async function verifyPg(urlEnv: string, values: VerifyValues, positionals: readonly string[], io: CliIO): Promise<number> {
+  if (positionals.length > 0) return usageError(io, 'receipt verify', 'give FILE|DIR or --pg-url-env, not both', VERIFY_HELP);
+  if (values.checkpoints !== undefined || values['from-checkpoint'] === true) {
+    return usageError(io, 'receipt verify', '--checkpoints and --from-checkpoint are for files, not --pg-url-env', VERIFY_HELP);
+  }
+  let keys: ReturnType<typeof verificationKeys>;
+  try {
+    keys = keysOf(values, io);
+  } catch (err) {
+    return inputError(io, 'verify', err);
+  }
+  if (keys.size === 0) return usageError(io, 'receipt verify', 'no public key to verify with: pass --public-key, --jwks FILE (GET /v1/keys of every replica) or --seed FILE', VERIFY_HELP);
+  const db = await import('./db.js');
+  return db.verifyCentral(urlEnv, keys, { json: values.json === true, ...(values.chain === undefined ? {} : { chain: values.chain }) }, io);
 }
 
 async function show(args: string[], io: CliIO): Promise<number> {

@@ -8,6 +8,7 @@ import { jwtSvidConfigSchema, requireJwtSvidConfig, trustSchema } from './trust.
 import { capabilitiesConfigSchema } from '../capability/config.js';
 import { checkpointsConfigSchema } from '../receipt/checkpoint.js';
 import { retentionConfigSchema } from '../receipt/retention.js';
+import { checkPostgresSinks, postgresSinkSchema, revocationsConfigSchema, splitSinks } from '../receipt/pg/config.js';
 
 export const CONFIG_SCHEMA_ID = 'chio.config.v1';
 
@@ -20,7 +21,7 @@ const nonEmpty = z.string().min(1);
 
 const jsonlSink = z.strictObject({ type: z.literal('jsonl'), path: nonEmpty });
 const sqliteSink = z.strictObject({ type: z.literal('sqlite'), path: nonEmpty });
-const sink = z.discriminatedUnion('type', [jsonlSink, sqliteSink]);
+const sink = z.discriminatedUnion('type', [jsonlSink, sqliteSink, postgresSinkSchema]);
 
 export const IDENTITY_SOURCES = ['certificate', 'principal', 'xfcc', 'jwt_svid'] as const;
 
@@ -48,14 +49,21 @@ export const configSchema = z.strictObject({
       sinks: z
         .array(sink)
         .min(1)
-        .refine((a) => new Set(a.map((s) => s.path)).size === a.length, 'two sinks must not share a path')
+        .refine((a) => {
+          const paths = a.flatMap((s) => ('path' in s ? [s.path] : []));
+          return new Set(paths).size === paths.length;
+        }, 'two sinks must not share a path')
+        .superRefine(checkPostgresSinks)
         .default([{ type: 'jsonl', path: './data/receipts.jsonl' }]),
       durability: z.enum(['strict', 'relaxed']).default('strict'),
       on_failure: z.enum(['deny', 'allow']).default('deny'),
       checkpoints: checkpointsConfigSchema,
       retention: retentionConfigSchema,
     })
+    // a postgres entry is shipped to, not written through: it moves to receipts.postgres (src/receipt/pg/config.ts)
+    .transform(({ sinks, ...rest }) => ({ ...rest, ...splitSinks(sinks) }))
     .prefault({}),
+  revocations: revocationsConfigSchema,
   identity: z
     .strictObject({
       sources: z
@@ -70,6 +78,16 @@ export const configSchema = z.strictObject({
     .superRefine(requireJwtSvidConfig)
     .prefault({}),
   trust: trustSchema,
+  /**
+   * overload (src/limits.ts): Checks admitted at once per process (from stream open; more are denied
+   * `overloaded`, 503, at once, with a receipt), and HTTP/2 streams a Check connection may open
+   */
+  limits: z
+    .strictObject({
+      max_in_flight: z.number().int().min(1).max(1_000_000).default(256),
+      max_concurrent_streams: z.number().int().min(1).max(1_000_000).default(100),
+    })
+    .prefault({}),
   capabilities: capabilitiesConfigSchema,
   admin: z
     .strictObject({

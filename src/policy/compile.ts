@@ -13,7 +13,7 @@ import { isMap, isScalar } from 'yaml';
 import type { Tier } from '../attestation/tier.js';
 import type { CheckInput } from '../check/request.js';
 import { TrustDomain } from '../spiffe/id.js';
-import { yamlError, type YamlSource } from '../yaml-source.js';
+import { plainKeysInFileOrder, yamlError, type YamlSource } from '../yaml-source.js';
 import { parseHostPattern } from './hosts.js';
 import { compileIdentityRequirement } from './identity-requirement.js';
 import { RuleSelector, type SelectableRule } from './rule-selector.js';
@@ -175,6 +175,8 @@ function tierCeilings(doc: TiersDocument): ReadonlyMap<Tier, TierCeiling> {
 
 /** The keys of the YAML map at `path`, in file order ([] when the map is absent). */
 function orderedNames(src: YamlSource, path: Path): string[] {
+  const plain = plainKeysInFileOrder(src, path); // read fast: keys are strings as written, no tree needed
+  if (plain !== undefined) return plain;
   const node = src.doc.getIn(path, true);
   if (!isMap(node)) return [];
   return node.items.map((pair) => {

@@ -13,6 +13,7 @@ import {
   type CheckResponseMessage,
   type RawCheckRequest,
 } from '../check/envoy.js';
+import { encodeCheckResponse } from '../check/response-wire.js';
 
 export interface CheckHandler {
   check(request: RawCheckRequest): Promise<CheckResponseMessage>;
@@ -28,6 +29,8 @@ export interface GrpcServerOptions {
    */
   readonly callers?: { check(peer: { raw?: Buffer; fingerprint256?: string } | undefined): string | null };
   readonly onCallerRefused?: (reason: string) => void;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (limits.max_concurrent_streams) */
+  readonly maxConcurrentStreams?: number;
 }
 
 export interface RunningGrpcServer {
@@ -67,7 +70,11 @@ function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceDefiniti
       return UNDECODABLE_REQUEST;
     }
   };
-  return { ...service, Check: { ...check, requestDeserialize } };
+  // Answers are encoded by hand (../check/response-wire.ts: ~1 µs instead of proto-loader's 8–9 µs per
+  // Check); a response of any other shape still goes through proto-loader.
+  const serialize = check.responseSerialize as (msg: CheckResponseMessage) => Buffer;
+  const responseSerialize = (msg: CheckResponseMessage): Buffer => encodeCheckResponse(msg) ?? serialize(msg);
+  return { ...service, Check: { ...check, requestDeserialize, responseSerialize } };
 }
 
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
@@ -78,6 +85,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const server = new grpc.Server({
     'grpc.max_receive_message_length': 4 * 1024 * 1024,
     'grpc.keepalive_permit_without_calls': 1,
+    ...(options.maxConcurrentStreams === undefined ? {} : { 'grpc.max_concurrent_streams': options.maxConcurrentStreams }),
   });
   server.addService(tolerantDecoding(service as grpc.ServiceDefinition), {
     Check: (call: grpc.ServerUnaryCall<RawCheckRequest, CheckResponseMessage>, callback: grpc.sendUnaryData<CheckResponseMessage>) => {

@@ -6,7 +6,7 @@ import { fakeIO } from '../helpers/cli-io.js';
 import { run } from '../../src/cli/receipt.js';
 import { keyFromSeed, publicJwk } from '../../src/keys.js';
 import { jcs } from '../../src/receipt/canonical.js';
-import { ReceiptChain, type ReceiptDraft, type SealedReceipt } from '../../src/receipt/receipt.js';
+import { ReceiptChain, chainHashOf, type ReceiptDraft, type SealedReceipt } from '../../src/receipt/receipt.js';
 
 const SEED_HEX = '9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60';
 const KEY = keyFromSeed(Buffer.from(SEED_HEX, 'hex'));
@@ -61,13 +61,16 @@ describe('chio receipt verify', () => {
   });
 
   it('exits 1 and names the first bad receipt (text and --json)', async () => {
+    let altered = '';
     const { cwd, receipts } = workDir(6, (lines, r) => {
       const out = [...lines];
       out[3] = jcs({ ...r[3]!.receipt, verdict: 'allow' });
+      altered = out[3];
       return out;
     });
     const bad = receipts[3]!.receipt;
-    const message = `the Ed25519 signature does not verify with key ${KEY.kid}`;
+    // each receipt here is a batch of one: its root is its own leaf, and the altered body leads to the altered leaf
+    const message = `the receipt is not in its signed batch: its body's audit path leads to ${chainHashOf(altered)}, not to batch.root ${receipts[3]!.hash} (the receipt was altered)`;
     const io = fakeIO(cwd);
     expect(await run(['verify', FILE, '--public-key', HEX], io)).toBe(1);
     expect(io.out).toBe(
