@@ -102,15 +102,18 @@ async function startChio(h, o) {
       command: ['node', ...args],
       proc,
       pid: /** @type {number} */ (proc.child.pid),
+      workerPids: [],
+      durability: o.durability,
       origin: `http://${ready.grpc}`,
       adminOrigin: `http://${ready.admin}`,
       dir: o.dir,
       configFile,
       seedFile,
       receiptsFile: jsonl?.path ?? null,
+      receiptsFiles: jsonl ? [jsonl.path] : [],
       nullStats: null,
     },
-    { rss: rssSampler(/** @type {number} */ (proc.child.pid)), answered: 0, answeredIsLowerBound: false, section: h.section },
+    { rss: rssSampler(/** @type {number} */ (proc.child.pid)), workerRss: [], answered: 0, answeredIsLowerBound: false, section: h.section },
   );
 }
 

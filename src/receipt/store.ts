@@ -33,7 +33,9 @@ import {
 
 export const STORE_SCHEMA_ID = 'chio.receipt-store.v1';
 
-const INDEXED_COLUMNS = ['time_ms', 'verdict', 'rule', 'tool', 'workload_uri', 'trust_domain', 'workload_path', 'tier'] as const;
+// workload_uri has no index of its own: receipts_by_workload_time (workload_uri, time_ms) serves it
+// (one B-tree less to update per receipt, ~10% of the store's CPU per insert)
+const INDEXED_COLUMNS = ['time_ms', 'verdict', 'rule', 'tool', 'trust_domain', 'workload_path', 'tier'] as const;
 
 /** The store's SQL: schema, pragmas and statements. */
 export const STORE_SQL: StoreSql = {
@@ -74,7 +76,10 @@ export const STORE_SQL: StoreSql = {
   pruneChunk:
     'DELETE FROM receipts WHERE seq IN (SELECT seq FROM receipts WHERE seq <= ? AND seq < (SELECT max(seq) FROM receipts) ORDER BY seq LIMIT ?)',
   syncMark: "INSERT INTO store_meta (key, value) VALUES ('synced_at', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-  writerPragmas: ['journal_mode = WAL', 'synchronous = FULL', 'busy_timeout = 5000', 'journal_size_limit = 67108864', 'case_sensitive_like = ON'],
+  // wal_autocheckpoint 10,000 pages (~40 MB, under journal_size_limit): the append-mostly index pages are
+  // rewritten in the WAL by every batch, and a checkpoint copies each of them to the database once;
+  // checkpointing 10× less often cuts the store's CPU per receipt by ~20% (bench/receipts.mjs)
+  writerPragmas: ['journal_mode = WAL', 'synchronous = FULL', 'busy_timeout = 5000', 'journal_size_limit = 67108864', 'wal_autocheckpoint = 10000', 'case_sensitive_like = ON'],
   readerPragmas: ['busy_timeout = 5000', 'case_sensitive_like = ON', 'query_only = ON'],
 };
 
