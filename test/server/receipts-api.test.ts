@@ -126,7 +126,7 @@ describe('without a sqlite sink', () => {
     try {
       const res = await jsonlOnly.get('/v1/receipts/query');
       expect(res.status).toBe(404);
-      expect(res.json).toEqual({ error: { code: 'not_found', message: 'the receipt query API needs a sqlite sink in receipts.sinks of chio.yaml' } });
+      expect(res.json).toEqual({ error: { code: 'not_found', message: 'the receipt query API needs a sqlite or postgres sink in receipts.sinks of chio.yaml' } });
     } finally {
       await jsonlOnly.close();
     }

@@ -36,7 +36,7 @@ async function fromStore(read: () => Promise<AdminResponse>): Promise<AdminRespo
  */
 export function receiptRoutes(configured: ReceiptStore | null, central: PgReceiptStore | null = null): Route[] {
   const requireStore = (): ReceiptStore => {
-    if (configured === null) throw new ChioError('not_found', 'the receipt query API needs a sqlite sink in receipts.sinks of chio.yaml');
+    if (configured === null) throw new ChioError('not_found', 'the receipt query API needs a sqlite or postgres sink in receipts.sinks of chio.yaml');
     return configured;
   };
   return [
