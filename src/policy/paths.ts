@@ -19,8 +19,18 @@ export function httpPathFault(value: string, what = 'a path prefix'): string | n
   return null;
 }
 
+/**
+ * A node's children: up to SMALL_FANOUT of them in two parallel arrays (scanned), more in a Map.
+ * Most nodes of a big policy have a handful of children; a Map per node made compiling a
+ * 50,000-prefix policy allocation- and GC-bound (~30% of its compile time), and a short scan is as
+ * fast as a Map lookup at that size.
+ */
+const SMALL_FANOUT = 8;
+
 interface TrieNode<T> {
-  children: Map<string, TrieNode<T>> | null;
+  keys: string[] | null;
+  nodes: TrieNode<T>[] | null;
+  map: Map<string, TrieNode<T>> | null;
   /** the prefix that ends at this node without a trailing `/` */
   prefix: T | undefined;
   /** the prefix that ends at this node with a trailing `/` (needs more path after the `/`) */
@@ -28,7 +38,34 @@ interface TrieNode<T> {
 }
 
 function newNode<T>(): TrieNode<T> {
-  return { children: null, prefix: undefined, dirPrefix: undefined };
+  return { keys: null, nodes: null, map: null, prefix: undefined, dirPrefix: undefined };
+}
+
+function childOf<T>(node: TrieNode<T>, segment: string): TrieNode<T> | undefined {
+  if (node.map !== null) return node.map.get(segment);
+  const keys = node.keys;
+  if (keys === null) return undefined;
+  for (let i = 0; i < keys.length; i++) if (keys[i] === segment) return (node.nodes as TrieNode<T>[])[i];
+  return undefined;
+}
+
+function addChild<T>(node: TrieNode<T>, segment: string, child: TrieNode<T>): void {
+  if (node.map !== null) {
+    node.map.set(segment, child);
+  } else if (node.keys === null || node.nodes === null) {
+    node.keys = [segment];
+    node.nodes = [child];
+  } else if (node.keys.length < SMALL_FANOUT) {
+    node.keys.push(segment);
+    node.nodes.push(child);
+  } else {
+    const map = new Map<string, TrieNode<T>>();
+    node.keys.forEach((k, i) => map.set(k, (node.nodes as TrieNode<T>[])[i] as TrieNode<T>));
+    map.set(segment, child);
+    node.map = map;
+    node.keys = null;
+    node.nodes = null;
+  }
 }
 
 export class SegmentTrie<T> {
@@ -44,11 +81,10 @@ export class SegmentTrie<T> {
     const body = dir ? prefix.slice(1, -1) : prefix.slice(1);
     let node = this.root;
     for (const segment of body.split('/')) {
-      node.children ??= new Map();
-      let child = node.children.get(segment);
-      if (!child) {
+      let child = childOf(node, segment);
+      if (child === undefined) {
         child = newNode();
-        node.children.set(segment, child);
+        addChild(node, segment, child);
       }
       node = child;
     }
@@ -65,8 +101,8 @@ export class SegmentTrie<T> {
     for (;;) {
       const slash = path.indexOf('/', pos);
       const segment = slash === -1 ? path.slice(pos) : path.slice(pos, slash);
-      const child = node.children?.get(segment);
-      if (!child) return;
+      const child = childOf(node, segment);
+      if (child === undefined) return;
       node = child;
       if (node.prefix !== undefined) visit(node.prefix);
       if (slash === -1) return;

@@ -66,6 +66,22 @@ describe('SegmentTrie', () => {
       { numRuns: 500 },
     );
   });
+
+  it('agrees with pathHasSegmentPrefix when nodes have many children (small arrays and maps)', () => {
+    // up to 12 distinct segments at each level: nodes past 8 children switch to a Map
+    const segment = fc.constantFrom('', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k');
+    const pathLike = fc.array(segment, { minLength: 1, maxLength: 3 }).map((s) => `/${s.join('/')}`);
+    const prefix = fc.tuple(pathLike, fc.boolean()).map(([p, dir]) => (dir ? `${p}/` : p));
+    fc.assert(
+      fc.property(fc.uniqueArray(prefix, { minLength: 10, maxLength: 60 }), fc.array(pathLike, { minLength: 1, maxLength: 20 }), (prefixes, paths) => {
+        const trie = trieOf(prefixes);
+        for (const path of paths) {
+          expect(matchesOf(trie, path)).toEqual(prefixes.filter((p) => pathHasSegmentPrefix(path, p)).sort());
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
 });
 
 describe('httpPathFault', () => {
