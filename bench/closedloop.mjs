@@ -18,7 +18,7 @@
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { CHECK_PATH, checkResponseStatusCode, splitFrames, unframeMessage } from './lib/grpc-wire.mjs';
+import { ANSWERED_OUTCOMES, answerOutcome, CHECK_PATH, measuredAnswered, splitFrames } from './lib/grpc-wire.mjs';
 import { closeSession, connect, unaryCall } from './lib/h2-unary.mjs';
 import { summarize } from './lib/stats.mjs';
 
@@ -83,7 +83,6 @@ async function main() {
     fail(`cannot connect to ${opt.url}: ${err instanceof Error ? err.message : String(err)}`);
   }
   const emit = (obj) => process.stdout.write(`${JSON.stringify(obj)}\n`);
-  const isCheck = opt.path === CHECK_PATH;
 
   const t0 = performance.now();
   const measureFrom = t0 + opt.warmupS * 1000;
@@ -95,18 +94,6 @@ async function main() {
   let next = 0;
   let warmupAnswered = 0;
   let phase = 'warmup';
-
-  const outcomeOf = (ans) => {
-    if (ans.httpStatus !== 200) return ['httpErrors', `HTTP ${ans.httpStatus}`];
-    if (ans.grpcStatus !== 0) return ['grpcErrors', `grpc-status ${ans.grpcStatus} ${ans.grpcMessage ?? ''}`.trim()];
-    if (!isCheck) return ['ok', null];
-    try {
-      const code = checkResponseStatusCode(unframeMessage(ans.body));
-      return code === 0 ? ['ok', null] : ['denied', `CheckResponse status.code ${code}`];
-    } catch (err) {
-      return ['malformed', err instanceof Error ? err.message : String(err)];
-    }
-  };
 
   /** One stream slot: sends, waits, records, sends the next, until the window ends. */
   const slot = async (session) => {
@@ -120,13 +107,13 @@ async function main() {
       const frame = frames[next++ % frames.length];
       let outcome;
       try {
-        outcome = outcomeOf(await unaryCall(session, opt.path, frame));
+        outcome = answerOutcome(await unaryCall(session, opt.path, frame), opt.path);
       } catch (err) {
         outcome = ['streamErrors', err instanceof Error ? err.message : String(err)];
       }
       const doneAt = performance.now();
       if (sentAt < measureFrom || doneAt > measureUntil) {
-        warmupAnswered++; // outside the window: not measured
+        if (ANSWERED_OUTCOMES.has(outcome[0])) warmupAnswered++; // outside the window: not measured
         continue;
       }
       latencyMs.push(doneAt - sentAt);
@@ -146,7 +133,7 @@ async function main() {
   drain();
   await Promise.all(sessions.map(closeSession));
 
-  const answered = latencyMs.length;
+  const answered = measuredAnswered(counts);
   emit({
     result: {
       rate: answered / opt.durationS,

@@ -19,7 +19,7 @@
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { CHECK_PATH, checkResponseStatusCode, unframeMessage } from './lib/grpc-wire.mjs';
+import { ANSWERED_OUTCOMES, answerOutcome, CHECK_PATH, measuredAnswered, unframeMessage } from './lib/grpc-wire.mjs';
 import { closeSession, connect, unaryCall } from './lib/h2-unary.mjs';
 import { summarize } from './lib/stats.mjs';
 
@@ -76,8 +76,6 @@ function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
 }
 
-const isCheck = (path) => path === CHECK_PATH;
-
 async function main() {
   const opt = options();
   const frame = readFileSync(opt.body);
@@ -101,15 +99,12 @@ async function main() {
   let completed = 0;
   let sent = 0;
 
-  // what the server answered (a CheckResponse or a gRPC status): every such Check was decided (and
-  // receipted) by chio; HTTP errors and stream errors (e.g. REFUSED_STREAM) never reached its handler
-  const ANSWERED = new Set(['ok', 'denied', 'malformed', 'grpcErrors']);
   let warmAnswered = 0;
   const record = (i, scheduled, outcome, detail) => {
     latencyMs[i] = performance.now() - scheduled;
     completed++;
     if (i < warmCount) {
-      if (ANSWERED.has(outcome)) warmAnswered++;
+      if (ANSWERED_OUTCOMES.has(outcome)) warmAnswered++;
       return;
     }
     counts[outcome]++;
@@ -120,21 +115,9 @@ async function main() {
     const session = sessions[i % sessions.length];
     unaryCall(session, opt.path, frame).then(
       (ans) => {
-        if (ans.httpStatus !== 200) return record(i, scheduled, 'httpErrors', `HTTP ${ans.httpStatus}`);
-        if (ans.grpcStatus !== 0) {
-          if (i >= warmCount) grpcStatusCounts[String(ans.grpcStatus)] = (grpcStatusCounts[String(ans.grpcStatus)] ?? 0) + 1;
-          return record(i, scheduled, 'grpcErrors', `grpc-status ${ans.grpcStatus} ${ans.grpcMessage ?? ''}`.trim());
-        }
-        if (isCheck(opt.path)) {
-          let code;
-          try {
-            code = checkResponseStatusCode(unframeMessage(ans.body));
-          } catch (err) {
-            return record(i, scheduled, 'malformed', err instanceof Error ? err.message : String(err));
-          }
-          if (code !== 0) return record(i, scheduled, 'denied', `CheckResponse status.code ${code}`);
-        }
-        return record(i, scheduled, 'ok', null);
+        const [outcome, detail] = answerOutcome(ans, opt.path);
+        if (outcome === 'grpcErrors' && i >= warmCount) grpcStatusCounts[String(ans.grpcStatus)] = (grpcStatusCounts[String(ans.grpcStatus)] ?? 0) + 1;
+        record(i, scheduled, outcome, detail);
       },
       (err) => record(i, scheduled, 'streamErrors', err instanceof Error ? err.message : String(err)),
     );
@@ -176,7 +159,7 @@ async function main() {
       warmupS: opt.warmupS,
       connections: opt.connections,
       scheduled: total - warmCount,
-      answered: counts.ok + counts.denied + counts.malformed + counts.grpcErrors,
+      answered: measuredAnswered(counts),
       ...counts,
       unanswered,
       failures: counts.httpErrors + counts.grpcErrors + counts.denied + counts.malformed + counts.streamErrors + unanswered,

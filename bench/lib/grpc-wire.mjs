@@ -128,6 +128,44 @@ export function checkResponseStatusCode(message) {
 export const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
 
 /**
+ * What one unary answer was, for the load generators (openloop.mjs, closedloop.mjs):
+ * `[outcome, detail]`, detail null when ok. On the Check path a CheckResponse with a non-zero
+ * status is `denied`; elsewhere any grpc-status 0 answer is `ok`. A rejected call (stream reset,
+ * session gone) is `streamErrors` and is classified by the caller.
+ * @param {{httpStatus: number, grpcStatus: number | null, grpcMessage?: string | null, body: Buffer}} ans
+ * @param {string} path
+ * @returns {['ok' | 'httpErrors' | 'grpcErrors' | 'denied' | 'malformed', string | null]}
+ */
+export function answerOutcome(ans, path) {
+  if (ans.httpStatus !== 200) return ['httpErrors', `HTTP ${ans.httpStatus}`];
+  if (ans.grpcStatus !== 0) return ['grpcErrors', `grpc-status ${ans.grpcStatus} ${ans.grpcMessage ?? ''}`.trim()];
+  if (path !== CHECK_PATH) return ['ok', null];
+  try {
+    const code = checkResponseStatusCode(unframeMessage(ans.body));
+    return code === 0 ? ['ok', null] : ['denied', `CheckResponse status.code ${code}`];
+  } catch (err) {
+    return ['malformed', err instanceof Error ? err.message : String(err)];
+  }
+}
+
+/**
+ * The outcomes in which the server answered (a CheckResponse or a gRPC status), so chio decided
+ * and receipted the call; HTTP errors and stream errors (e.g. REFUSED_STREAM) never reached its
+ * handler.
+ */
+export const ANSWERED_OUTCOMES = new Set(['ok', 'denied', 'malformed', 'grpcErrors']);
+
+/**
+ * How many of the counted calls the server answered (see ANSWERED_OUTCOMES).
+ * @param {Record<string, number>} counts  outcome → calls
+ */
+export function measuredAnswered(counts) {
+  let n = 0;
+  for (const outcome of ANSWERED_OUTCOMES) n += counts[outcome] ?? 0;
+  return n;
+}
+
+/**
  * Encoders/decoders of Envoy's official CheckRequest/CheckResponse (the service's own loader).
  * Needs `npm run build`.
  * @returns {Promise<{decodeRequest: (b: Buffer) => any, decodeResponse: (b: Buffer) => any}>}
