@@ -29,16 +29,11 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { formatCheck, formatTable } from './lib/report.mjs';
+import { DAY_MS, QUERY_P99_TARGET_MS, STORE_DAYS, STORE_RECEIPTS, STORE_START, STORE_WORKLOADS } from './lib/receipt-store-seed.mjs';
 import { summarize } from './lib/stats.mjs';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = path.join(REPO_ROOT, 'dist');
-export const QUERY_P99_TARGET_MS = 50;
-const STORE_RECEIPTS = 1_000_000;
-const STORE_DAYS = 30;
-const STORE_WORKLOADS = 200;
-const STORE_START = Date.UTC(2026, 9, 26);
-const DAY_MS = 86_400_000;
 const PG_URL = process.env.CHIO_BENCH_PG_URL ?? process.env.CHIO_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** dist modules (built by `npm run build`). */

@@ -32,18 +32,12 @@ import { parseArgs } from 'node:util';
 import { Harness } from './lib/harness.mjs';
 import { formatCheck, formatTable } from './lib/report.mjs';
 import { hasCommand, rssSampler, spawnPinned, stopProcess } from './lib/proc.mjs';
-import { seedReceiptStore } from './lib/receipt-store-seed.mjs';
+import { DAY_MS, QUERY_P99_TARGET_MS, seedReceiptStore, STORE_DAYS, STORE_RECEIPTS, STORE_START, STORE_WORKLOADS, workloadUris } from './lib/receipt-store-seed.mjs';
 import { chioReadyLine } from './lib/servers.mjs';
 import { median, medianRange, summarize } from './lib/stats.mjs';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const THROUGHPUT_TARGET = 0.85;
-export const QUERY_P99_TARGET_MS = 50;
-const STORE_RECEIPTS = 1_000_000;
-const STORE_DAYS = 30;
-const STORE_WORKLOADS = 200;
-const STORE_START = Date.UTC(2026, 9, 26);
-const DAY_MS = 86_400_000;
 const TOKEN = 'bench-admin-token';
 /** an auditor's query loop during the Check load: about 100 queries/s */
 const QUERY_INTERVAL_MS = 10;
@@ -224,7 +218,6 @@ async function runQuery(h, o) {
     h.log(`  seeding ${STORE_RECEIPTS.toLocaleString('en-US')} receipts into ${store} (about a minute)`);
     seeded = await seedReceiptStore({ repoRoot: REPO_ROOT, file: store, count: STORE_RECEIPTS, days: STORE_DAYS, workloads: STORE_WORKLOADS, start: STORE_START, log: h.log.bind(h) });
   }
-  const { workloadUris } = await import('./lib/receipt-store-seed.mjs');
   const uris = workloadUris(STORE_WORKLOADS);
   const queries = s.quick ? 100 : 300;
   let rnd = 7;
