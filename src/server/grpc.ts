@@ -9,10 +9,10 @@ import {
   AUTHORIZATION_SERVICE,
   GRPC_PERMISSION_DENIED,
   loadAuthProtos,
-  UNDECODABLE_REQUEST,
   type CheckResponseMessage,
   type RawCheckRequest,
 } from '../check/envoy.js';
+import { decodeCheckRequest } from '../check/request-wire.js';
 import { encodeCheckResponse } from '../check/response-wire.js';
 
 export interface CheckHandler {
@@ -52,29 +52,21 @@ const LAST_RESORT: CheckResponseMessage = {
 };
 
 /**
- * The service with a Check request decoder that never throws: bytes protobufjs cannot decode
- * (malformed protobuf, nesting deeper than it allows, e.g. a JWT payload Envoy copied into
- * `metadata_context`) reach the handler as UNDECODABLE_REQUEST, which the pipeline denies
- * (`malformed_request`) with a receipt. grpc-js would answer INTERNAL: an RPC error, which
- * Envoy's `failure_mode_allow` turns into an allow. (Not `null`: grpc-js reads a null message
- * as "no request message", an RPC error again.)
+ * The service with our own CheckRequest decoder (../check/request-wire.ts: only the fields the
+ * Check path reads, ~4× cheaper than proto-loader's) and response encoder. The decoder never
+ * throws: bytes it cannot decode (malformed protobuf) reach the handler as UNDECODABLE_REQUEST,
+ * which the pipeline denies (`malformed_request`) with a receipt. A throwing deserializer would
+ * make grpc-js answer INTERNAL: an RPC error, which Envoy's `failure_mode_allow` turns into an
+ * allow. (Not `null`: grpc-js reads a null message as "no request message", an RPC error again.)
  */
-function tolerantDecoding(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+function withWireCodecs(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
   const check = service['Check'];
   if (!check) return service;
-  const decode = check.requestDeserialize;
-  const requestDeserialize = (bytes: Buffer): unknown => {
-    try {
-      return decode(bytes);
-    } catch {
-      return UNDECODABLE_REQUEST;
-    }
-  };
   // Answers are encoded by hand (../check/response-wire.ts: ~1 µs instead of proto-loader's 8–9 µs per
   // Check); a response of any other shape still goes through proto-loader.
   const serialize = check.responseSerialize as (msg: CheckResponseMessage) => Buffer;
   const responseSerialize = (msg: CheckResponseMessage): Buffer => encodeCheckResponse(msg) ?? serialize(msg);
-  return { ...service, Check: { ...check, requestDeserialize, responseSerialize } };
+  return { ...service, Check: { ...check, requestDeserialize: decodeCheckRequest, responseSerialize } };
 }
 
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
@@ -87,7 +79,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     'grpc.keepalive_permit_without_calls': 1,
     ...(options.maxConcurrentStreams === undefined ? {} : { 'grpc.max_concurrent_streams': options.maxConcurrentStreams }),
   });
-  server.addService(tolerantDecoding(service as grpc.ServiceDefinition), {
+  server.addService(withWireCodecs(service as grpc.ServiceDefinition), {
     Check: (call: grpc.ServerUnaryCall<RawCheckRequest, CheckResponseMessage>, callback: grpc.sendUnaryData<CheckResponseMessage>) => {
       if (options.callers) {
         let refused: string | null;
