@@ -15,13 +15,14 @@
  */
 import type { SigningKey } from '../keys.js';
 import { nodeHash, splitPoint } from './merkle.js';
-import type { AnyReceipt, PendingReceipt, SealedReceipt } from './receipt.js';
+import { receiptColumnsOf, type AnyReceipt, type PendingReceipt, type ReceiptColumns, type SealedReceipt } from './receipt.js';
 
 export const BATCH_STATEMENT_SCHEMA = 'chio.receipt-batch.v1';
 
 /** A sealed receipt: its final text and what the sinks need; the receipt object is parsed lazily (only tests and tools look at it). */
 export class Sealed implements SealedReceipt {
   #receipt: AnyReceipt | undefined;
+  #columns: ReceiptColumns | null;
 
   constructor(
     readonly id: string,
@@ -30,11 +31,20 @@ export class Sealed implements SealedReceipt {
     readonly jcs: string,
     readonly hash: string,
     readonly leaf: Buffer,
-  ) {}
+    /** null: parsed from `jcs` on first use */
+    columns: ReceiptColumns | null,
+  ) {
+    this.#columns = columns;
+  }
 
   get receipt(): AnyReceipt {
     this.#receipt ??= JSON.parse(this.jcs) as AnyReceipt;
     return this.#receipt;
+  }
+
+  get columns(): ReceiptColumns {
+    this.#columns ??= receiptColumnsOf(this.receipt);
+    return this.#columns;
   }
 }
 
@@ -119,7 +129,7 @@ export function sealBatch(batch: readonly PendingReceipt[], key: SigningKey): Se
     const proof = proofText(paths[i] as string[]);
     // {"batch":{"index":i,"proof":[…],"root":…,"size":n}, + body through seq + signature + body from timestamp
     const line = `{"batch":{"index":${i},"proof":${proof.slice(0, -1)}${rootAndSize}${p.bodyHead.slice(1)}${signatureMember}${p.bodyTail}`;
-    out[i] = new Sealed(p.id, p.seq, p.prevHash, line, p.hash, p.leaf);
+    out[i] = new Sealed(p.id, p.seq, p.prevHash, line, p.hash, p.leaf, p.columns);
   }
   return out;
 }

@@ -120,6 +120,39 @@ export interface ChainHead {
   readonly chain?: string;
 }
 
+/**
+ * The members a receipt store indexes (./store.ts), taken from the draft the body text is made of,
+ * so a store need not parse the text again. Equal to what `receiptColumnsOf` reads from the text.
+ */
+export interface ReceiptColumns {
+  /** Date.parse(timestamp) */
+  readonly timeMs: number;
+  readonly verdict: string;
+  readonly rule: string | null;
+  readonly tool: string | null;
+  readonly capabilityId: string | null;
+  readonly workloadUri: string | null;
+  readonly trustDomain: string | null;
+  readonly workloadPath: string | null;
+  readonly tier: string;
+}
+
+/** The indexed members of a parsed receipt (either schema). */
+export function receiptColumnsOf(r: AnyReceipt): ReceiptColumns {
+  const wi = r.runtimeAttestation.workloadIdentity;
+  return {
+    timeMs: Date.parse(r.timestamp),
+    verdict: r.verdict,
+    rule: r.rule,
+    tool: r.tool,
+    capabilityId: r.capabilityId,
+    workloadUri: wi?.uri ?? null,
+    trustDomain: wi?.trustDomain ?? null,
+    workloadPath: wi?.path ?? null,
+    tier: r.runtimeAttestation.tier,
+  };
+}
+
 /** A receipt in its final form, as the sinks store it. */
 export interface SealedReceipt {
   /** the receipt object (parsed from `jcs` on first use) */
@@ -133,6 +166,8 @@ export interface SealedReceipt {
   readonly hash: string;
   /** its Merkle leaf hash (32 bytes): v2 over the body, v1 over the full line; the checkpoint leaf */
   readonly leaf: Buffer;
+  /** what a store indexes (from the draft when sealed here, parsed from `jcs` otherwise) */
+  readonly columns: ReceiptColumns;
 }
 
 export interface ReceiptChainOptions {
@@ -264,6 +299,8 @@ export class PendingReceipt {
     readonly leaf: Buffer,
     /** chain hash: `sha256:` + hex of `leaf` */
     readonly hash: string,
+    /** what a store indexes */
+    readonly columns: ReceiptColumns,
   ) {}
 
   get bodyText(): string {
@@ -353,7 +390,7 @@ export function receiptLeafOf(text: string | Uint8Array): Buffer {
 /** A sealed receipt from its line (backfilling a sink from another, tools). */
 export function sealedOf(text: string): SealedReceipt {
   const f = receiptFacts(text);
-  return new Sealed(f.id, f.seq, f.prevHash, text, f.hash, f.leaf);
+  return new Sealed(f.id, f.seq, f.prevHash, text, f.hash, f.leaf, null);
 }
 
 // ---- v1 (verification of old receipts) ----
@@ -419,6 +456,8 @@ export class ReceiptChain implements BatchSealer {
   /** the last timestamp text and the millisecond it is for (one toISOString per millisecond) */
   #stampMs = Number.NaN;
   #stamp = '';
+  /** Date.parse(#stamp): the store's time column */
+  #stampTimeMs = Number.NaN;
 
   constructor(options: ReceiptChainOptions) {
     this.#key = options.key;
@@ -462,7 +501,19 @@ export class ReceiptChain implements BatchSealer {
     const leaf = bodyLeaf(head + tail);
     const hash = `sha256:${leaf.toString('hex')}`;
     this.#head = { seq, hash };
-    return new PendingReceipt(this, id, seq, prevHash, this.#chainId, head, tail, leaf, hash);
+    const wi = draft.runtimeAttestation.workloadIdentity;
+    const columns: ReceiptColumns = {
+      timeMs: this.#stampTimeMs,
+      verdict: draft.verdict,
+      rule: draft.rule,
+      tool: draft.tool,
+      capabilityId: draft.capabilityId,
+      workloadUri: wi?.uri ?? null,
+      trustDomain: wi?.trustDomain ?? null,
+      workloadPath: wi?.path ?? null,
+      tier: draft.runtimeAttestation.tier,
+    };
+    return new PendingReceipt(this, id, seq, prevHash, this.#chainId, head, tail, leaf, hash, columns);
   }
 
   /** Signs a batch this chain made (consecutive, in order): one signature, one proof per receipt. */
@@ -487,6 +538,7 @@ export class ReceiptChain implements BatchSealer {
   #timestamp(now: number): string {
     if (now !== this.#stampMs) {
       this.#stamp = new Date(now).toISOString();
+      this.#stampTimeMs = Date.parse(this.#stamp);
       this.#stampMs = now;
     }
     return this.#stamp;

@@ -24,11 +24,13 @@ import { querySql, toPage, type ReceiptPage, type ReceiptQuery } from './query.j
 import { chainHeadOf, type ChainHead, type SealedReceipt } from './receipt.js';
 import {
   openStoreConnection,
+  type HeadRef,
   type HeadRow,
   type SqlParam,
   type StoreConnection,
   type StoreFailure,
   type StoreSql,
+  type WriteRequest,
 } from './sinks/sqlite-worker.js';
 
 export const STORE_SCHEMA_ID = 'chio.receipt-store.v1';
@@ -84,6 +86,21 @@ export const STORE_SQL: StoreSql = {
 };
 
 const BY_ID_SQL = 'SELECT seq, jcs FROM receipts WHERE id = ?';
+/** A batch as the store's connection writes it (./sinks/sqlite-worker.ts WriteRequest): texts, hashes and the indexed columns. */
+export function writeRequest(batch: readonly SealedReceipt[], after: HeadRef | null, truncate: boolean, durable: boolean): WriteRequest {
+  const texts: string[] = new Array<string>(batch.length);
+  const hashes: string[] = new Array<string>(batch.length);
+  const rows: SqlParam[] = [];
+  for (let i = 0; i < batch.length; i++) {
+    const s = batch[i] as SealedReceipt;
+    const c = s.columns;
+    texts[i] = s.jcs;
+    hashes[i] = s.hash;
+    rows.push(s.seq, s.id, s.prevHash, c.timeMs, c.verdict, c.rule, c.tool, c.capabilityId, c.workloadUri, c.trustDomain, c.workloadPath, c.tier);
+  }
+  return { after, truncate, texts, hashes, rows, durable };
+}
+
 const RANGE_SQL = 'SELECT seq, jcs FROM receipts WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?';
 const FIRST_SEQ_SQL = 'SELECT min(seq) AS seq FROM receipts';
 /** Receipts read per page by iterateBySeq; deleted per transaction by pruneThrough. */
@@ -249,7 +266,7 @@ export class SqliteReceiptStore implements ReceiptStore {
   /** Appends sealed receipts that continue the store's chain (writable stores; seeding, tests, tools). */
   async append(batch: readonly SealedReceipt[], durable = true): Promise<void> {
     const after = await this.head();
-    this.#run(() => this.#conn.write({ after, truncate: false, texts: batch.map((s) => s.jcs), hashes: batch.map((s) => s.hash), durable }));
+    this.#run(() => this.#conn.write(writeRequest(batch, after, false, durable)));
   }
 
   close(): void {

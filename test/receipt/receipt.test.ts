@@ -16,6 +16,7 @@ import {
   chainHeadOf,
   receiptFacts,
   receiptTexts,
+  sealedOf,
   type ChainHead,
   type Receipt,
   type ReceiptDraft,
@@ -154,6 +155,19 @@ describe('ReceiptChain.next (the body, fixed at decision time)', () => {
         expect(ed.verify(signature, Buffer.from(statement, 'utf8'), KEY.publicKeyRaw)).toBe(true);
       }),
       { numRuns: 60 },
+    );
+  });
+
+  it('hands the store the indexed columns of the text it made, without parsing it (property)', () => {
+    fc.assert(
+      fc.property(drafts, fc.integer({ min: 0, max: 253402300799999 }), (draft, now) => {
+        const sealed = new ReceiptChain({ key: KEY, clock: () => now, head: null, chainId: CHAIN }).seal(draft);
+        const parsed = sealedOf(sealed.jcs); // columns parsed from the line
+        expect(sealed.columns).toEqual(parsed.columns);
+        expect(sealed.columns.timeMs).toBe(Date.parse(new Date(now).toISOString()));
+        expect(sealed.columns.workloadUri).toBe(draft.runtimeAttestation.workloadIdentity?.uri ?? null);
+      }),
+      { numRuns: 150 },
     );
   });
 

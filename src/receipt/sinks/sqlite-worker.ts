@@ -60,6 +60,11 @@ export interface WriteRequest {
   readonly truncate: boolean;
   /** the receipts' JCS texts, in seq order */
   readonly texts: readonly string[];
+  /**
+   * Per receipt, ROW_FIELDS values in that order (../store.ts `writeRequest` fills it from
+   * SealedReceipt.columns): the indexed columns come from the caller, so no text is parsed here.
+   */
+  readonly rows: readonly SqlParam[];
   /** their chain hashes (`sha256:<hex>` of each text) */
   readonly hashes: readonly string[];
   /** commit with fsync */
@@ -151,29 +156,24 @@ export function openStoreConnection(Database: typeof BetterSqlite3, options: Sto
     if ((current?.seq ?? null) !== (req.after?.seq ?? null) || (current?.hash ?? null) !== (req.after?.hash ?? null)) {
       throw fail('store_diverged', `${path} holds ${describeHead(current)}, but the batch continues from ${describeHead(req.after)}: refusing to fork the chain`);
     }
+    // rows: seq, id, prevHash, time_ms, verdict, rule, tool, capability_id, workload_uri, trust_domain, workload_path, tier
+    const width = 12;
+    if (req.rows.length !== req.texts.length * width || req.hashes.length !== req.texts.length) {
+      throw new TypeError(`a write of ${req.texts.length} receipts needs ${req.texts.length * width} row values and as many hashes`);
+    }
     let prevSeq = req.after?.seq ?? 0;
     let prevHash = req.after?.hash ?? null;
-    req.texts.forEach((text, i) => {
-      const r = JSON.parse(text) as {
-        seq: number;
-        id: string;
-        timestamp: string;
-        verdict: string;
-        rule: string | null;
-        tool: string | null;
-        capabilityId: string | null;
-        prevHash: string | null;
-        runtimeAttestation: { tier: string; workloadIdentity: { uri: string; trustDomain: string; path: string } | null };
-      };
-      const hash = req.hashes[i];
-      if (r.seq !== prevSeq + 1 || r.prevHash !== prevHash || hash === undefined) {
-        throw fail('store_diverged', `receipt ${r.id} (seq ${r.seq}) does not follow seq ${prevSeq} in the batch for ${path}`);
+    const rows = req.rows;
+    for (let i = 0, at = 0; i < req.texts.length; i++, at += width) {
+      const seq = rows[at];
+      const hash = req.hashes[i] as string;
+      if (seq !== prevSeq + 1 || rows[at + 2] !== prevHash) {
+        throw fail('store_diverged', `receipt ${String(rows[at + 1])} (seq ${String(seq)}) does not follow seq ${prevSeq} in the batch for ${path}`);
       }
-      const wi = r.runtimeAttestation.workloadIdentity;
-      insert.run(r.seq, r.id, Date.parse(r.timestamp), r.verdict, r.rule, r.tool, r.capabilityId, wi?.uri ?? null, wi?.trustDomain ?? null, wi?.path ?? null, r.runtimeAttestation.tier, hash, text);
-      prevSeq = r.seq;
+      insert.run(seq, rows[at + 1], rows[at + 3], rows[at + 4], rows[at + 5], rows[at + 6], rows[at + 7], rows[at + 8], rows[at + 9], rows[at + 10], rows[at + 11], hash, req.texts[i]);
+      prevSeq = seq;
       prevHash = hash;
-    });
+    }
     // an empty durable batch after relaxed ones: commit a small row with fsync (a WAL sync covers the earlier frames)
     if (req.texts.length === 0 && req.durable && unsynced) db.prepare(sql.syncMark).run(new Date().toISOString());
   });

@@ -26,6 +26,7 @@ import {
   STORE_SQL,
   storeError,
   storeReader,
+  writeRequest,
   type ReceiptRecord,
   type ReceiptStore,
 } from '../store.js';
@@ -165,7 +166,7 @@ export class SqliteSink implements ReceiptSink, ReceiptStore {
     const last = batch[batch.length - 1];
     await this.#writeCall({
       op: 'write',
-      req: { after, truncate: this.#uncertain, texts: batch.map((s) => s.jcs), hashes: batch.map((s) => s.hash), durable },
+      req: writeRequest(batch, after, this.#uncertain, durable),
     });
     if (last) this.#head = { seq: last.seq, hash: last.hash };
     this.#uncertain = false;
