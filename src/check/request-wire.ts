@@ -71,7 +71,9 @@ const REQUEST = schema([1, 2]);
 const HTTP_REQUEST = schema([1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13], [9]);
 const HEADER_MAP = schema([1]);
 const HEADER_VALUE = schema([1, 2, 3]);
-const MAP_ENTRY = schema([1, 2]);
+
+/** Node's Buffer has `utf8Slice(start, end)` (what `toString('utf8', start, end)` ends in). */
+type Utf8SlicingBuffer = Buffer & { utf8Slice(start: number, end: number): string };
 
 class Reader {
   pos = 0;
@@ -102,7 +104,8 @@ class Reader {
 
   string(end: number): string {
     const to = this.limit(end);
-    const s = this.buf.toString('utf8', this.pos, to);
+    // Buffer's own utf8Slice, as protobufjs reads strings: toString('utf8', …) without its argument dispatch
+    const s = (this.buf as Utf8SlicingBuffer).utf8Slice(this.pos, to);
     this.pos = to;
     return s;
   }
@@ -152,17 +155,26 @@ function message<T>(r: Reader, end: number, schema: Schema, out: T, read: (r: Re
   return out;
 }
 
-/** A `map<string, string>` entry (key 1, value 2; absent ones are ''), added to `into` (a later key wins). */
+/**
+ * A `map<string, string>` entry (key 1, value 2; absent ones are ''), added to `into` (a later key
+ * wins). The commonest message of a CheckRequest (one per header), so its loop is written out here
+ * rather than going through `message()`.
+ */
 function mapEntry(r: Reader, end: number, into: Record<string, string>): void {
-  const kv = message(r, end, MAP_ENTRY, { key: '', value: '' }, readMapEntry);
-  into[kv.key] = kv.value;
+  let key = '';
+  let value = '';
+  while (r.pos < end) {
+    const tag = r.uint32(end);
+    if (tag === KEY_TAG) key = r.string(end);
+    else if (tag === VALUE_TAG) value = r.string(end);
+    else if (tag >>> 3 === 1 || tag >>> 3 === 2) throw MALFORMED; // a declared field with another wire type
+    else r.skip(tag & 7, end);
+  }
+  into[key] = value;
 }
-function readMapEntry(r: Reader, field: number, end: number, out: { key: string; value: string }): boolean {
-  if (field === 1) out.key = r.string(end);
-  else if (field === 2) out.value = r.string(end);
-  else return false;
-  return true;
-}
+/** field 1 / field 2, length-delimited */
+const KEY_TAG = (1 << 3) | LEN;
+const VALUE_TAG = (2 << 3) | LEN;
 
 function emptyMap(): Record<string, string> {
   return Object.create(null) as Record<string, string>;
