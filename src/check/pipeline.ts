@@ -14,7 +14,7 @@ import type { Metrics } from '../metrics.js';
 import { evaluate, type Decision } from '../policy/evaluate.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import type { PendingReceipt, ReceiptChain, ReceiptDraft, ReceiptRequest } from '../receipt/receipt.js';
-import type { ReceiptWriter } from '../receipt/writer.js';
+import { ACCEPTED, type ReceiptWriter } from '../receipt/writer.js';
 import { toCheckInput, type CheckResponseMessage, type RawCheckRequest } from './envoy.js';
 import type { CheckInput } from './request.js';
 import { allowResponse, denyResponse, type ResponseFacts } from './respond.js';
@@ -59,7 +59,7 @@ const EMPTY_REQUEST: ReceiptRequest = { id: null, method: null, host: null, path
 export class CheckPipeline {
   constructor(private readonly deps: PipelineDeps) {}
 
-  async check(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
+  check(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
     const started = process.hrtime.bigint();
     let outcome: Outcome;
     try {
@@ -67,16 +67,14 @@ export class CheckPipeline {
     } catch (err) {
       outcome = this.internalError(null, err);
     }
-    const response = await this.commit(outcome, started);
-    this.deps.metrics.checkDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
-    return response;
+    return this.finish(() => this.commit(outcome, started), started);
   }
 
   /**
    * Load shedding (src/limits.ts): deny `overloaded` (HTTP 503) with a receipt, without identity,
    * policy or capability work. The request fields still go on the receipt when they decode.
    */
-  async shed(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
+  shed(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
     const started = process.hrtime.bigint();
     let outcome: Outcome;
     try {
@@ -91,9 +89,24 @@ export class CheckPipeline {
     } catch (err) {
       outcome = this.internalError(null, err);
     }
-    const response = await this.commit(outcome, started);
-    this.deps.metrics.checkDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
-    return response;
+    return this.finish(() => this.commit(outcome, started), started);
+  }
+
+  /**
+   * The answer as a promise, with the handler time observed. An answer that did not have to wait
+   * (relaxed durability, or no receipt) is not sent through extra promise turns.
+   */
+  private finish(commit: () => CheckResponseMessage | Promise<CheckResponseMessage>, started: bigint): Promise<CheckResponseMessage> {
+    const done = (response: CheckResponseMessage): CheckResponseMessage => {
+      this.deps.metrics.checkDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      return response;
+    };
+    try {
+      const answer = commit();
+      return answer instanceof Promise ? answer.then(done) : Promise.resolve(done(answer));
+    } catch (err) {
+      return Promise.reject(err); // the gRPC adapter's last resort (a deny) takes it
+    }
   }
 
   /** Stages 1–4, synchronous and pure but for the SVID and capability caches: input → identity → decision → capability. */
@@ -119,8 +132,11 @@ export class CheckPipeline {
     return { input, identity, decision: applyCapabilityStage(decision, capability), capabilityId: capability.capabilityId, policyHash: policy.hash };
   }
 
-  /** Stages 5–6: fix the receipt's body (its batch is signed by the writer), make it durable, answer. */
-  private async commit(outcome: Outcome, started: bigint): Promise<CheckResponseMessage> {
+  /**
+   * Stages 5–6: fix the receipt's body (its batch is signed by the writer), make it durable, answer.
+   * Returns the answer itself when the writer accepted the receipt without a wait (relaxed).
+   */
+  private commit(outcome: Outcome, started: bigint): CheckResponseMessage | Promise<CheckResponseMessage> {
     let pending: PendingReceipt;
     try {
       pending = this.deps.chain.next(draftOf(outcome));
@@ -131,13 +147,18 @@ export class CheckPipeline {
     }
     const commitStart = process.hrtime.bigint();
     this.deps.metrics.decisionDuration.observe(Number(commitStart - started) / 1e9);
+    let submitted: Promise<void>;
     try {
-      await this.deps.writer.submit(pending);
-      this.deps.metrics.receiptCommitDuration.observe(Number(process.hrtime.bigint() - commitStart) / 1e9);
-      return this.answer(outcome, pending.id);
+      submitted = this.deps.writer.submit(pending);
     } catch (err) {
       return this.receiptFailed(outcome, pending, err);
     }
+    const committed = (): CheckResponseMessage => {
+      this.deps.metrics.receiptCommitDuration.observe(Number(process.hrtime.bigint() - commitStart) / 1e9);
+      return this.answer(outcome, pending.id);
+    };
+    if (submitted === ACCEPTED) return committed();
+    return submitted.then(committed, (err: unknown) => this.receiptFailed(outcome, pending, err));
   }
 
   /** The receipt could not be signed or made durable (SPEC §2.1 receipts.on_failure). */

@@ -62,7 +62,8 @@ type BatchResult = { ok: true } | { ok: false; error: ChioError };
 
 const DEFAULT_RELAXED_MAX_DELAY_MS = 50;
 const DEFAULT_RELAXED_MAX_BATCH = 256;
-const RESOLVED: Promise<void> = Promise.resolve();
+/** What `submit()` returns when there is nothing to wait for (relaxed): callers may skip the await. */
+export const ACCEPTED: Promise<void> = Promise.resolve();
 /** `undefined`: not known until the first receipt arrives. */
 type Tail = ChainHead | null | undefined;
 
@@ -161,7 +162,7 @@ export class ReceiptWriter {
     } else if (this.#timer === null) {
       this.#timer = setTimeout(() => this.#onDelayElapsed(), this.#maxDelayMs);
     }
-    return RESOLVED;
+    return ACCEPTED;
   }
 
   /**
