@@ -82,8 +82,8 @@ export interface RawCheckRequest {
 const MAX_HEADERS = 512;
 
 /**
- * What the gRPC listener hands on for request bytes protobufjs could not decode (see
- * src/server/grpc.ts): denied `malformed_request` like any unreadable request.
+ * What the gRPC listener hands on for request bytes that are not a decodable CheckRequest
+ * (./request-wire.ts): denied `malformed_request` like any unreadable request.
  */
 export const UNDECODABLE_REQUEST: RawCheckRequest = Object.freeze({});
 

@@ -61,13 +61,15 @@ export class CheckPipeline {
 
   check(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
     const started = process.hrtime.bigint();
-    let outcome: Outcome;
-    try {
-      outcome = this.decide(raw);
-    } catch (err) {
-      outcome = this.internalError(null, err);
-    }
-    return this.finish(() => this.commit(outcome, started), started);
+    return this.finish(() => {
+      let outcome: Outcome;
+      try {
+        outcome = this.decide(raw);
+      } catch (err) {
+        outcome = this.internalError(null, err);
+      }
+      return this.commit(outcome, started);
+    }, started);
   }
 
   /**
@@ -76,25 +78,28 @@ export class CheckPipeline {
    */
   shed(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
     const started = process.hrtime.bigint();
-    let outcome: Outcome;
-    try {
-      const policyHash = this.deps.policy().hash;
-      let input: CheckInput | null = null;
+    return this.finish(() => {
+      let outcome: Outcome;
       try {
-        input = toCheckInput(raw);
-      } catch {
-        /* a malformed request is shed all the same */
+        const policyHash = this.deps.policy().hash;
+        let input: CheckInput | null = null;
+        try {
+          input = toCheckInput(raw);
+        } catch {
+          /* a malformed request is shed all the same */
+        }
+        outcome = { input, identity: null, decision: denial('overloaded', 'too many Checks in flight; try again'), policyHash };
+      } catch (err) {
+        outcome = this.internalError(null, err);
       }
-      outcome = { input, identity: null, decision: denial('overloaded', 'too many Checks in flight; try again'), policyHash };
-    } catch (err) {
-      outcome = this.internalError(null, err);
-    }
-    return this.finish(() => this.commit(outcome, started), started);
+      return this.commit(outcome, started);
+    }, started);
   }
 
   /**
-   * The answer as a promise, with the handler time observed. An answer that did not have to wait
-   * (relaxed durability, or no receipt) is not sent through extra promise turns.
+   * The answer as a promise, with the handler time observed; never throws (anything thrown becomes
+   * a rejection, which the gRPC adapter answers with its last-resort deny). An answer that did not
+   * have to wait (relaxed durability, or no receipt) is not sent through extra promise turns.
    */
   private finish(commit: () => CheckResponseMessage | Promise<CheckResponseMessage>, started: bigint): Promise<CheckResponseMessage> {
     const done = (response: CheckResponseMessage): CheckResponseMessage => {

@@ -72,8 +72,9 @@ const HTTP_REQUEST = schema([1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13], [9]);
 const HEADER_MAP = schema([1]);
 const HEADER_VALUE = schema([1, 2, 3]);
 
-/** Node's Buffer has `utf8Slice(start, end)` (what `toString('utf8', start, end)` ends in). */
-type Utf8SlicingBuffer = Buffer & { utf8Slice(start: number, end: number): string };
+/** Node's Buffer has `utf8Slice(start, end)` (what `toString('utf8', start, end)` ends in; protobufjs uses it too). */
+type Utf8SlicingBuffer = Buffer & { utf8Slice?: (start: number, end: number) => string };
+const HAS_UTF8_SLICE = typeof (Buffer.prototype as Utf8SlicingBuffer).utf8Slice === 'function';
 
 class Reader {
   pos = 0;
@@ -104,8 +105,8 @@ class Reader {
 
   string(end: number): string {
     const to = this.limit(end);
-    // Buffer's own utf8Slice, as protobufjs reads strings: toString('utf8', …) without its argument dispatch
-    const s = (this.buf as Utf8SlicingBuffer).utf8Slice(this.pos, to);
+    // Buffer's own utf8Slice where it exists: toString('utf8', …) without its argument dispatch
+    const s = HAS_UTF8_SLICE ? ((this.buf as Utf8SlicingBuffer).utf8Slice as (s: number, e: number) => string).call(this.buf, this.pos, to) : this.buf.toString('utf8', this.pos, to);
     this.pos = to;
     return s;
   }

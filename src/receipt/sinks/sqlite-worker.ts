@@ -170,7 +170,13 @@ export function openStoreConnection(Database: typeof BetterSqlite3, options: Sto
       if (seq !== prevSeq + 1 || rows[at + 2] !== prevHash) {
         throw fail('store_diverged', `receipt ${String(rows[at + 1])} (seq ${String(seq)}) does not follow seq ${prevSeq} in the batch for ${path}`);
       }
-      insert.run(seq, rows[at + 1], rows[at + 3], rows[at + 4], rows[at + 5], rows[at + 6], rows[at + 7], rows[at + 8], rows[at + 9], rows[at + 10], rows[at + 11], hash, req.texts[i]);
+      // the row describes its text (a JCS line names each member once): seq, id and prevHash as stored
+      const text = req.texts[i] as string;
+      const prevText = prevHash === null ? 'null' : `"${prevHash}"`;
+      if (!text.includes(`"seq":${seq},`) || !text.includes(`"id":"${String(rows[at + 1])}"`) || !text.includes(`"prevHash":${prevText},`)) {
+        throw fail('store_diverged', `receipt seq ${String(seq)} for ${path}: its indexed columns do not describe its text`);
+      }
+      insert.run(seq, rows[at + 1], rows[at + 3], rows[at + 4], rows[at + 5], rows[at + 6], rows[at + 7], rows[at + 8], rows[at + 9], rows[at + 10], rows[at + 11], hash, text);
       prevSeq = seq;
       prevHash = hash;
     }

@@ -85,6 +85,18 @@ describe('SqliteSink', () => {
     await expect(new SqliteSink(text).open()).rejects.toThrow(/SQLITE_NOTADB/);
   });
 
+  it('refuses a receipt whose indexed columns (seq, id, prevHash) do not describe its text', async () => {
+    const sink = await openSink();
+    const [a, b] = sealedReceipts(2);
+    if (!a || !b) throw new TypeError('two receipts expected');
+    // b's text under a's seq/id/prevHash, chained as the columns say
+    const lying = { ...a, jcs: b.jcs, hash: a.hash, leaf: a.leaf, columns: a.columns };
+    await expect(sink.write([lying], true)).rejects.toMatchObject({ code: 'receipt_chain_broken' });
+    await expect(sink.write([lying], true)).rejects.toThrow('its indexed columns do not describe its text');
+    await sink.write([a, b], true);
+    expect(await sink.head()).toEqual({ seq: 2, hash: b.hash, chain: CHAIN });
+  });
+
   it('rewind() deletes the receipts after a head, durably, and refuses a head it does not hold', async () => {
     const file = path.join(tempDir(), 'receipts.db');
     const sink = await openSink(file);
