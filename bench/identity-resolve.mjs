@@ -10,9 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { IdentityResolver } from '../dist/identity/resolve.js';
 import { BundleSet, parsePemBundle } from '../dist/spiffe/bundle.js';
 import { SvidCache } from '../dist/spiffe/x509-svid.js';
+import { bench, MS, RUNS } from './lib/micro.mjs';
 
-const MS = Number(process.env.MS ?? 1000);
-const RUNS = Number(process.env.RUNS ?? 7);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PKI = path.join(ROOT, 'test', 'fixtures', 'envoy', 'pki');
 const index = JSON.parse(readFileSync(path.join(PKI, 'index.json'), 'utf8'));
@@ -20,27 +19,6 @@ const CERT = index['svid-frontend'].envoy_url_encoded_pem;
 const ID = 'spiffe://example.org/ns/default/sa/frontend';
 const NOW = Date.parse('2026-12-01T00:00:00Z');
 
-/** Runs `fn` for MS ms, RUNS times; returns the median µs per call. */
-function bench(name, fn) {
-  for (let i = 0; i < 2000; i++) fn(); // warm-up (JIT)
-  const perCall = [];
-  for (let r = 0; r < RUNS; r++) {
-    let n = 0;
-    const start = process.hrtime.bigint();
-    const end = start + BigInt(MS) * 1_000_000n;
-    let now = start;
-    while (now < end) {
-      for (let i = 0; i < 100; i++) fn();
-      n += 100;
-      now = process.hrtime.bigint();
-    }
-    perCall.push(Number(now - start) / 1000 / n);
-  }
-  perCall.sort((a, b) => a - b);
-  const median = perCall[Math.floor(perCall.length / 2)];
-  console.log(`${name.padEnd(58)} ${median.toFixed(2).padStart(7)} µs/op  (min ${perCall[0].toFixed(2)}, max ${perCall[perCall.length - 1].toFixed(2)})`);
-  return median;
-}
 
 function input(headers = {}) {
   return {

@@ -6,9 +6,8 @@ import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { keyFromSeed } from '../dist/keys.js';
 import { ReceiptChain } from '../dist/receipt/receipt.js';
+import { bench, MS, RUNS } from './lib/micro.mjs';
 
-const MS = Number(process.env.MS ?? 1000);
-const RUNS = Number(process.env.RUNS ?? 7);
 
 const draft = {
   verdict: 'allow',
@@ -30,32 +29,14 @@ const draft = {
 const key = keyFromSeed(Buffer.alloc(32, 1));
 const chain = new ReceiptChain({ key, clock: Date.now, head: null });
 
-/** Runs `fn` for MS ms, RUNS times; returns the median µs per call. */
-function bench(name, fn) {
-  for (let i = 0; i < 2000; i++) fn(); // warm-up (JIT)
-  const perCall = [];
-  for (let r = 0; r < RUNS; r++) {
-    let n = 0;
-    const start = process.hrtime.bigint();
-    const end = start + BigInt(MS) * 1_000_000n;
-    let now = start;
-    while (now < end) {
-      for (let i = 0; i < 100; i++) fn();
-      n += 100;
-      now = process.hrtime.bigint();
-    }
-    perCall.push(Number(now - start) / 1000 / n);
-  }
-  perCall.sort((a, b) => a - b);
-  const median = perCall[Math.floor(perCall.length / 2)];
-  console.log(`${name.padEnd(44)} ${median.toFixed(1).padStart(7)} µs/op  (${(1e6 / median).toFixed(0)} ops/s; min ${perCall[0].toFixed(1)}, max ${perCall[perCall.length - 1].toFixed(1)})`);
-  return median;
-}
+
+/** this script's original output format */
+const SEAL = { width: 44, digits: 1, opsPerSecond: true };
 
 const sample = chain.seal(draft);
 console.log(`receipt: ${Buffer.byteLength(sample.jcs)} bytes of JCS; node ${process.version}; MS=${MS} RUNS=${RUNS}`);
 const bytes = Buffer.from(sample.jcs);
-bench('node:crypto Ed25519 sign alone', () => key.sign(bytes));
-bench('canonicalize(whole receipt) alone', () => canonicalize(sample.receipt));
-bench('sha256 of the JCS alone', () => createHash('sha256').update(sample.jcs).digest('hex'));
-bench('ReceiptChain.seal (build+JCS+sign+JCS+hash)', () => chain.seal(draft));
+bench('node:crypto Ed25519 sign alone', () => key.sign(bytes), SEAL);
+bench('canonicalize(whole receipt) alone', () => canonicalize(sample.receipt), SEAL);
+bench('sha256 of the JCS alone', () => createHash('sha256').update(sample.jcs).digest('hex'), SEAL);
+bench('ReceiptChain.seal (build+JCS+sign+JCS+hash)', () => chain.seal(draft), SEAL);

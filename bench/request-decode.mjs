@@ -10,35 +10,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AUTHORIZATION_SERVICE, loadAuthProtos, toCheckInput } from '../dist/check/envoy.js';
 import { decodeCheckRequest } from '../dist/check/request-wire.js';
+import { bench, MS, RUNS } from './lib/micro.mjs';
 
-const MS = Number(process.env.MS ?? 1000);
-const RUNS = Number(process.env.RUNS ?? 7);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const name = process.argv[2] ?? 'http-mtls-spiffe-full';
 const bytes = readFileSync(path.join(ROOT, 'test', 'fixtures', 'envoy', 'check-requests', `${name}.pb`));
 const protoLoader = loadAuthProtos()[AUTHORIZATION_SERVICE].Check.requestDeserialize;
 
-/** Runs `fn` for MS ms, RUNS times; prints and returns the median µs per call. */
-function bench(label, fn) {
-  for (let i = 0; i < 5000; i++) fn(); // warm-up (JIT)
-  const perCall = [];
-  for (let r = 0; r < RUNS; r++) {
-    let n = 0;
-    const start = process.hrtime.bigint();
-    const end = start + BigInt(MS) * 1_000_000n;
-    let now = start;
-    while (now < end) {
-      for (let i = 0; i < 100; i++) fn();
-      n += 100;
-      now = process.hrtime.bigint();
-    }
-    perCall.push(Number(now - start) / 1000 / n);
-  }
-  perCall.sort((a, b) => a - b);
-  const median = perCall[Math.floor(perCall.length / 2)];
-  console.log(`${label.padEnd(52)} ${median.toFixed(2).padStart(7)} µs/op  (min ${perCall[0].toFixed(2)}, max ${perCall[perCall.length - 1].toFixed(2)})`);
-  return median;
-}
 
 // both must describe the same request before either is timed
 const a = JSON.stringify([...toCheckInput(protoLoader(bytes)).headers]);

@@ -137,11 +137,23 @@ export interface ReceiptColumns {
   readonly tier: string;
 }
 
-/** The indexed members of a parsed receipt (either schema). */
-export function receiptColumnsOf(r: AnyReceipt): ReceiptColumns {
+/** What the indexed columns are read from: a draft, a parsed receipt (either schema), or a row's members. */
+export interface ColumnSource {
+  readonly verdict: string;
+  readonly rule: string | null;
+  readonly tool: string | null;
+  readonly capabilityId: string | null;
+  readonly runtimeAttestation: {
+    readonly tier: string;
+    readonly workloadIdentity: { readonly uri: string; readonly trustDomain: string; readonly path: string } | null;
+  };
+}
+
+/** The indexed members of a draft or a parsed receipt, with its time. */
+function columnsOf(r: ColumnSource, timeMs: number): ReceiptColumns {
   const wi = r.runtimeAttestation.workloadIdentity;
   return {
-    timeMs: Date.parse(r.timestamp),
+    timeMs,
     verdict: r.verdict,
     rule: r.rule,
     tool: r.tool,
@@ -151,6 +163,11 @@ export function receiptColumnsOf(r: AnyReceipt): ReceiptColumns {
     workloadPath: wi?.path ?? null,
     tier: r.runtimeAttestation.tier,
   };
+}
+
+/** The indexed members of a parsed receipt (either schema). */
+export function receiptColumnsOf(r: ColumnSource & { readonly timestamp: string }): ReceiptColumns {
+  return columnsOf(r, Date.parse(r.timestamp));
 }
 
 /** A receipt in its final form, as the sinks store it. */
@@ -501,19 +518,7 @@ export class ReceiptChain implements BatchSealer {
     const leaf = bodyLeaf(head + tail);
     const hash = `sha256:${leaf.toString('hex')}`;
     this.#head = { seq, hash };
-    const wi = draft.runtimeAttestation.workloadIdentity;
-    const columns: ReceiptColumns = {
-      timeMs: this.#stampTimeMs,
-      verdict: draft.verdict,
-      rule: draft.rule,
-      tool: draft.tool,
-      capabilityId: draft.capabilityId,
-      workloadUri: wi?.uri ?? null,
-      trustDomain: wi?.trustDomain ?? null,
-      workloadPath: wi?.path ?? null,
-      tier: draft.runtimeAttestation.tier,
-    };
-    return new PendingReceipt(this, id, seq, prevHash, this.#chainId, head, tail, leaf, hash, columns);
+    return new PendingReceipt(this, id, seq, prevHash, this.#chainId, head, tail, leaf, hash, columnsOf(draft, this.#stampTimeMs));
   }
 
   /** Signs a batch this chain made (consecutive, in order): one signature, one proof per receipt. */

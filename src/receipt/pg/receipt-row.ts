@@ -6,21 +6,12 @@
  */
 import { z } from 'zod';
 import { ChioError } from '../../errors.js';
-import { receiptFacts, type SealedReceipt } from '../receipt.js';
+import { receiptColumnsOf, receiptFacts, type ReceiptColumns, type SealedReceipt } from '../receipt.js';
 
-export interface ReceiptRow {
+export interface ReceiptRow extends ReceiptColumns {
   readonly chain: string;
   readonly seq: number;
   readonly id: string;
-  readonly timeMs: number;
-  readonly verdict: string;
-  readonly rule: string | null;
-  readonly tool: string | null;
-  readonly capabilityId: string | null;
-  readonly workloadUri: string | null;
-  readonly trustDomain: string | null;
-  readonly workloadPath: string | null;
-  readonly tier: string;
   /** what this receipt names as the previous one (null for a chain's first) */
   readonly prevHash: string | null;
   /** what the next receipt names as prevHash */
@@ -65,34 +56,17 @@ export function receiptRow(jcs: string, chain: string): ReceiptRow {
     const issue = parsed.error.issues[0];
     throw new ChioError('receipt_malformed', `a receipt to ship lacks ${issue?.path.join('.') ?? 'a member'}: ${issue?.message ?? 'invalid'}`);
   }
-  return rowOf(parsed.data, jcs, receiptFacts(jcs).hash, chain);
+  return rowOf(parsed.data, receiptColumnsOf(parsed.data), jcs, receiptFacts(jcs).hash, chain);
 }
 
-/** The row of a receipt this process sealed (no parsing: the writer's own objects). */
+/** The row of a receipt this process sealed (its columns came with it; the chain id is read from the receipt). */
 export function sealedRow(sealed: SealedReceipt, chain: string): ReceiptRow {
-  return rowOf(sealed.receipt as unknown as Indexed, sealed.jcs, sealed.hash, chain);
+  return rowOf(sealed.receipt as unknown as Indexed, sealed.columns, sealed.jcs, sealed.hash, chain);
 }
 
-function rowOf(r: Indexed, jcs: string, hash: string, chain: string): ReceiptRow {
+function rowOf(r: Indexed, columns: ReceiptColumns, jcs: string, hash: string, chain: string): ReceiptRow {
   if (r.chain !== undefined && r.chain !== chain) {
     throw new ChioError('receipt_chain_broken', `receipt ${r.id} (seq ${r.seq}) belongs to chain ${r.chain}, not ${chain}`);
   }
-  const wi = r.runtimeAttestation.workloadIdentity;
-  return {
-    chain,
-    seq: r.seq,
-    id: r.id,
-    timeMs: Date.parse(r.timestamp),
-    verdict: r.verdict,
-    rule: r.rule,
-    tool: r.tool,
-    capabilityId: r.capabilityId,
-    workloadUri: wi?.uri ?? null,
-    trustDomain: wi?.trustDomain ?? null,
-    workloadPath: wi?.path ?? null,
-    tier: r.runtimeAttestation.tier,
-    prevHash: r.prevHash,
-    hash,
-    jcs,
-  };
+  return { chain, seq: r.seq, id: r.id, ...columns, prevHash: r.prevHash, hash, jcs };
 }
