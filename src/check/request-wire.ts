@@ -36,9 +36,8 @@ const I64 = 1;
 const LEN = 2;
 const I32 = 5;
 
-/** Thrown inside the decoder only; `decodeCheckRequest` turns it into UNDECODABLE_REQUEST. */
-class Malformed extends Error {}
-const MALFORMED = new Malformed('malformed protobuf');
+/** Thrown inside the decoder only (one shared instance: no stack to capture); decodeCheckRequest turns it into UNDECODABLE_REQUEST. */
+const MALFORMED = new Error('malformed protobuf');
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] extends object ? Mutable<T[K]> : T[K] };
 type Raw = Mutable<RawCheckRequest>;

@@ -37,8 +37,8 @@ import { adminTokenReader, startService, type RunningService } from '../main.js'
 import { loadPolicyFile } from '../policy/load.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { json, startAdminServer, type RunningAdminServer, type Route } from './admin.js';
-import { createPgPool, endWithin, pgUrlFromEnv } from '../receipt/pg/connection.js';
-import { startSharedRevocations } from '../receipt/pg/service.js';
+import { endWithin } from '../receipt/pg/connection.js';
+import { receiptsPool, startSharedRevocations } from '../receipt/pg/service.js';
 import { PgReceiptStore } from '../receipt/pg/store.js';
 import { receiptRoutes } from './routes/receipts.js';
 import { WorkerReceiptStores, workerReceiptRoutes } from './worker-receipts.js';
@@ -283,13 +283,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   // with a postgres sink the query API reads the central store (every worker's chain, as in one
   // process); the workers check the schema and ship, the primary only reads
   const pg = config.receipts.postgres;
-  const centralPool = pg
-    ? createPgPool(pgUrlFromEnv(options.env ?? process.env, pg.url_env, 'receipts.sinks[type=postgres].url_env'), {
-        max: 2,
-        applicationName: 'chio-authz receipt queries',
-        onError: (err) => log.warn({ err: describe(err) }, 'PostgreSQL receipt queries: an idle connection failed'),
-      })
-    : null;
+  const centralPool = pg ? receiptsPool(pg, options.env ?? process.env, log, 2, 'receipt queries').pool : null;
   const readyCount = (): number => slots.filter((s) => s.ready).length;
   const routes: Route[] = [
     {

@@ -65,6 +65,26 @@ export interface ShippingStart {
   readonly committedSeq: number;
 }
 
+/**
+ * A pool on the central store of `receipts.sinks[type=postgres]` (its URL read from the variable
+ * the config names). `what` names it to PostgreSQL (application_name) and in the idle-error log.
+ */
+export function receiptsPool(
+  config: PostgresSinkConfig,
+  env: NodeJS.ProcessEnv,
+  log: Logger,
+  max: number,
+  what: string,
+): { pool: PgPool; url: string } {
+  const url = pgUrlFromEnv(env, config.url_env, 'receipts.sinks[type=postgres].url_env');
+  const pool = createPgPool(url, {
+    max,
+    applicationName: `chio-authz ${what}`,
+    onError: (err) => log.warn({ err: describe(err) }, `PostgreSQL ${what}: an idle connection failed`),
+  });
+  return { pool, url };
+}
+
 /** The central receipt store of a replica: queries, and the shipper once the chain is known. */
 export class CentralReceipts {
   readonly store: PgReceiptStore;
@@ -81,12 +101,7 @@ export class CentralReceipts {
   /** Reads the URL, opens a pool and checks the schema (see the header). */
   static async open(options: CentralReceiptsOptions): Promise<CentralReceipts> {
     const { config, env, log } = options;
-    const url = pgUrlFromEnv(env, config.url_env, 'receipts.sinks[type=postgres].url_env');
-    const pool = createPgPool(url, {
-      max: 4,
-      applicationName: 'chio-authz receipts',
-      onError: (err) => log.warn({ err: describe(err) }, 'PostgreSQL receipts: an idle connection failed'),
-    });
+    const { pool, url } = receiptsPool(config, env, log, 4, 'receipts');
     try {
       await checkSchemaAtStartup(pool, config.url_env, log);
     } catch (err) {

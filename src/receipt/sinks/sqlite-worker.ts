@@ -61,8 +61,10 @@ export interface WriteRequest {
   /** the receipts' JCS texts, in seq order */
   readonly texts: readonly string[];
   /**
-   * Per receipt, ROW_FIELDS values in that order (../store.ts `writeRequest` fills it from
-   * SealedReceipt.columns): the indexed columns come from the caller, so no text is parsed here.
+   * Per receipt, 12 values in this order: seq, id, prevHash, time_ms, verdict, rule, tool,
+   * capability_id, workload_uri, trust_domain, workload_path, tier (../store.ts `writeRequest`
+   * fills it from SealedReceipt.columns): the indexed columns come from the caller, so no text is
+   * parsed here; seq, id and prevHash are checked against the text.
    */
   readonly rows: readonly SqlParam[];
   /** their chain hashes (`sha256:<hex>` of each text) */
@@ -156,8 +158,7 @@ export function openStoreConnection(Database: typeof BetterSqlite3, options: Sto
     if ((current?.seq ?? null) !== (req.after?.seq ?? null) || (current?.hash ?? null) !== (req.after?.hash ?? null)) {
       throw fail('store_diverged', `${path} holds ${describeHead(current)}, but the batch continues from ${describeHead(req.after)}: refusing to fork the chain`);
     }
-    // rows: seq, id, prevHash, time_ms, verdict, rule, tool, capability_id, workload_uri, trust_domain, workload_path, tier
-    const width = 12;
+    const width = 12; // values per receipt in req.rows (WriteRequest.rows names them)
     if (req.rows.length !== req.texts.length * width || req.hashes.length !== req.texts.length) {
       throw new TypeError(`a write of ${req.texts.length} receipts needs ${req.texts.length * width} row values and as many hashes`);
     }
