@@ -29,6 +29,7 @@ import { createBundleSources } from './spiffe/bundle-sources.js';
 import { SvidCache } from './spiffe/x509-svid.js';
 import { startCapabilities } from './capability/service.js';
 import { InFlightLimit, limitInFlight } from './limits.js';
+import { HeapGovernor, growingPercentSetByUser, nodeHeapDeps, type HeapGovernorDeps } from './memory.js';
 import { openCentralReceipts, startSharedRevocations } from './receipt/pg/service.js';
 
 export { CAPABILITY_HEADER_DEFAULT } from './capability/config.js';
@@ -42,6 +43,11 @@ export interface ServiceOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** false: no admin HTTP listener (a `chio serve --workers N` worker: the primary serves it, src/server/workers.ts) */
   readonly adminListener?: boolean;
+  /**
+   * how `limits.heap` is applied (src/memory.ts; default: this process's event loop and V8). null:
+   * not at all (tests that start services side by side in one process).
+   */
+  readonly heap?: HeapGovernorDeps | null;
 }
 
 export interface RunningService {
@@ -235,6 +241,11 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     throw err;
   }
 
+  // limits.heap: lean while there is CPU to spare (src/memory.ts); a --heap-growing-percent of the operator's wins
+  const heapDeps = options.heap === undefined ? (growingPercentSetByUser() ? null : nodeHeapDeps()) : options.heap;
+  const heap = heapDeps === null ? null : new HeapGovernor(config.limits.heap, heapDeps).start();
+  metrics.sources.heapLean = () => (heap?.lean ? 1 : 0);
+
   grpcServer.setServing(true);
   ready = true;
 
@@ -249,6 +260,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     close: (deadlineMs = config.shutdown.deadline_seconds * 1000) =>
       (closing ??= (async () => {
         ready = false;
+        heap?.stop();
         policyWatch.close();
         // Health NOT_SERVING first; keep answering while load balancers and Envoys move away.
         grpcServer.setServing(false);

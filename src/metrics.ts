@@ -21,6 +21,7 @@ export const METRIC_NAMES = {
   svidCacheEntries: 'chio_svid_cache_entries',
   checkCallersRefused: 'chio_check_callers_refused_total',
   checksInFlight: 'chio_checks_in_flight',
+  heapLean: 'chio_heap_lean',
   receiptShippingLag: 'chio_receipt_shipping_lag_receipts',
   receiptShippingLagSeconds: 'chio_receipt_shipping_lag_seconds',
   receiptsShipped: 'chio_receipts_shipped_total',
@@ -56,8 +57,9 @@ export class Metrics {
   readonly svidCacheEntries: Gauge;
   readonly checkCallersRefused: Counter;
   readonly checksInFlight: Gauge;
+  readonly heapLean: Gauge;
   /** Read at each scrape; the composition root (src/main.ts) points them at the live objects. */
-  readonly sources = { svidCacheEntries: (): number => 0, checksInFlight: (): number => 0 };
+  readonly sources = { svidCacheEntries: (): number => 0, checksInFlight: (): number => 0, heapLean: (): number => 0 };
   readonly receiptShippingLag: Gauge<'sink'>;
   readonly receiptShippingLagSeconds: Gauge<'sink'>;
   readonly receiptsShipped: Counter<'sink'>;
@@ -165,6 +167,14 @@ export class Metrics {
       registers: [registry],
       collect() {
         this.set(sources.checksInFlight());
+      },
+    });
+    this.heapLean = new Gauge({
+      name: METRIC_NAMES.heapLean,
+      help: 'limits.heap: 1 while the heap is sized lean (spare CPU), 0 while V8 sizes it for throughput (src/memory.ts).',
+      registers: [registry],
+      collect() {
+        this.set(sources.heapLean());
       },
     });
   }
