@@ -651,6 +651,27 @@ describe('SvidCache', () => {
     expect(calls).toHaveLength(2);
   });
 
+  it('two certificates that end alike (the same cache slot) never share an outcome', () => {
+    const { load, calls } = counting();
+    const cache = new SvidCache(10, load);
+    const forged = `%25${frontend.slice(3)}`; // same length and last 128 characters, another first byte
+    expect(forged.slice(-128)).toBe(frontend.slice(-128));
+    const leaf = cache.get(frontend);
+    expect(leaf.spiffeId.uri).toBe('spiffe://example.org/ns/default/sa/frontend');
+    expect(denial(() => cache.get(forged)).code).toBe('malformed_certificate');
+    expect(cache.size).toBe(1); // the forged string replaced the slot
+    const again = cache.get(frontend); // parsed again, not the forged outcome
+    expect(again.spiffeId.uri).toBe('spiffe://example.org/ns/default/sa/frontend');
+    expect(calls).toEqual([frontend, forged, frontend]);
+    expect(cache.get(frontend)).toBe(again);
+    expect(calls).toHaveLength(3);
+    // short strings are their own key
+    expect(denial(() => cache.get('%ZZ')).code).toBe('malformed_certificate');
+    expect(denial(() => cache.get('%ZY')).code).toBe('malformed_certificate');
+    expect(calls).toEqual([frontend, forged, frontend, '%ZZ', '%ZY']);
+    expect(cache.size).toBe(3);
+  });
+
   it('does not cache oversized strings or unexpected errors', () => {
     const huge = 'A'.repeat(MAX_ENVOY_CERTIFICATE_LENGTH + 1);
     const cache = new SvidCache(10);
