@@ -17,8 +17,8 @@
  * interval: below `LEAN_BELOW` the process has CPU to spare and runs lean; above `THROUGHPUT_ABOVE`
  * it is close to saturation and V8 sizes the heap itself (peak throughput, higher peaks of RSS);
  * in between it keeps its mode (hysteresis, so it does not flap). `lean` and `throughput` fix the
- * mode. A `--heap-growing-percent` given on the command line or in NODE_OPTIONS wins: the governor
- * then does nothing.
+ * mode. A `--heap-growing-percent` on node's command line wins: the governor then does nothing
+ * (NODE_OPTIONS does not accept that flag: node refuses to start).
  *
  * Node documents `v8.setFlagsFromString` after start-up as "use with care"; this flag is a plain
  * number V8 reads when it computes the next heap limit, and nothing else.
@@ -56,10 +56,9 @@ export function eventLoopUtilizationSampler(): () => number {
   };
 }
 
-/** True when the process was started with its own `--heap-growing-percent` (command line or NODE_OPTIONS). */
-export function growingPercentSetByUser(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env['NODE_OPTIONS'] ?? ''): boolean {
-  const named = (arg: string): boolean => arg.replace(/_/g, '-').startsWith(FLAG);
-  return execArgv.some(named) || nodeOptions.split(/\s+/).some(named);
+/** True when node was started with its own `--heap-growing-percent` (NODE_OPTIONS cannot carry it). */
+export function growingPercentSetByUser(execArgv: readonly string[] = process.execArgv): boolean {
+  return execArgv.some((arg) => arg.replace(/_/g, '-').startsWith(FLAG));
 }
 
 /** The process's own event loop and V8. */
