@@ -29,7 +29,7 @@ import { createBundleSources } from './spiffe/bundle-sources.js';
 import { SvidCache } from './spiffe/x509-svid.js';
 import { startCapabilities } from './capability/service.js';
 import { InFlightLimit, limitInFlight } from './limits.js';
-import { HeapGovernor, growingPercentSetByUser, nodeHeapDeps, type HeapGovernorDeps } from './memory.js';
+import { HeapGovernor, acquireProcessHeapGovernor, growingPercentSetByUser, type HeapGovernorDeps } from './memory.js';
 import { openCentralReceipts, startSharedRevocations } from './receipt/pg/service.js';
 
 export { CAPABILITY_HEADER_DEFAULT } from './capability/config.js';
@@ -44,8 +44,9 @@ export interface ServiceOptions {
   /** false: no admin HTTP listener (a `chio serve --workers N` worker: the primary serves it, src/server/workers.ts) */
   readonly adminListener?: boolean;
   /**
-   * how `limits.heap` is applied (src/memory.ts; default: this process's event loop and V8). null:
-   * not at all (tests that start services side by side in one process).
+   * how `limits.heap` is applied (src/memory.ts). Default: the process's one governor over its own
+   * event loop and V8, shared by every service of the process. Given deps: a governor of this
+   * service's own (tests). null: not at all.
    */
   readonly heap?: HeapGovernorDeps | null;
 }
@@ -241,10 +242,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     throw err;
   }
 
-  // limits.heap: lean while there is CPU to spare (src/memory.ts); a --heap-growing-percent of the operator's wins
-  const heapDeps = options.heap === undefined ? (growingPercentSetByUser() ? null : nodeHeapDeps()) : options.heap;
-  const heap = heapDeps === null ? null : new HeapGovernor(config.limits.heap, heapDeps).start();
-  metrics.sources.heapLean = () => (heap?.lean ? 1 : 0);
+  // limits.heap: lean while there is CPU to spare (src/memory.ts); a --heap-growing-percent on node's command line wins
+  const heap = startHeapGovernor(config.limits.heap, options.heap, log);
+  metrics.sources.heapLean = () => (heap?.governor.lean ? 1 : 0);
 
   grpcServer.setServing(true);
   ready = true;
@@ -260,12 +260,12 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     close: (deadlineMs = config.shutdown.deadline_seconds * 1000) =>
       (closing ??= (async () => {
         ready = false;
-        heap?.stop();
         policyWatch.close();
         // Health NOT_SERVING first; keep answering while load balancers and Envoys move away.
         grpcServer.setServing(false);
         if (config.shutdown.drain_seconds > 0) await new Promise((r) => setTimeout(r, config.shutdown.drain_seconds * 1000));
         await grpcServer.shutdown(deadlineMs);
+        heap?.release();
         tls?.close();
         await writer.close();
     await audit.close();
@@ -275,6 +275,22 @@ export async function startService(config: Config, options: ServiceOptions): Pro
         await capabilities.close();
       })()),
   };
+}
+
+/** The heap governor of this service (src/memory.ts): the process's shared one, its own (injected deps), or none. */
+function startHeapGovernor(mode: Config['limits']['heap'], deps: HeapGovernorDeps | null | undefined, log: Logger): { governor: HeapGovernor; release(): void } | null {
+  if (deps === null) return null;
+  if (deps !== undefined) {
+    const governor = new HeapGovernor(mode, deps).start();
+    return { governor, release: () => governor.stop() };
+  }
+  if (growingPercentSetByUser()) {
+    if (mode !== 'throughput') log.warn({ limitsHeap: mode }, 'limits.heap ignored: node was started with --heap-growing-percent');
+    return null;
+  }
+  const lease = acquireProcessHeapGovernor(mode);
+  if (lease.mode !== mode) log.warn({ limitsHeap: mode, inForce: lease.mode }, 'limits.heap: another service of this process set the heap mode first');
+  return lease;
 }
 
 interface RunningTrust {

@@ -98,8 +98,9 @@ export class HeapGovernor {
     return this;
   }
 
-  /** One decision of `auto` mode (the interval calls it; exposed for tests). */
+  /** One decision of `auto` mode while started (the interval calls it; exposed for tests). */
   tick(): void {
+    if (this.#mode !== 'auto' || this.#timer === null) return;
     const u = this.#deps.utilization();
     if (u > THROUGHPUT_ABOVE) this.#apply(false);
     else if (u < LEAN_BELOW) this.#apply(true);
@@ -118,4 +119,39 @@ export class HeapGovernor {
     this.#lean = lean;
     this.#deps.setGrowingPercent(lean ? LEAN_GROWING_PERCENT : 0);
   }
+}
+
+/**
+ * The process's governor, shared: the flag is one per process, so every service started in it (tests
+ * start several) holds a reference to one governor, and the last release hands the heap back to V8.
+ * The first acquirer's mode applies; a later one asking for another mode is told so (returned
+ * `mode`), not obeyed.
+ */
+let shared: { governor: HeapGovernor; mode: HeapMode; refs: number } | null = null;
+
+export interface HeapLease {
+  /** the mode in force (the first acquirer's) */
+  readonly mode: HeapMode;
+  readonly governor: HeapGovernor;
+  release(): void;
+}
+
+export function acquireProcessHeapGovernor(mode: HeapMode, deps: () => HeapGovernorDeps = nodeHeapDeps): HeapLease {
+  shared ??= { governor: new HeapGovernor(mode, deps()).start(), mode, refs: 0 };
+  const current = shared;
+  current.refs++;
+  let released = false;
+  return {
+    mode: current.mode,
+    governor: current.governor,
+    release: () => {
+      if (released) return;
+      released = true;
+      current.refs--;
+      if (current.refs === 0 && shared === current) {
+        current.governor.stop();
+        shared = null;
+      }
+    },
+  };
 }

@@ -171,8 +171,10 @@ export class Metrics {
     });
     this.heapLean = new Gauge({
       name: METRIC_NAMES.heapLean,
-      help: 'limits.heap: 1 while the heap is sized lean (spare CPU), 0 while V8 sizes it for throughput (src/memory.ts).',
+      help: 'limits.heap: 1 while the heap is sized lean (spare CPU), 0 while V8 sizes it (near saturation, limits.heap throughput, or a --heap-growing-percent on the command line) (src/memory.ts).',
       registers: [registry],
+      // --workers: lean only when every worker is (the primary sums gauges by default)
+      aggregator: 'min',
       collect() {
         this.set(sources.heapLean());
       },

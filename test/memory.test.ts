@@ -1,10 +1,20 @@
+import { spawnSync } from 'node:child_process';
+import { AggregatorRegistry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { HeapGovernor, LEAN_GROWING_PERCENT, growingPercentSetByUser, nodeHeapDeps, type HeapGovernorDeps } from '../src/memory.js';
+import {
+  HeapGovernor,
+  LEAN_GROWING_PERCENT,
+  acquireProcessHeapGovernor,
+  growingPercentSetByUser,
+  nodeHeapDeps,
+  type HeapGovernorDeps,
+} from '../src/memory.js';
+import { Metrics } from '../src/metrics.js';
 
 /** A governor whose event-loop utilization is scripted and whose flag writes are recorded. */
 function scripted(utilizations: number[]) {
   const set: number[] = [];
-  const timers: Array<{ fn: () => void; ms: number; cleared: boolean; unrefed: boolean }> = [];
+  const timers: Array<{ fn: () => void; ms: number; cleared: boolean; unrefed: boolean; handle: { unref: () => void } }> = [];
   const deps: HeapGovernorDeps = {
     utilization: () => {
       const u = utilizations.shift();
@@ -13,12 +23,14 @@ function scripted(utilizations: number[]) {
     },
     setGrowingPercent: (p) => set.push(p),
     setInterval: (fn, ms) => {
-      const t = { fn, ms, cleared: false, unrefed: false };
+      const t = { fn, ms, cleared: false, unrefed: false, handle: { unref: () => void (t.unrefed = true) } };
       timers.push(t);
-      return { unref: () => void (t.unrefed = true) };
+      return t.handle;
     },
-    clearInterval: () => {
-      for (const t of timers) t.cleared = true;
+    clearInterval: (handle) => {
+      const t = timers.find((x) => x.handle === handle);
+      if (t === undefined) throw new Error('clearInterval of a handle never returned');
+      t.cleared = true;
     },
   };
   return { deps, set, timers };
@@ -66,11 +78,73 @@ describe('HeapGovernor', () => {
     expect(throughput.timers).toHaveLength(0);
   });
 
+  it('tick() decides only in auto mode while started', () => {
+    const lean = scripted([0.9]);
+    const g = new HeapGovernor('lean', lean.deps).start();
+    g.tick();
+    expect(g.lean).toBe(true);
+    expect(lean.set).toEqual([50]);
+    const auto = scripted([0.9]);
+    const a = new HeapGovernor('auto', auto.deps);
+    a.tick(); // not started
+    a.start();
+    a.stop();
+    a.tick(); // stopped
+    expect(auto.set).toEqual([50, 0]);
+  });
+
   it('start() twice installs one interval', () => {
     const s = scripted([]);
     new HeapGovernor('auto', s.deps).start().start();
     expect(s.timers).toHaveLength(1);
     expect(s.set).toEqual([50]);
+  });
+});
+
+describe('acquireProcessHeapGovernor', () => {
+  it('one governor per process: shared by every service, the first mode applies, the last release hands the heap back to V8', () => {
+    const s = scripted([]);
+    let made = 0;
+    const deps = () => {
+      made++;
+      return s.deps;
+    };
+    const a = acquireProcessHeapGovernor('auto', deps);
+    const b = acquireProcessHeapGovernor('throughput', deps);
+    expect(made).toBe(1);
+    expect(b.governor).toBe(a.governor);
+    expect(b.mode).toBe('auto');
+    expect(a.governor.lean).toBe(true);
+    a.release();
+    a.release(); // a second release of one lease counts once
+    expect(b.governor.lean).toBe(true);
+    expect(s.set).toEqual([50]);
+    b.release();
+    expect(s.set).toEqual([50, 0]);
+    expect(s.timers[0]?.cleared).toBe(true);
+    const c = acquireProcessHeapGovernor('lean', deps); // a new one after the last release
+    expect(made).toBe(2);
+    expect(c.mode).toBe('lean');
+    c.release();
+    expect(s.set).toEqual([50, 0, 50, 0]);
+  });
+});
+
+describe('chio_heap_lean with --workers', () => {
+  it('the primary reads 1 only when every worker is lean (min, not the default sum)', async () => {
+    const worker = async (lean: number) => {
+      const m = new Metrics({ defaultMetrics: false });
+      m.sources.heapLean = () => lean;
+      return m.registry.getMetricsAsJSON();
+    };
+    const value = async (...leans: number[]) => {
+      const registry = AggregatorRegistry.aggregate(await Promise.all(leans.map(worker)));
+      const json = await registry.getMetricsAsJSON();
+      return json.find((m) => m.name === 'chio_heap_lean')?.values[0]?.value;
+    };
+    expect(await value(1, 1)).toBe(1);
+    expect(await value(1, 0)).toBe(0);
+    expect(await value(0, 0)).toBe(0);
   });
 });
 
@@ -84,6 +158,12 @@ describe('growingPercentSetByUser', () => {
 });
 
 describe('nodeHeapDeps', () => {
+  it('the flag the governor sets is one this V8 knows (setFlagsFromString only warns about unknown ones)', () => {
+    const options = spawnSync(process.execPath, ['--v8-options'], { encoding: 'utf8' });
+    expect(options.status).toBe(0);
+    expect(options.stdout).toMatch(/^\s*--heap-growing-percent \(/m);
+  });
+
   it('V8 accepts the flag at run time and the sampler reports a utilization between 0 and 1', () => {
     const deps = nodeHeapDeps();
     expect(() => deps.setGrowingPercent(LEAN_GROWING_PERCENT)).not.toThrow();

@@ -416,7 +416,8 @@ interface Slot {
 }
 
 /**
- * Bounded LRU keyed by the exact `source.certificate` string. Caches both outcomes: a parsed
+ * Bounded LRU of `source.certificate` strings: a hit needs the exact string (filed under its last
+ * SLOT_KEY_CHARS characters, see below). Caches both outcomes: a parsed
  * leaf, or the DenyError it produced (structural faults are deterministic). Validity dates are
  * NOT cached as a verdict: callers run `checkValidity` on every request.
  *
