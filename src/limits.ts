@@ -26,8 +26,18 @@
  * receipt (the larger part of a Check; the decision itself is ~10 µs), so above capacity the answered
  * rate stays near capacity and the admitted share falls (BENCHMARKS.md, section `overload`). With
  * few connections the stream bound alone keeps the queue outside; shedding takes over when many
- * connections together open more than `max_in_flight` (default 256: ~25 ms of work at 10k/s,
- * well inside Envoy's default 200 ms ext_authz timeout).
+ * connections together open more than `max_in_flight`.
+ *
+ * Default 1024 (Envoy's default circuit-breaker `max_requests` per upstream cluster). The decision
+ * itself is synchronous (~10 µs), so what the count holds is mostly Checks waiting for their batch's
+ * fdatasync (strict durability) or for the event loop under CPU overload. It was 256 (~25 ms of
+ * work at 10k/s); measured on a disk whose fdatasync has a ~16 ms p99 and 60+ ms stalls, 256 shed at
+ * half capacity (the overload section's recovery phase: 326–1,428 of ~20,000 shed; the open-loop
+ * sweep: 1,092 shed at 4,000/s with the CPU 81% busy). With 1024: 0 shed at half capacity in two
+ * runs and 0 in the sweep up to 6,000/s; under 2× capacity the service still sheds (13–19%), with
+ * the same peak RSS (~300–320 MiB) and 0 transport errors (BENCHMARKS.md, runs of 2026-11-26 10:04–10:10 UTC).
+ * A time-based bound (shed when the oldest admitted Check has waited longer than a share of
+ * Envoy's timeout) would follow the disk without a count to tune; not built.
  * Counting from the HTTP/2 stream's opening instead (a grpc-js server interceptor) was tried and
  * dropped: under flow control the admitted streams waited for their messages behind shed ones.
  */

@@ -1,6 +1,6 @@
 /**
  * Section `overload` (issue "Performance at scale": overload; src/limits.ts). chio pinned to one
- * core with its default limits (`max_in_flight` 256, `max_concurrent_streams` 100); its capacity C
+ * core with its default limits (`max_in_flight` 1024, `max_concurrent_streams` 100); its capacity C
  * is measured first (h2load -c 4 -m 16), then h2load offers 2·C over 16 connections for the measured
  * window ("overload") and, right after, C/2 ("recovery"). The offered load uses h2load --rps
  * (bursts every 10 ms; an aggregate load is what matters here); h2load may open 256 streams per
@@ -12,7 +12,7 @@
 import { readMemory } from './proc.mjs';
 import { noiseCells, NOISE_COLUMNS, ready, us, windowOf } from './scale-common.mjs';
 
-/** enough connections that their streams (100 each by default) exceed max_in_flight (256) */
+/** enough connections that their streams (100 each by default: 1,600) exceed max_in_flight (1024) */
 const CONNECTIONS = 16;
 
 /**

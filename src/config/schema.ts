@@ -84,7 +84,7 @@ export const configSchema = z.strictObject({
    */
   limits: z
     .strictObject({
-      max_in_flight: z.number().int().min(1).max(1_000_000).default(256),
+      max_in_flight: z.number().int().min(1).max(1_000_000).default(1024),
       max_concurrent_streams: z.number().int().min(1).max(1_000_000).default(100),
       /** how V8 sizes the heap (src/memory.ts): lean while there is CPU to spare, V8's own sizing near saturation */
       heap: z.enum(['auto', 'lean', 'throughput']).default('auto'),
