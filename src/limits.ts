@@ -35,7 +35,7 @@
  * half capacity (the overload section's recovery phase: 326–1,428 of ~20,000 shed; the open-loop
  * sweep: 1,092 shed at 4,000/s with the CPU 81% busy). With 1024: 0 shed at half capacity in two
  * runs and 0 in the sweep up to 6,000/s; under 2× capacity the service still sheds (13–19%), with
- * the same peak RSS (~300–320 MiB) and 0 transport errors (BENCHMARKS.md, runs of 2026-11-26 10:04–10:10 UTC).
+ * the same peak RSS (~300–320 MiB) and 0 transport errors (BENCHMARKS.md, runs of 2026-11-26 09:53–09:57 UTC).
  * A time-based bound (shed when the oldest admitted Check has waited longer than a share of
  * Envoy's timeout) would follow the disk without a count to tune; not built.
  * Counting from the HTTP/2 stream's opening instead (a grpc-js server interceptor) was tried and
