@@ -60,16 +60,7 @@ export class CheckPipeline {
   constructor(private readonly deps: PipelineDeps) {}
 
   check(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
-    const started = process.hrtime.bigint();
-    return this.finish(() => {
-      let outcome: Outcome;
-      try {
-        outcome = this.decide(raw);
-      } catch (err) {
-        outcome = this.internalError(null, err);
-      }
-      return this.commit(outcome, started);
-    }, started);
+    return this.finish(() => this.decide(raw));
   }
 
   /**
@@ -77,41 +68,45 @@ export class CheckPipeline {
    * policy or capability work. The request fields still go on the receipt when they decode.
    */
   shed(raw: RawCheckRequest | null | undefined): Promise<CheckResponseMessage> {
-    const started = process.hrtime.bigint();
-    return this.finish(() => {
-      let outcome: Outcome;
-      try {
-        const policyHash = this.deps.policy().hash;
-        let input: CheckInput | null = null;
-        try {
-          input = toCheckInput(raw);
-        } catch {
-          /* a malformed request is shed all the same */
-        }
-        outcome = { input, identity: null, decision: denial('overloaded', 'too many Checks in flight; try again'), policyHash };
-      } catch (err) {
-        outcome = this.internalError(null, err);
-      }
-      return this.commit(outcome, started);
-    }, started);
+    return this.finish(() => this.overloaded(raw));
   }
 
   /**
-   * The answer as a promise, with the handler time observed; never throws (anything thrown becomes
-   * a rejection, which the gRPC adapter answers with its last-resort deny). An answer that did not
+   * An outcome, its receipt and its answer as a promise, with the handler time observed. An outcome
+   * that throws is an `internal_error` deny; nothing here throws (anything thrown later becomes a
+   * rejection, which the gRPC adapter answers with its last-resort deny). An answer that did not
    * have to wait (relaxed durability, or no receipt) is not sent through extra promise turns.
    */
-  private finish(commit: () => CheckResponseMessage | Promise<CheckResponseMessage>, started: bigint): Promise<CheckResponseMessage> {
+  private finish(outcomeOf: () => Outcome): Promise<CheckResponseMessage> {
+    const started = process.hrtime.bigint();
     const done = (response: CheckResponseMessage): CheckResponseMessage => {
       this.deps.metrics.checkDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
       return response;
     };
     try {
-      const answer = commit();
+      let outcome: Outcome;
+      try {
+        outcome = outcomeOf();
+      } catch (err) {
+        outcome = this.internalError(null, err);
+      }
+      const answer = this.commit(outcome, started);
       return answer instanceof Promise ? answer.then(done) : Promise.resolve(done(answer));
     } catch (err) {
       return Promise.reject(err); // the gRPC adapter's last resort (a deny) takes it
     }
+  }
+
+  /** A shed Check's outcome: the request's fields when they decode, no identity or policy work. */
+  private overloaded(raw: RawCheckRequest | null | undefined): Outcome {
+    const policyHash = this.deps.policy().hash;
+    let input: CheckInput | null = null;
+    try {
+      input = toCheckInput(raw);
+    } catch {
+      /* a malformed request is shed all the same */
+    }
+    return { input, identity: null, decision: denial('overloaded', 'too many Checks in flight; try again'), policyHash };
   }
 
   /** Stages 1–4, synchronous and pure but for the SVID and capability caches: input → identity → decision → capability. */
