@@ -152,33 +152,31 @@ export class Metrics {
       labelNames: ['sink'],
       registers: [registry],
     });
-    const sources = this.sources;
-    this.svidCacheEntries = new Gauge({
-      name: METRIC_NAMES.svidCacheEntries,
-      help: 'Parsed peer certificates held in the SVID cache.',
-      registers: [registry],
-      collect() {
-        this.set(sources.svidCacheEntries());
-      },
-    });
-    this.checksInFlight = new Gauge({
-      name: METRIC_NAMES.checksInFlight,
-      help: 'Checks admitted and not answered yet, counted from stream open; at limits.max_in_flight more are shed (deny overloaded).',
-      registers: [registry],
-      collect() {
-        this.set(sources.checksInFlight());
-      },
-    });
-    this.heapLean = new Gauge({
-      name: METRIC_NAMES.heapLean,
-      help: 'limits.heap: 1 while the heap is sized lean (spare CPU), 0 while V8 sizes it (near saturation, limits.heap throughput, or a --heap-growing-percent on the command line) (src/memory.ts).',
-      registers: [registry],
-      // --workers: lean only when every worker is (the primary sums gauges by default)
-      aggregator: 'min',
-      collect() {
-        this.set(sources.heapLean());
-      },
-    });
+    /** A gauge set at each scrape from `this.sources[source]` (read then, so main.ts may repoint it later). */
+    const sourced = (name: string, help: string, source: keyof Metrics['sources'], aggregator?: 'min'): Gauge => {
+      const sources = this.sources;
+      return new Gauge({
+        name,
+        help,
+        registers: [registry],
+        ...(aggregator ? { aggregator } : {}),
+        collect() {
+          this.set(sources[source]());
+        },
+      });
+    };
+    this.svidCacheEntries = sourced(METRIC_NAMES.svidCacheEntries, 'Parsed peer certificates held in the SVID cache.', 'svidCacheEntries');
+    this.checksInFlight = sourced(
+      METRIC_NAMES.checksInFlight,
+      'Checks admitted and not answered yet, counted from stream open; at limits.max_in_flight more are shed (deny overloaded).',
+      'checksInFlight',
+    );
+    this.heapLean = sourced(
+      METRIC_NAMES.heapLean,
+      'limits.heap: 1 while the heap is sized lean (spare CPU), 0 while V8 sizes it (near saturation, limits.heap throughput, or a --heap-growing-percent on the command line) (src/memory.ts).',
+      'heapLean',
+      'min', // --workers: lean only when every worker is (the primary sums gauges by default)
+    );
   }
 
   countAdmission(labels: AdmissionLabels): void {
