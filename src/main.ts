@@ -53,6 +53,8 @@ export interface ServiceOptions {
 
 export interface RunningService {
   readonly grpcPort: number;
+  /** which gRPC server answers on grpcPort (listen.grpc_transport) */
+  readonly grpcTransport: 'native' | 'grpc-js';
   /** 0 when started with `adminListener: false` */
   readonly adminPort: number;
   readonly key: SigningKey;
@@ -170,8 +172,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const grpcServer: RunningGrpcServer = await startGrpcServer({
     address: config.listen.grpc,
     handler: limitInFlight(pipeline, inFlight),
+    transport: config.listen.grpc_transport,
     maxConcurrentStreams: config.limits.max_concurrent_streams,
-    ...(tls ? { credentials: tls.credentials, callers: tls.callers } : {}),
+    ...(tls ? { tls: { provider: tls.provider, requireClientCertificate: tls.requireClientCertificate }, callers: tls.callers } : {}),
     onCallerRefused: (reason) => {
       metrics.checkCallersRefused.inc();
       log.warn({ reason }, 'Check call refused: caller not allowed');
@@ -233,7 +236,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   } catch (err) {
     policyWatch.close();
     tls?.close();
-    grpcServer.server.forceShutdown();
+    grpcServer.forceShutdown();
     await writer.close();
     await audit.close();
     await central?.close(0);
@@ -252,6 +255,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   let closing: Promise<void> | undefined;
   return {
     grpcPort: grpcServer.port,
+    grpcTransport: grpcServer.transport,
     adminPort: admin?.port ?? 0,
     key,
     metrics,

@@ -229,7 +229,7 @@ describe('servers', () => {
     try {
       const files = writeChioConfig(dir, { policy: path.join(REPO, 'demo/policy.yaml'), durability: 'relaxed' });
       const config = parseConfig(files.yaml, files.configFile, dir);
-      expect(config.listen).toEqual({ grpc: '127.0.0.1:0', admin: '127.0.0.1:0' });
+      expect(config.listen).toEqual({ grpc: '127.0.0.1:0', admin: '127.0.0.1:0', grpc_transport: 'native' });
       expect(config.receipts).toMatchObject({ sinks: [{ type: 'jsonl', path: files.receiptsFile }], durability: 'relaxed', on_failure: 'deny' });
       expect(config.keys.receipt_signing_seed).toBe(files.seedFile);
       expect(config.policy).toBe(path.join(REPO, 'demo/policy.yaml'));

@@ -32,6 +32,8 @@ export const configSchema = z.strictObject({
       grpc: hostPort.default('127.0.0.1:9191'),
       admin: hostPort.default('127.0.0.1:9192'),
       grpc_tls: grpcTlsConfigSchema.optional(),
+      /** the Check listener's gRPC server: node:http2 with our framing (default) or grpc-js's (src/server/grpc.ts) */
+      grpc_transport: z.enum(['native', 'grpc-js']).default('native'),
     })
     .prefault({}),
   /** SIGTERM: health NOT_SERVING, keep answering drain_seconds (endpoints move away), then stop within deadline_seconds */

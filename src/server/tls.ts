@@ -37,15 +37,23 @@ export class PushedCertificateProvider implements CertificateProvider {
   private material: TlsMaterial | null = null;
   private readonly caListeners = new Set<CaListener>();
   private readonly identityListeners = new Set<IdentityListener>();
+  private readonly materialListeners = new Set<(material: TlsMaterial) => void>();
 
   update(material: TlsMaterial): void {
     this.material = material;
+    for (const l of this.materialListeners) l(material);
     for (const l of this.caListeners) l({ caCertificate: material.caCertificate });
     for (const l of this.identityListeners) l({ certificate: material.certificate, privateKey: material.privateKey });
   }
 
   get current(): TlsMaterial | null {
     return this.material;
+  }
+
+  /** Every later update, whole (the native transport's `setSecureContext`); returns the unsubscribe. */
+  onUpdate(listener: (material: TlsMaterial) => void): () => void {
+    this.materialListeners.add(listener);
+    return () => this.materialListeners.delete(listener);
   }
 
   // A new listener hears the current material on the next microtask, not synchronously: grpc-js
@@ -306,7 +314,9 @@ export function resolveGrpcTlsPaths(t: GrpcTlsConfig | undefined, r: (p: string)
 }
 
 export interface CheckListenerTls {
-  readonly credentials: grpc.ServerCredentials;
+  /** the listener's certificate, key and client CA, current and updated */
+  readonly provider: PushedCertificateProvider;
+  readonly requireClientCertificate: boolean;
   readonly callers: CallerAllowList | undefined;
   close(): void;
 }
@@ -319,7 +329,8 @@ export async function startCheckListenerTls(cfg: GrpcTlsConfig | undefined, log:
       ? await startWorkloadApiTls(cfg.workload_api, log)
       : startFileTls({ certFile: cfg.cert_file ?? '', keyFile: cfg.key_file ?? '', clientCaFile: cfg.client_ca_file ?? '' }, log);
   return {
-    credentials: serverCredentials(source.provider, cfg.require_client_certificate),
+    provider: source.provider,
+    requireClientCertificate: cfg.require_client_certificate,
     callers: cfg.allowed_callers.length > 0 ? new CallerAllowList(cfg.allowed_callers) : undefined,
     close: () => source.close(),
   };

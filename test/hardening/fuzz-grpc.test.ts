@@ -16,8 +16,9 @@
  * call; the server never crashes or hangs (it still serves a normal request and /healthz after).
  *
  * Framing the gRPC layer itself refuses (a message over 4 MiB, a length prefix that lies, a
- * compressed flag without an encoding) never reaches chio: grpc-js answers with an RPC error. Those
- * are pinned at the end as the documented limit (SECURITY.md: keep `failure_mode_allow: false`).
+ * compressed flag without an encoding) never reaches chio: the transport (src/server/native-grpc.ts)
+ * answers with an RPC error. Those are pinned at the end as the documented limit (SECURITY.md: keep
+ * `failure_mode_allow: false`).
  */
 import * as fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -199,12 +200,15 @@ describe('what the gRPC layer refuses before chio sees it (documented limit: kee
   it('a length prefix longer than the data: an RPC error (the call never completes a message), not an allow', async () => {
     const lying = await demo.raw.call(grpcFrame(pb(), { declaredLength: pb().length + 100 }));
     expect(lying.response).toBeNull();
-    expect(lying.grpcStatus).toBe(12);
+    expect(lying.grpcStatus).toBe(13);
+    expect(lying.grpcMessage).toBe('request message cut short');
   });
 
-  it('a compressed flag without grpc-encoding is read as uncompressed: an ordinary decision', async () => {
-    const answer = readAnswer(okResponse(await demo.raw.call(grpcFrame(pb(), { compressed: true }))));
-    expect(answer).toMatchObject({ verdict: 'allow', workloadId: DEMO_ADMITS.workload });
+  it('a compressed flag without grpc-encoding: an RPC error, not an allow (grpc-js would read it as uncompressed)', async () => {
+    const flagged = await demo.raw.call(grpcFrame(pb(), { compressed: true }));
+    expect(flagged.response).toBeNull();
+    expect(flagged.grpcStatus).toBe(13);
+    expect(flagged.grpcMessage).toBe('compressed flag set without grpc-encoding');
   });
 });
 

@@ -34,13 +34,17 @@ async function keyDer(svid: IssuedSvid): Promise<Buffer> {
   return Buffer.from(await webcrypto.subtle.exportKey('pkcs8', svid.keys.privateKey));
 }
 
-function tlsConfig(extra: string): (dir: string) => string {
+/** Both gRPC transports (listen.grpc_transport) serve TLS the same way. */
+const TRANSPORTS = ['native', 'grpc-js'] as const;
+
+function tlsConfig(extra: string, transport: (typeof TRANSPORTS)[number]): (dir: string) => string {
   return () =>
     [
       'schema: chio.config.v1',
       'listen:',
       '  grpc: 127.0.0.1:0',
       '  admin: 127.0.0.1:0',
+      `  grpc_transport: ${transport}`,
       '  grpc_tls:',
       extra,
       'policy: ./policy.yaml',
@@ -67,7 +71,7 @@ beforeAll(async () => {
   rogue = await issueSvid(root, { uris: [ROGUE_ID] });
 });
 
-describe('Check listener with TLS from files', () => {
+describe.each(TRANSPORTS)('Check listener with TLS from files (%s transport)', (transport) => {
   let svc: TestService;
 
   beforeAll(async () => {
@@ -82,6 +86,7 @@ describe('Check listener with TLS from files', () => {
             '    client_ca_file: ./ca.pem',
             `    allowed_callers: [${ENVOY_ID}, spiffe://example.org/ns/mesh/*]`,
           ].join('\n'),
+          transport,
         )(dir);
       },
       beforeStart: async (dir) => writeFileSync(path.join(dir, 'server.key'), await keyPem(server)),
@@ -141,7 +146,7 @@ describe('CallerAllowList', () => {
   });
 });
 
-describe('Check listener with the SVID from the SPIFFE Workload API', () => {
+describe.each(TRANSPORTS)('Check listener with the SVID from the SPIFFE Workload API (%s transport)', (transport) => {
   let agent: FakeWorkloadApiAgent;
   let svc: TestService;
 
@@ -150,7 +155,7 @@ describe('Check listener with the SVID from the SPIFFE Workload API', () => {
     await agent.start();
     agent.setSvid({ spiffeId: SERVER_ID, chainDer: server.der, keyPkcs8Der: await keyDer(server), bundleDer: root.der });
     svc = await startTestService({
-      configText: tlsConfig([`    workload_api: ${agent.address}`, `    allowed_callers: [${ENVOY_ID}]`].join('\n')),
+      configText: tlsConfig([`    workload_api: ${agent.address}`, `    allowed_callers: [${ENVOY_ID}]`].join('\n'), transport),
     });
   });
   afterAll(async () => {

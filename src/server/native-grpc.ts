@@ -1,0 +1,484 @@
+/**
+ * A gRPC server on node:http2 directly, for the Check listener's hot path.
+ *
+ * Implements the server side of gRPC over HTTP/2
+ * (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md) for what chio serves: unary
+ * methods (`envoy.service.auth.v3.Authorization/Check`, `grpc.health.v1.Health/Check` and `List`) and
+ * server-streaming ones (`Health/Watch`). Services are added with grpc-js's own
+ * `addService(ServiceDefinition, implementation)` shape, so the same service definitions, codecs and
+ * handlers (and grpc-health-check's HealthImplementation) run on either server.
+ *
+ * Why not grpc-js's server: on one core grpc-js costs ~80 µs of CPU per unary call before any
+ * handler runs, node:http2 with this framing ~35 µs (BENCHMARKS.md, "Native transport"). On a
+ * service whose whole decision costs ~60 µs, the transport was more than half of every Check.
+ * `listen.grpc_transport: grpc-js` keeps grpc-js's server available.
+ *
+ * What it does, per request stream:
+ * - `:method` other than POST → HTTP 405; `content-type` not `application/grpc*` → HTTP 415 (the
+ *   protocol's own answers for a non-gRPC client).
+ * - unknown `:path` → UNIMPLEMENTED; more than `maxReceiveMessageLength` bytes → RESOURCE_EXHAUSTED;
+ *   not exactly one request message, a cut message or a bad compressed flag → INTERNAL;
+ *   `grpc-encoding` gzip / deflate are inflated (bounded), any other compressed message →
+ *   UNIMPLEMENTED with `grpc-accept-encoding`.
+ * - answers are never compressed; errors are Trailers-Only responses; `grpc-message` is
+ *   percent-encoded as the protocol says.
+ * - `grpc-timeout` is not enforced here: Envoy enforces its own ext_authz timeout and resets the
+ *   stream, and an answer for a stream that is gone is dropped.
+ * Connections: SETTINGS_MAX_CONCURRENT_STREAMS from `limits.max_concurrent_streams`; graceful
+ * shutdown sends GOAWAY on every session and lets admitted calls finish (server-streaming calls are
+ * ended with UNAVAILABLE); TLS material can be replaced while serving (`setSecureContext`).
+ */
+import http2 from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { gunzipSync, inflateSync } from 'node:zlib';
+import { status as Status, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+
+/** What `call.getAuthContext()` returns, the part of grpc-js's AuthContext that chio reads. */
+export interface NativeAuthContext {
+  readonly transportSecurityType?: 'ssl';
+  readonly sslPeerCertificate?: { raw?: Buffer; fingerprint256?: string };
+}
+
+export interface NativeServiceError {
+  readonly code: number;
+  readonly details?: string;
+}
+
+/** TLS for the listener; `requireClientCertificate` as grpc-js's certificate-provider credentials. */
+export interface NativeTlsOptions {
+  readonly key: Buffer;
+  readonly cert: Buffer;
+  readonly ca: Buffer;
+  readonly requireClientCertificate: boolean;
+}
+
+export interface NativeGrpcServerOptions {
+  /** bytes of one request message, after decompression (grpc-js's `grpc.max_receive_message_length`) */
+  readonly maxReceiveMessageLength?: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection */
+  readonly maxConcurrentStreams?: number;
+  readonly tls?: NativeTlsOptions;
+}
+
+type Deserialize = (buf: Buffer) => unknown;
+type Serialize = (value: never) => Buffer;
+type UnaryCallback = (err: NativeServiceError | null, value?: unknown) => void;
+
+interface Route {
+  readonly path: string;
+  readonly streaming: boolean;
+  readonly deserialize: Deserialize;
+  readonly serialize: Serialize;
+  readonly handler: (call: Call, callback: UnaryCallback) => void;
+}
+
+const DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024;
+const GRPC_CONTENT_TYPE = 'application/grpc';
+const ACCEPT_ENCODING = 'identity,gzip,deflate';
+const noop = (): void => {};
+
+/**
+ * The gRPC way of writing a status message into a header: bytes outside 0x20–0x7E, and `%`
+ * itself, as `%XX` of their UTF-8.
+ */
+export function percentEncodeGrpcMessage(message: string): string {
+  let simple = true;
+  for (let i = 0; i < message.length; i++) {
+    const c = message.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) {
+      simple = false;
+      break;
+    }
+  }
+  if (simple) return message;
+  let out = '';
+  for (const b of Buffer.from(message, 'utf8')) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** A Trailers-Only answer: HTTP 200, the status in the one HEADERS frame, END_STREAM. */
+function answerStatus(stream: http2.ServerHttp2Stream, code: number, details: string, extra?: http2.OutgoingHttpHeaders): void {
+  if (stream.destroyed || stream.headersSent) return;
+  try {
+    stream.respond(
+      { ':status': 200, 'content-type': GRPC_CONTENT_TYPE, 'grpc-status': String(code), 'grpc-message': percentEncodeGrpcMessage(details), ...extra },
+      { endStream: true },
+    );
+    // the client may still be sending: tell it to stop (RFC 9113 §8.1)
+    if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+  } catch {
+    stream.destroy();
+  }
+}
+
+/** An HTTP answer for a client that is not speaking gRPC. */
+function answerHttp(stream: http2.ServerHttp2Stream, httpStatus: number): void {
+  if (stream.destroyed || stream.headersSent) return;
+  try {
+    stream.respond({ ':status': httpStatus }, { endStream: true });
+    if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+  } catch {
+    stream.destroy();
+  }
+}
+
+function describeThrown(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function frame(payload: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + payload.length);
+  out[0] = 0;
+  out.writeUInt32BE(payload.length, 1);
+  payload.copy(out, 5);
+  return out;
+}
+
+type Framing = { message: Buffer } | { code: number; details: string; acceptEncoding?: true };
+
+/**
+ * The one Length-Prefixed-Message of a request body, inflated when it says so. Exported for tests.
+ */
+export function unframeSingleMessage(body: Buffer, encoding: string | undefined, maxLength: number): Framing {
+  if (body.length < 5) return { code: Status.INTERNAL, details: body.length === 0 ? 'expected one request message, got none' : 'request message cut short' };
+  const flag = body[0] as number;
+  const length = body.readUInt32BE(1);
+  if (flag > 1) return { code: Status.INTERNAL, details: `request message has compressed flag ${flag}` };
+  if (length > maxLength) return { code: Status.RESOURCE_EXHAUSTED, details: `Received message larger than max (${length} vs. ${maxLength})` };
+  if (body.length < 5 + length) return { code: Status.INTERNAL, details: 'request message cut short' };
+  if (body.length > 5 + length) return { code: Status.INTERNAL, details: 'expected one request message, got more' };
+  const raw = body.subarray(5);
+  if (flag === 0) return { message: raw };
+  try {
+    if (encoding === 'gzip') return checkInflated(gunzipSync(raw, { maxOutputLength: maxLength }), maxLength);
+    if (encoding === 'deflate') return checkInflated(inflateSync(raw, { maxOutputLength: maxLength }), maxLength);
+  } catch (err) {
+    const tooBig = (err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE';
+    return tooBig
+      ? { code: Status.RESOURCE_EXHAUSTED, details: `Received message larger than max (more vs. ${maxLength})` }
+      : { code: Status.INTERNAL, details: `request message could not be decompressed (${encoding})` };
+  }
+  if (encoding === undefined || encoding === 'identity') return { code: Status.INTERNAL, details: 'compressed flag set without grpc-encoding' };
+  return { code: Status.UNIMPLEMENTED, details: `message compressed with ${encoding}, which this server does not support`, acceptEncoding: true };
+}
+
+function checkInflated(message: Buffer, maxLength: number): Framing {
+  return message.length > maxLength ? { code: Status.RESOURCE_EXHAUSTED, details: `Received message larger than max (${message.length} vs. ${maxLength})` } : { message };
+}
+
+/** The per-call object a handler sees: grpc-js's shape, as far as chio's handlers use it. */
+class Call {
+  /** the client went away before the call ended */
+  cancelled = false;
+  #done = false;
+  #cancelListeners: Array<() => void> | null = null;
+  #headersSent = false;
+
+  constructor(
+    readonly request: unknown,
+    private readonly stream: http2.ServerHttp2Stream,
+    private readonly serialize: Serialize,
+    private readonly peers: WeakMap<http2.Http2Session, NativeAuthContext>,
+  ) {}
+
+  /** The TLS peer, read once per connection. */
+  getAuthContext(): NativeAuthContext {
+    const session = this.stream.session;
+    if (!session) return {};
+    let ctx = this.peers.get(session);
+    if (ctx === undefined) {
+      const socket = session.socket as Partial<TLSSocket>;
+      if (typeof socket.getPeerCertificate !== 'function') {
+        ctx = {};
+      } else {
+        const cert = socket.getPeerCertificate(false) as { raw?: Buffer; fingerprint256?: string } | null;
+        const peer = cert?.raw ? { raw: cert.raw, ...(cert.fingerprint256 ? { fingerprint256: cert.fingerprint256 } : {}) } : undefined;
+        ctx = { transportSecurityType: 'ssl', ...(peer ? { sslPeerCertificate: peer } : {}) };
+      }
+      this.peers.set(session, ctx);
+    }
+    return ctx;
+  }
+
+  on(event: string, listener: () => void): this {
+    if (event === 'cancelled') (this.#cancelListeners ??= []).push(listener);
+    return this;
+  }
+
+  /** The stream closed: a cancellation unless the call had ended. */
+  closed(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.cancelled = true;
+    for (const l of this.#cancelListeners ?? []) l();
+  }
+
+  /** Server streaming: one more response message. */
+  write(value: unknown): boolean {
+    if (this.#done || this.stream.destroyed) return false;
+    try {
+      const payload = frame((this.serialize as (v: unknown) => Buffer)(value));
+      if (!this.#headersSent) {
+        this.#headersSent = true;
+        this.stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+      }
+      return this.stream.write(payload);
+    } catch {
+      this.stream.destroy();
+      return false;
+    }
+  }
+
+  /** Server streaming: the status, as trailers (or Trailers-Only when nothing was written). */
+  end(code: number, details = ''): void {
+    if (this.#done || this.stream.destroyed) return;
+    this.#done = true;
+    if (!this.#headersSent) {
+      answerStatus(this.stream, code, details);
+      return;
+    }
+    const stream = this.stream;
+    const trailers: http2.OutgoingHttpHeaders = { 'grpc-status': String(code) };
+    if (details) trailers['grpc-message'] = percentEncodeGrpcMessage(details);
+    stream.once('wantTrailers', () => {
+      try {
+        stream.sendTrailers(trailers);
+      } catch {
+        stream.destroy();
+      }
+    });
+    stream.end();
+  }
+
+  /** Unary: the answer or the error, once. */
+  answer(err: NativeServiceError | null, value?: unknown): void {
+    if (this.#done || this.stream.destroyed) return;
+    this.#done = true;
+    if (err) {
+      answerStatus(this.stream, err.code, err.details ?? '');
+      return;
+    }
+    let payload: Buffer;
+    try {
+      payload = frame((this.serialize as (v: unknown) => Buffer)(value));
+    } catch {
+      answerStatus(this.stream, Status.INTERNAL, 'Failed to serialize the response');
+      return;
+    }
+    const stream = this.stream;
+    try {
+      stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => {
+        try {
+          stream.sendTrailers({ 'grpc-status': '0' });
+        } catch {
+          stream.destroy();
+        }
+      });
+      stream.end(payload);
+    } catch {
+      stream.destroy();
+    }
+  }
+}
+
+/**
+ * A gRPC server for unary and server-streaming methods on node:http2. See the module comment.
+ */
+export class NativeGrpcServer {
+  readonly #routes = new Map<string, Route>();
+  readonly #sessions = new Set<http2.ServerHttp2Session>();
+  readonly #streamingCalls = new Set<Call>();
+  readonly #peers = new WeakMap<http2.Http2Session, NativeAuthContext>();
+  readonly #maxReceive: number;
+  readonly #server: http2.Http2Server | http2.Http2SecureServer;
+  #listening = false;
+  #closed = false;
+
+  constructor(options: NativeGrpcServerOptions = {}) {
+    this.#maxReceive = options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE;
+    if (!Number.isSafeInteger(this.#maxReceive) || this.#maxReceive < 0) throw new TypeError(`maxReceiveMessageLength must be a non-negative integer, got ${this.#maxReceive}`);
+    const common: http2.ServerOptions = {
+      // as grpc-js: nghttp2's session memory limit degrades badly when reached; streams are bounded by SETTINGS instead
+      maxSessionMemory: Number.MAX_SAFE_INTEGER,
+      maxSendHeaderBlockLength: Number.MAX_SAFE_INTEGER,
+      ...(options.maxConcurrentStreams === undefined ? {} : { settings: { maxConcurrentStreams: options.maxConcurrentStreams } }),
+    };
+    if (options.tls) {
+      const t = options.tls;
+      this.#server = http2.createSecureServer({
+        ...common,
+        key: t.key,
+        cert: t.cert,
+        ca: t.ca,
+        requestCert: true,
+        rejectUnauthorized: t.requireClientCertificate,
+        minVersion: 'TLSv1.2',
+      });
+      // TLS handshake errors are the client's business (nodejs/node#35824)
+      this.#server.on('secureConnection', (socket: Socket) => socket.on('error', noop));
+    } else {
+      this.#server = http2.createServer(common);
+    }
+    this.#server.on('connection', (socket: Socket) => socket.on('error', noop));
+    this.#server.setTimeout(0);
+    this.#server.on('session', (session: http2.ServerHttp2Session) => {
+      if (this.#closed) {
+        session.destroy();
+        return;
+      }
+      this.#sessions.add(session);
+      session.on('error', noop);
+      session.once('close', () => this.#sessions.delete(session));
+    });
+    this.#server.on('stream', (stream, headers) => this.#onStream(stream, headers));
+  }
+
+  /**
+   * grpc-js's `Server.addService`: every method of `service`, by its path, served by
+   * `implementation[name]` (or its original lower-case name, as grpc-health-check registers them).
+   */
+  addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
+    for (const [name, def] of Object.entries(service)) {
+      if (def.requestStream) throw new TypeError(`${def.path}: client-streaming methods are not supported by the native transport`);
+      const handler = implementation[name] ?? (def.originalName === undefined ? undefined : implementation[def.originalName]);
+      if (handler === undefined) continue;
+      if (this.#routes.has(def.path)) throw new TypeError(`${def.path} is already served`);
+      this.#routes.set(def.path, {
+        path: def.path,
+        streaming: def.responseStream,
+        deserialize: def.requestDeserialize as Deserialize,
+        serialize: def.responseSerialize as Serialize,
+        handler: handler as unknown as Route['handler'],
+      });
+    }
+  }
+
+  /** Binds `host:port` (`[v6]:port` too); resolves to the bound port. */
+  listen(address: string): Promise<number> {
+    if (this.#listening) throw new TypeError('NativeGrpcServer.listen() called twice');
+    const colon = address.lastIndexOf(':');
+    const port = Number(address.slice(colon + 1));
+    let host = address.slice(0, colon);
+    if (colon < 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new TypeError(`expected host:port, got ${address}`);
+    if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+    this.#listening = true;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.#server.once('error', onError);
+      this.#server.listen({ host, port }, () => {
+        this.#server.off('error', onError);
+        resolve((this.#server.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  /** New TLS material for new connections (a rotated certificate or CA). */
+  setSecureContext(material: { key: Buffer; cert: Buffer; ca: Buffer }): void {
+    if (!('setSecureContext' in this.#server)) throw new TypeError('setSecureContext() on a plaintext listener');
+    this.#server.setSecureContext(material);
+  }
+
+  /** Connections open now (for tests and shutdown). */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /** Stops accepting, sends GOAWAY on every connection, ends streaming calls; `done` once every connection closed. */
+  tryShutdown(done: () => void): void {
+    this.#closed = true;
+    for (const call of this.#streamingCalls) call.end(Status.UNAVAILABLE, 'server shutting down');
+    this.#streamingCalls.clear();
+    let pending = 1 + this.#sessions.size;
+    const settle = (): void => {
+      if (--pending === 0) done();
+    };
+    for (const session of this.#sessions) {
+      if (session.closed || session.destroyed) {
+        settle();
+        continue;
+      }
+      session.once('close', settle);
+      session.close();
+    }
+    if (this.#listening) this.#server.close(() => settle());
+    else settle();
+  }
+
+  /** Drops every connection now. */
+  forceShutdown(): void {
+    this.#closed = true;
+    for (const session of this.#sessions) session.destroy();
+    this.#sessions.clear();
+    if (this.#listening && this.#server.listening) this.#server.close();
+  }
+
+  #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    stream.on('error', noop); // a peer's RST_STREAM, a broken session: nothing to answer
+    if (headers[':method'] !== 'POST') return answerHttp(stream, 405);
+    const contentType = headers['content-type'];
+    if (typeof contentType !== 'string' || !contentType.startsWith(GRPC_CONTENT_TYPE)) return answerHttp(stream, 415);
+    const path = headers[':path'] ?? '';
+    const route = this.#routes.get(path);
+    if (route === undefined) return answerStatus(stream, Status.UNIMPLEMENTED, `The server does not implement the method ${path}`);
+    const encodingHeader = headers['grpc-encoding'];
+    const encoding = typeof encodingHeader === 'string' ? encodingHeader : undefined;
+
+    const limit = this.#maxReceive + 5;
+    let first: Buffer | null = null;
+    let more: Buffer[] | null = null;
+    let received = 0;
+    let refused = false;
+    stream.on('data', (chunk: Buffer) => {
+      if (refused) return;
+      received += chunk.length;
+      if (received > limit) {
+        refused = true;
+        answerStatus(stream, Status.RESOURCE_EXHAUSTED, `Received message larger than max (${received - 5} vs. ${this.#maxReceive})`);
+        return;
+      }
+      if (first === null) first = chunk;
+      else (more ??= [first]).push(chunk);
+    });
+    stream.once('end', () => {
+      if (refused || stream.destroyed) return;
+      const body = more ? Buffer.concat(more, received) : (first ?? Buffer.alloc(0));
+      const framing = unframeSingleMessage(body, encoding, this.#maxReceive);
+      if (!('message' in framing)) {
+        return answerStatus(stream, framing.code, framing.details, framing.acceptEncoding ? { 'grpc-accept-encoding': ACCEPT_ENCODING } : undefined);
+      }
+      this.#dispatch(stream, route, framing.message);
+    });
+  }
+
+  #dispatch(stream: http2.ServerHttp2Stream, route: Route, message: Buffer): void {
+    let request: unknown;
+    try {
+      request = route.deserialize(message);
+    } catch {
+      return answerStatus(stream, Status.INTERNAL, 'Error deserializing the request message');
+    }
+    const call = new Call(request, stream, route.serialize, this.#peers);
+    if (!route.streaming) {
+      try {
+        route.handler(call, (err, value) => call.answer(err, value));
+      } catch (err) {
+        call.answer({ code: Status.UNKNOWN, details: `Server method handler threw error ${describeThrown(err)}` });
+      }
+      return;
+    }
+    this.#streamingCalls.add(call);
+    stream.once('close', () => {
+      this.#streamingCalls.delete(call);
+      call.closed();
+    });
+    try {
+      (route.handler as (c: Call) => void)(call); // grpc-js's handleServerStreamingCall: no callback
+    } catch (err) {
+      call.end(Status.UNKNOWN, `Server method handler threw error ${describeThrown(err)}`);
+    }
+  }
+}
