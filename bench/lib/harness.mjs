@@ -112,7 +112,7 @@ export class Harness {
   }
 
   /**
-   * @param {{nodeFlags?: string[], label?: string, cpu?: number | null}} [o]
+   * @param {{nodeFlags?: string[], label?: string, cpu?: number | null, transport?: 'grpc-js' | 'native'}} [o]
    * @returns {Promise<Server>}
    */
   async startNull(o = {}) {
@@ -123,6 +123,7 @@ export class Harness {
       cpu: o.cpu === undefined ? this.settings.serverCpu : o.cpu,
       nodeFlags: o.nodeFlags ?? this.settings.serverNodeFlags,
       label: o.label,
+      transport: o.transport,
     });
     return this.#adopt(proc);
   }

@@ -65,25 +65,35 @@ export function ratioNoise(servers, ratio, cpuRatio) {
   return `most ${noisy.join(' and ')} runs were NOISY and the CPU-normalized ratio ${cpuRatio.toFixed(3)} says the opposite`;
 }
 
+/** the null server on chio's transport (bench/null-server.mjs --transport native) */
+const NULL_NATIVE = 'null-native';
+
 /** @type {import('./sections.mjs').Section} */
 export const saturationSection = {
   name: 'saturation',
   title: 'Closed-loop saturation: h2load -c 4 -m 16, chio-authz vs the null server',
   default: true,
   async run(h) {
-    /** @type {Record<'chio' | 'null', {name: string, runs: Awaited<ReturnType<typeof measure>>[], command: string}>} */
-    const by = { chio: { name: 'chio', runs: [], command: '' }, null: { name: 'null', runs: [], command: '' } };
+    /** @type {Record<'chio' | 'null' | 'nullNative', {name: string, runs: Awaited<ReturnType<typeof measure>>[], command: string}>} */
+    const by = {
+      chio: { name: 'chio', runs: [], command: '' },
+      null: { name: 'null', runs: [], command: '' },
+      nullNative: { name: NULL_NATIVE, runs: [], command: '' },
+    };
     for (let rep = 1; rep <= h.settings.reps; rep++) {
-      for (const kind of /** @type {const} */ (['chio', 'null'])) {
-        const { value, report } = await h.withServer(kind, {}, (server) => measure(h, server, rep));
+      for (const kind of /** @type {const} */ (['chio', 'null', 'nullNative'])) {
+        const opts = kind === 'nullNative' ? { label: NULL_NATIVE, transport: /** @type {const} */ ('native') } : {};
+        const { value, report } = await h.withServer(kind === 'chio' ? 'chio' : 'null', opts, (server) => measure(h, server, rep));
         by[kind].runs.push(value);
         by[kind].command = report.command;
       }
     }
-    const servers = [by.chio, by.null];
+    const servers = [by.chio, by.null, by.nullNative];
     const sums = Object.fromEntries(servers.map((s) => [s.name, summary(s.runs)]));
     const ratio = sums.chio.reqPerSec.median / sums.null.reqPerSec.median;
     const cpuRatio = sums.null.cpuUsPerReq / sums.chio.cpuUsPerReq;
+    const nativeRatio = sums.chio.reqPerSec.median / sums[NULL_NATIVE].reqPerSec.median;
+    const productUs = sums.chio.cpuUsPerReq - sums[NULL_NATIVE].cpuUsPerReq;
     const runRows = servers.flatMap((s) =>
       s.runs.map((r) => ({
         server: s.name,
@@ -156,7 +166,7 @@ export const saturationSection = {
           target: `≥ ${RATIO_TARGET.toFixed(2)}`,
           value: `${ratio.toFixed(3)} (CPU-normalized ${cpuRatio.toFixed(3)})`,
           pass: ratio >= RATIO_TARGET,
-          inconclusive: ratioNoise(servers, ratio, cpuRatio),
+          inconclusive: ratioNoise([by.chio, by.null], ratio, cpuRatio),
         },
         {
           name: 'saturation runs without failures (HTTP/stream errors, server-side denies)',
@@ -167,12 +177,14 @@ export const saturationSection = {
       ],
       notes: [
         `CPU-normalized ratio (null server CPU µs per request / chio's, from the medians): ${cpuRatio.toFixed(3)}; it barely moves when other programs take the core.`,
+        `${NULL_NATIVE}: the null server on chio's own transport (src/server/native-grpc.ts, same proto-loader decoding). chio / it = ${nativeRatio.toFixed(3)}: chio's work over a bare transport is ~${productUs.toFixed(0)} µs of CPU per Check. The target is stated against the grpc-js null server.`,
         ...noiseNotes(servers.flatMap((x) => x.runs)),
         `chio command: ${servers[0]?.command}`,
         `null command: ${servers[1]?.command}`,
+        `${NULL_NATIVE} command: ${servers[2]?.command}`,
         `h2load command (last run): ${by.null.runs[by.null.runs.length - 1]?.command}`,
       ],
-      data: { servers: servers.map((s) => ({ ...s, summary: sums[s.name] })), ratio, ratioTarget: RATIO_TARGET, cpuNormalizedRatio: cpuRatio },
+      data: { servers: servers.map((s) => ({ ...s, summary: sums[s.name] })), ratio, ratioTarget: RATIO_TARGET, cpuNormalizedRatio: cpuRatio, nativeNullRatio: nativeRatio },
     };
   },
 };

@@ -126,12 +126,12 @@ export async function startChioProcess(o) {
 }
 
 /**
- * @param {{repoRoot: string, dir: string, cpu: number | null, nodeFlags: string[], label?: string}} o
+ * @param {{repoRoot: string, dir: string, cpu: number | null, nodeFlags: string[], label?: string, transport?: 'grpc-js' | 'native'}} o
  * @returns {Promise<ServerProcess>}
  */
 export async function startNullProcess(o) {
   mkdirSync(o.dir, { recursive: true });
-  const args = [...o.nodeFlags, path.join(o.repoRoot, 'bench', 'null-server.mjs'), '--address', '127.0.0.1:0'];
+  const args = [...o.nodeFlags, path.join(o.repoRoot, 'bench', 'null-server.mjs'), '--address', '127.0.0.1:0', ...(o.transport ? ['--transport', o.transport] : [])];
   const proc = spawnPinned({ cpu: o.cpu, command: process.execPath, args, cwd: o.dir });
   /** @type {ServerProcess} */
   const server = {
