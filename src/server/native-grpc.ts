@@ -107,11 +107,19 @@ function answerStatus(stream: http2.ServerHttp2Stream, code: number, details: st
       { ':status': 200, 'content-type': GRPC_CONTENT_TYPE, 'grpc-status': String(code), 'grpc-message': percentEncodeGrpcMessage(details), ...extra },
       { endStream: true },
     );
-    // the client may still be sending: tell it to stop (RFC 9113 §8.1)
-    if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    stopReading(stream);
   } catch {
     stream.destroy();
   }
+}
+
+/**
+ * After a complete answer to a request still being sent: RST_STREAM(NO_ERROR) tells the client to
+ * stop sending (RFC 9113 §8.1). Not when its request had ended: nothing to stop.
+ */
+function stopReading(stream: http2.ServerHttp2Stream): void {
+  if (stream.destroyed || stream.endAfterHeaders || stream.readableEnded) return;
+  stream.close(http2.constants.NGHTTP2_NO_ERROR);
 }
 
 /** An HTTP answer for a client that is not speaking gRPC. */
@@ -119,7 +127,7 @@ function answerHttp(stream: http2.ServerHttp2Stream, httpStatus: number): void {
   if (stream.destroyed || stream.headersSent) return;
   try {
     stream.respond({ ':status': httpStatus }, { endStream: true });
-    if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    stopReading(stream);
   } catch {
     stream.destroy();
   }
