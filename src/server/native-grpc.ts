@@ -14,8 +14,8 @@
  * `listen.grpc_transport: grpc-js` keeps grpc-js's server available.
  *
  * What it does, per request stream:
- * - `:method` other than POST → HTTP 405; `content-type` not `application/grpc*` → HTTP 415 (the
- *   protocol's own answers for a non-gRPC client).
+ * - `:method` other than POST → HTTP 405; `content-type` other than `application/grpc` (or
+ *   `+proto`) → HTTP 415 (the protocol's own answers for a non-gRPC client).
  * - unknown `:path` → UNIMPLEMENTED; more than `maxReceiveMessageLength` bytes → RESOURCE_EXHAUSTED;
  *   not exactly one request message, a cut message or a bad compressed flag → INTERNAL;
  *   `grpc-encoding` gzip / deflate are inflated (bounded), any other compressed message →
@@ -97,6 +97,16 @@ export function percentEncodeGrpcMessage(message: string): string {
     out += b >= 0x20 && b <= 0x7e && b !== 0x25 ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
   }
   return out;
+}
+
+/**
+ * `application/grpc`, alone, with `+proto` or with parameters: what our protobuf codecs read. Not
+ * `application/grpc-web*` (another framing: Envoy's grpc_web filter translates it) nor `+json`.
+ */
+export function isGrpcContentType(value: string | undefined): boolean {
+  if (typeof value !== 'string' || !value.startsWith(GRPC_CONTENT_TYPE)) return false;
+  const rest = value.slice(GRPC_CONTENT_TYPE.length);
+  return rest === '' || rest.startsWith(';') || rest === '+proto' || rest.startsWith('+proto;');
 }
 
 /** A Trailers-Only answer: HTTP 200, the status in the one HEADERS frame, END_STREAM. */
@@ -427,8 +437,7 @@ export class NativeGrpcServer {
   #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on('error', noop); // a peer's RST_STREAM, a broken session: nothing to answer
     if (headers[':method'] !== 'POST') return answerHttp(stream, 405);
-    const contentType = headers['content-type'];
-    if (typeof contentType !== 'string' || !contentType.startsWith(GRPC_CONTENT_TYPE)) return answerHttp(stream, 415);
+    if (!isGrpcContentType(headers['content-type'])) return answerHttp(stream, 415);
     const path = headers[':path'] ?? '';
     const route = this.#routes.get(path);
     if (route === undefined) return answerStatus(stream, Status.UNIMPLEMENTED, `The server does not implement the method ${path}`);

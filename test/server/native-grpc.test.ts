@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { HealthImplementation, service as healthService } from 'grpc-health-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { NativeGrpcServer, percentEncodeGrpcMessage, unframeSingleMessage } from '../../src/server/native-grpc.js';
+import { isGrpcContentType, NativeGrpcServer, percentEncodeGrpcMessage, unframeSingleMessage } from '../../src/server/native-grpc.js';
 
 const id = (b: Buffer): Buffer => b;
 const method = (path: string, responseStream: boolean, originalName: string): grpc.MethodDefinition<Buffer, Buffer> => ({
@@ -244,6 +244,7 @@ describe('NativeGrpcServer with a raw HTTP/2 client', () => {
     const json = await raw(s.port, { 'content-type': 'application/json' }, framed(Buffer.from('x')));
     expect(json.headers[':status']).toBe(415);
     expect(json.headers['grpc-status']).toBeUndefined();
+    expect((await raw(s.port, { 'content-type': 'application/grpc-web+proto' }, framed(Buffer.from('x')))).headers[':status']).toBe(415);
   });
 
   it('accepts content-type application/grpc+proto and a message split over DATA frames', async () => {
@@ -305,6 +306,15 @@ describe('NativeGrpcServer with a raw HTTP/2 client', () => {
     const ans = await raw(s.port, {}, [framed(Buffer.alloc(600)), framed(Buffer.alloc(600))]);
     expect(ans.headers['grpc-status']).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
     expect(ans.headers['grpc-message']).toBe('Received message larger than max (1205 vs. 1000)');
+  });
+});
+
+describe('isGrpcContentType', () => {
+  it('takes application/grpc alone, with +proto or with parameters, and nothing else', () => {
+    for (const ok of ['application/grpc', 'application/grpc+proto', 'application/grpc; charset=utf-8', 'application/grpc+proto;x=1']) expect(isGrpcContentType(ok)).toBe(true);
+    for (const no of [undefined, '', 'application/json', 'application/grpc-web', 'application/grpc-web+proto', 'application/grpc+json', 'application/grpcx', 'text/application/grpc']) {
+      expect(isGrpcContentType(no)).toBe(false);
+    }
   });
 });
 
