@@ -143,6 +143,11 @@ function answerHttp(stream: http2.ServerHttp2Stream, httpStatus: number): void {
   }
 }
 
+/** A handler error's code, or UNKNOWN when it has none (as grpc-js). */
+function statusCodeOf(err: NativeServiceError): number {
+  return Number.isInteger(err.code) && err.code >= 0 && err.code <= 16 ? err.code : Status.UNKNOWN;
+}
+
 function describeThrown(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -187,6 +192,60 @@ function checkInflated(message: Buffer, maxLength: number): Framing {
   return message.length > maxLength ? { code: Status.RESOURCE_EXHAUSTED, details: `Received message larger than max (${message.length} vs. ${maxLength})` } : { message };
 }
 
+/**
+ * A request body as it arrives: the one message's bytes in one buffer, sized by its length prefix.
+ * A prefix over the limit is refused at once, before its bytes arrive, and bytes past the first
+ * message at once too; chunks are copied as they come, so many small DATA frames cost no more
+ * than one (the common case, the whole message in one chunk, is kept without a copy).
+ */
+class MessageBody {
+  refused = false;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  #buf: Buffer | null = null;
+  #filled = 0;
+
+  constructor(private readonly maxLength: number) {}
+
+  /** Takes a chunk; a refusal to answer with, or null. */
+  add(chunk: Buffer): { code: number; details: string } | null {
+    if (this.#buf === null) {
+      this.#pending.push(chunk);
+      this.#pendingBytes += chunk.length;
+      if (this.#pendingBytes < 5) return null;
+      const head = this.#pending.length === 1 ? chunk : Buffer.concat(this.#pending, this.#pendingBytes);
+      this.#pending = [];
+      const declared = head.readUInt32BE(1);
+      if (declared > this.maxLength) return this.#refuse(Status.RESOURCE_EXHAUSTED, `Received message larger than max (${declared} vs. ${this.maxLength})`);
+      const size = 5 + declared;
+      if (head.length === size) {
+        this.#buf = head;
+        this.#filled = size;
+        return null;
+      }
+      this.#buf = Buffer.allocUnsafe(size);
+      chunk = head;
+    }
+    if (this.#filled + chunk.length > this.#buf.length) return this.#refuse(Status.INTERNAL, 'expected one request message, got more');
+    chunk.copy(this.#buf, this.#filled);
+    this.#filled += chunk.length;
+    return null;
+  }
+
+  /** What arrived: the whole message, or fewer bytes (unframeSingleMessage names what is missing). */
+  bytes(): Buffer {
+    if (this.#buf === null) return this.#pendingBytes === 0 ? Buffer.alloc(0) : Buffer.concat(this.#pending, this.#pendingBytes);
+    return this.#filled === this.#buf.length ? this.#buf : this.#buf.subarray(0, this.#filled);
+  }
+
+  #refuse(code: number, details: string): { code: number; details: string } {
+    this.refused = true;
+    this.#pending = [];
+    this.#buf = null;
+    return { code, details };
+  }
+}
+
 /** The per-call object a handler sees: grpc-js's shape, as far as chio's handlers use it. */
 class Call {
   /** the client went away before the call ended */
@@ -211,6 +270,9 @@ class Call {
       const socket = session.socket as Partial<TLSSocket>;
       if (typeof socket.getPeerCertificate !== 'function') {
         ctx = {};
+      } else if (socket.authorized !== true) {
+        // a certificate TLS did not verify (require_client_certificate: false) is no identity, as in grpc-js
+        ctx = { transportSecurityType: 'ssl' };
       } else {
         const cert = socket.getPeerCertificate(false) as { raw?: Buffer; fingerprint256?: string } | null;
         const peer = cert?.raw ? { raw: cert.raw, ...(cert.fingerprint256 ? { fingerprint256: cert.fingerprint256 } : {}) } : undefined;
@@ -276,7 +338,7 @@ class Call {
     if (this.#done || this.stream.destroyed) return;
     this.#done = true;
     if (err) {
-      answerStatus(this.stream, err.code, err.details ?? '');
+      answerStatus(this.stream, statusCodeOf(err), err.details ?? (err as { message?: string }).message ?? '');
       return;
     }
     let payload: Buffer;
@@ -444,26 +506,16 @@ export class NativeGrpcServer {
     const encodingHeader = headers['grpc-encoding'];
     const encoding = typeof encodingHeader === 'string' ? encodingHeader : undefined;
 
-    const limit = this.#maxReceive + 5;
-    let first: Buffer | null = null;
-    let more: Buffer[] | null = null;
-    let received = 0;
-    let refused = false;
+    const body = new MessageBody(this.#maxReceive);
+    const refuse = (f: { code: number; details: string }): void => answerStatus(stream, f.code, f.details);
     stream.on('data', (chunk: Buffer) => {
-      if (refused) return;
-      received += chunk.length;
-      if (received > limit) {
-        refused = true;
-        answerStatus(stream, Status.RESOURCE_EXHAUSTED, `Received message larger than max (${received - 5} vs. ${this.#maxReceive})`);
-        return;
-      }
-      if (first === null) first = chunk;
-      else (more ??= [first]).push(chunk);
+      if (body.refused) return;
+      const refusal = body.add(chunk);
+      if (refusal) refuse(refusal);
     });
     stream.once('end', () => {
-      if (refused || stream.destroyed) return;
-      const body = more ? Buffer.concat(more, received) : (first ?? Buffer.alloc(0));
-      const framing = unframeSingleMessage(body, encoding, this.#maxReceive);
+      if (body.refused || stream.destroyed) return;
+      const framing = unframeSingleMessage(body.bytes(), encoding, this.#maxReceive);
       if (!('message' in framing)) {
         return answerStatus(stream, framing.code, framing.details, framing.acceptEncoding ? { 'grpc-accept-encoding': ACCEPT_ENCODING } : undefined);
       }
@@ -478,6 +530,7 @@ export class NativeGrpcServer {
     } catch {
       return answerStatus(stream, Status.INTERNAL, 'Error deserializing the request message');
     }
+    if (route.streaming && this.#closed) return answerStatus(stream, Status.UNAVAILABLE, 'server shutting down');
     const call = new Call(request, stream, route.serialize, this.#peers);
     if (!route.streaming) {
       try {

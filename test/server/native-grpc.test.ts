@@ -47,6 +47,7 @@ async function start(options: ConstructorParameters<typeof NativeGrpcServer>[0] 
     Echo: (call: { request: Buffer }, callback: (err: { code: number; details: string } | null, value?: Buffer) => void) => {
       const text = call.request.toString();
       if (text === 'throw') throw new Error('boom');
+      if (text === 'nocode') return callback({ details: 'no code given' } as unknown as { code: number; details: string });
       if (text.startsWith('fail:')) return callback({ code: grpc.status.FAILED_PRECONDITION, details: text.slice(5) });
       if (text.startsWith('wait:')) {
         setTimeout(() => callback(null, Buffer.from('late')), Number(text.slice(5)));
@@ -128,6 +129,13 @@ describe('NativeGrpcServer with a grpc-js client', () => {
     const { err } = await unary(s.client, '/test.Bytes/Echo', Buffer.from('throw'));
     expect(err?.code).toBe(grpc.status.UNKNOWN);
     expect(err?.details).toBe('Server method handler threw error boom');
+  });
+
+  it('answers UNKNOWN for a handler error without a code', async () => {
+    const s = await start();
+    const { err } = await unary(s.client, '/test.Bytes/Echo', Buffer.from('nocode'));
+    expect(err?.code).toBe(grpc.status.UNKNOWN);
+    expect(err?.details).toBe('no code given');
   });
 
   it('answers UNIMPLEMENTED for a method it does not serve', async () => {
@@ -301,11 +309,38 @@ describe('NativeGrpcServer with a raw HTTP/2 client', () => {
     expect(ans.headers['grpc-status']).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
   });
 
-  it('refuses a body larger than the limit as it arrives', async () => {
+  it('refuses a length prefix over the limit before the message arrives', async () => {
     const s = await start({ maxReceiveMessageLength: 1000 });
-    const ans = await raw(s.port, {}, [framed(Buffer.alloc(600)), framed(Buffer.alloc(600))]);
+    const ans = await raw(s.port, {}, framed(Buffer.alloc(1200)).subarray(0, 100));
     expect(ans.headers['grpc-status']).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
-    expect(ans.headers['grpc-message']).toBe('Received message larger than max (1205 vs. 1000)');
+    expect(ans.headers['grpc-message']).toBe('Received message larger than max (1200 vs. 1000)');
+  });
+
+  it('reassembles a message sent in many small DATA frames', async () => {
+    const s = await start();
+    const body = framed(Buffer.from('x'.repeat(3000)));
+    const pieces = Array.from({ length: Math.ceil(body.length / 7) }, (_, i) => body.subarray(i * 7, i * 7 + 7));
+    const ans = await raw(s.port, {}, pieces);
+    expect(ans.trailers['grpc-status']).toBe('0');
+    expect(ans.data.subarray(5).toString()).toBe(`echo:${'x'.repeat(3000)}`);
+  });
+
+  it('refuses a server-streaming call whose request completes after shutdown began', async () => {
+    const s = await start();
+    const session = http2.connect(`http://127.0.0.1:${s.port}`);
+    const req = session.request({ ':method': 'POST', ':path': '/test.Bytes/Ticks', 'content-type': 'application/grpc', te: 'trailers' });
+    const headers = new Promise<http2.IncomingHttpHeaders>((resolve) => req.on('response', resolve));
+    req.on('error', () => {});
+    const body = framed(Buffer.from('abc'));
+    req.write(body.subarray(0, 4));
+    await new Promise((r) => setTimeout(r, 50)); // the stream is open on the server
+    const shut = new Promise<void>((resolve) => s.server.tryShutdown(resolve));
+    req.end(body.subarray(4));
+    const h = await headers;
+    expect(h['grpc-status']).toBe(String(grpc.status.UNAVAILABLE));
+    expect(h['grpc-message']).toBe('server shutting down');
+    await shut; // not held open by a Watch that started too late
+    session.destroy();
   });
 });
 
