@@ -25,8 +25,9 @@
  * - `grpc-timeout` is not enforced here: Envoy enforces its own ext_authz timeout and resets the
  *   stream, and an answer for a stream that is gone is dropped.
  * Connections: SETTINGS_MAX_CONCURRENT_STREAMS from `limits.max_concurrent_streams`; graceful
- * shutdown sends GOAWAY on every session and lets admitted calls finish (server-streaming calls are
- * ended with UNAVAILABLE); TLS material can be replaced while serving (`setSecureContext`).
+ * shutdown sends two GOAWAYs on every session (the first for stream 2³¹−1, the last after a PING
+ * round trip) and lets admitted calls finish (server-streaming calls are ended with UNAVAILABLE);
+ * TLS material can be replaced while serving (`setSecureContext`).
  */
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
@@ -130,6 +131,33 @@ function answerStatus(stream: http2.ServerHttp2Stream, code: number, details: st
 function stopReading(stream: http2.ServerHttp2Stream): void {
   if (stream.destroyed || stream.endAfterHeaders || stream.readableEnded) return;
   stream.close(http2.constants.NGHTTP2_NO_ERROR);
+}
+
+/** How long a draining connection waits for the PING acknowledgement before its final GOAWAY. */
+const DRAIN_PING_TIMEOUT_MS = 1000;
+
+/**
+ * Graceful close in two GOAWAYs (RFC 9113 §6.8): the first names stream 2³¹−1, so streams the
+ * client already sent are still served; after one round trip (a PING acknowledged) the second,
+ * from `session.close()`, names the last stream processed. With one GOAWAY a Check crossing it
+ * would be reset, and Envoy would answer it with its failure mode.
+ */
+function drain(session: http2.ServerHttp2Session): void {
+  let closed = false;
+  const close = (): void => {
+    if (closed) return;
+    closed = true;
+    clearTimeout(timer);
+    if (!session.closed && !session.destroyed) session.close();
+  };
+  const timer = setTimeout(close, DRAIN_PING_TIMEOUT_MS);
+  timer.unref();
+  try {
+    session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+    if (!session.ping(close)) close();
+  } catch {
+    close();
+  }
 }
 
 /** An HTTP answer for a client that is not speaking gRPC. */
@@ -482,7 +510,7 @@ export class NativeGrpcServer {
         continue;
       }
       session.once('close', settle);
-      session.close();
+      drain(session);
     }
     if (this.#listening) this.#server.close(() => settle());
     else settle();

@@ -325,6 +325,25 @@ describe('NativeGrpcServer with a raw HTTP/2 client', () => {
     expect(ans.data.subarray(5).toString()).toBe(`echo:${'x'.repeat(3000)}`);
   });
 
+  it('drains a connection with GOAWAY for stream 2^31-1 first, then closes it', async () => {
+    const s = await start();
+    const session = http2.connect(`http://127.0.0.1:${s.port}`);
+    const goaways: number[] = [];
+    session.on('goaway', (_code: number, lastStreamID: number) => goaways.push(lastStreamID));
+    session.on('error', () => {});
+    const req = session.request({ ':method': 'POST', ':path': '/test.Bytes/Echo', 'content-type': 'application/grpc', te: 'trailers' });
+    req.on('error', () => {});
+    req.resume();
+    await new Promise<void>((resolve) => {
+      req.on('response', () => resolve());
+      req.end(framed(Buffer.from('one')));
+    });
+    const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    await new Promise<void>((resolve) => s.server.tryShutdown(resolve));
+    await closed;
+    expect(goaways[0]).toBe(2 ** 31 - 1);
+  });
+
   it('refuses a server-streaming call whose request completes after shutdown began', async () => {
     const s = await start();
     const session = http2.connect(`http://127.0.0.1:${s.port}`);
