@@ -20,6 +20,7 @@ export const METRIC_NAMES = {
   workloadApiConnected: 'chio_workload_api_connected',
   svidCacheEntries: 'chio_svid_cache_entries',
   checkCallersRefused: 'chio_check_callers_refused_total',
+  grpcErrors: 'chio_grpc_errors_total',
   checksInFlight: 'chio_checks_in_flight',
   heapLean: 'chio_heap_lean',
   receiptShippingLag: 'chio_receipt_shipping_lag_receipts',
@@ -56,6 +57,7 @@ export class Metrics {
   readonly workloadApiConnected: Gauge<'source'>;
   readonly svidCacheEntries: Gauge;
   readonly checkCallersRefused: Counter;
+  readonly grpcErrors: Counter;
   readonly checksInFlight: Gauge;
   readonly heapLean: Gauge;
   /** Read at each scrape; the composition root (src/main.ts) points them at the live objects. */
@@ -132,6 +134,12 @@ export class Metrics {
     this.checkCallersRefused = new Counter({
       name: METRIC_NAMES.checkCallersRefused,
       help: 'Check calls refused before any decision: the TLS caller is not in listen.grpc_tls.allowed_callers.',
+      registers: [registry],
+    });
+    this.grpcErrors = new Counter({
+      name: METRIC_NAMES.grpcErrors,
+      help: 'Calls on the gRPC listener answered with an RPC error instead of a message (no decision, no receipt: Envoy applies its failure mode), by gRPC status name, or HTTP_405 / HTTP_415 for clients not speaking gRPC. Native transport only.',
+      labelNames: ['code'],
       registers: [registry],
     });
     this.receiptShippingLag = new Gauge({

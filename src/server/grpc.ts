@@ -42,6 +42,8 @@ export interface GrpcServerOptions {
   readonly onCallerRefused?: (reason: string) => void;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (limits.max_concurrent_streams) */
   readonly maxConcurrentStreams?: number;
+  /** a call answered with an RPC error, by status name (native transport only: ./native-grpc.ts `onError`) */
+  readonly onRpcError?: (code: string) => void;
 }
 
 export interface RunningGrpcServer {
@@ -170,6 +172,7 @@ function nativeServer(options: GrpcServerOptions): BindableServer {
   if (options.tls && !material) throw new TypeError('startGrpcServer(): the TLS provider has no material yet');
   const server = new NativeGrpcServer({
     maxReceiveMessageLength: MAX_RECEIVE_MESSAGE_LENGTH,
+    ...(options.onRpcError ? { onError: options.onRpcError } : {}),
     ...(options.maxConcurrentStreams === undefined ? {} : { maxConcurrentStreams: options.maxConcurrentStreams }),
     ...(options.tls && material
       ? { tls: { key: material.privateKey, cert: material.certificate, ca: material.caCertificate, requireClientCertificate: options.tls.requireClientCertificate } }

@@ -60,6 +60,11 @@ export interface NativeGrpcServerOptions {
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection */
   readonly maxConcurrentStreams?: number;
   readonly tls?: NativeTlsOptions;
+  /**
+   * Every call answered with an error instead of a message: the gRPC status name
+   * (`RESOURCE_EXHAUSTED`, …) or `HTTP_405` / `HTTP_415` for a client not speaking gRPC.
+   */
+  readonly onError?: (code: string) => void;
 }
 
 type Deserialize = (buf: Buffer) => unknown;
@@ -78,6 +83,12 @@ const DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024;
 const GRPC_CONTENT_TYPE = 'application/grpc';
 const ACCEPT_ENCODING = 'identity,gzip,deflate';
 const noop = (): void => {};
+
+/** The name of a gRPC status code, for metrics. */
+export function statusName(code: number): string {
+  const name = (Status as unknown as Record<number, string | undefined>)[code];
+  return typeof name === 'string' ? name : `CODE_${code}`;
+}
 
 /**
  * The gRPC way of writing a status message into a header: bytes outside 0x20–0x7E, and `%`
@@ -287,6 +298,7 @@ class Call {
     private readonly stream: http2.ServerHttp2Stream,
     private readonly serialize: Serialize,
     private readonly peers: WeakMap<http2.Http2Session, NativeAuthContext>,
+    private readonly report: (code: number) => void,
   ) {}
 
   /** The TLS peer, read once per connection. */
@@ -344,6 +356,7 @@ class Call {
   end(code: number, details = ''): void {
     if (this.#done || this.stream.destroyed) return;
     this.#done = true;
+    if (code !== Status.OK) this.report(code);
     if (!this.#headersSent) {
       answerStatus(this.stream, code, details);
       return;
@@ -366,13 +379,16 @@ class Call {
     if (this.#done || this.stream.destroyed) return;
     this.#done = true;
     if (err) {
-      answerStatus(this.stream, statusCodeOf(err), err.details ?? (err as { message?: string }).message ?? '');
+      const code = statusCodeOf(err);
+      this.report(code);
+      answerStatus(this.stream, code, err.details ?? (err as { message?: string }).message ?? '');
       return;
     }
     let payload: Buffer;
     try {
       payload = frame((this.serialize as (v: unknown) => Buffer)(value));
     } catch {
+      this.report(Status.INTERNAL);
       answerStatus(this.stream, Status.INTERNAL, 'Failed to serialize the response');
       return;
     }
@@ -402,12 +418,15 @@ export class NativeGrpcServer {
   readonly #streamingCalls = new Set<Call>();
   readonly #peers = new WeakMap<http2.Http2Session, NativeAuthContext>();
   readonly #maxReceive: number;
+  readonly #onError: ((code: string) => void) | undefined;
+  readonly #reportCode = (code: number): void => this.#onError?.(statusName(code));
   readonly #server: http2.Http2Server | http2.Http2SecureServer;
   #listening = false;
   #closed = false;
 
   constructor(options: NativeGrpcServerOptions = {}) {
     this.#maxReceive = options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE;
+    this.#onError = options.onError;
     if (!Number.isSafeInteger(this.#maxReceive) || this.#maxReceive < 0) throw new TypeError(`maxReceiveMessageLength must be a non-negative integer, got ${this.#maxReceive}`);
     const common: http2.ServerOptions = {
       // as grpc-js: nghttp2's session memory limit degrades badly when reached; streams are bounded by SETTINGS instead
@@ -526,16 +545,16 @@ export class NativeGrpcServer {
 
   #onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on('error', noop); // a peer's RST_STREAM, a broken session: nothing to answer
-    if (headers[':method'] !== 'POST') return answerHttp(stream, 405);
-    if (!isGrpcContentType(headers['content-type'])) return answerHttp(stream, 415);
+    if (headers[':method'] !== 'POST') return this.#refuseHttp(stream, 405);
+    if (!isGrpcContentType(headers['content-type'])) return this.#refuseHttp(stream, 415);
     const path = headers[':path'] ?? '';
     const route = this.#routes.get(path);
-    if (route === undefined) return answerStatus(stream, Status.UNIMPLEMENTED, `The server does not implement the method ${path}`);
+    if (route === undefined) return this.#refuse(stream, Status.UNIMPLEMENTED, `The server does not implement the method ${path}`);
     const encodingHeader = headers['grpc-encoding'];
     const encoding = typeof encodingHeader === 'string' ? encodingHeader : undefined;
 
     const body = new MessageBody(this.#maxReceive);
-    const refuse = (f: { code: number; details: string }): void => answerStatus(stream, f.code, f.details);
+    const refuse = (f: { code: number; details: string }): void => this.#refuse(stream, f.code, f.details);
     stream.on('data', (chunk: Buffer) => {
       if (body.refused) return;
       const refusal = body.add(chunk);
@@ -545,10 +564,20 @@ export class NativeGrpcServer {
       if (body.refused || stream.destroyed) return;
       const framing = unframeSingleMessage(body.bytes(), encoding, this.#maxReceive);
       if (!('message' in framing)) {
-        return answerStatus(stream, framing.code, framing.details, framing.acceptEncoding ? { 'grpc-accept-encoding': ACCEPT_ENCODING } : undefined);
+        return this.#refuse(stream, framing.code, framing.details, framing.acceptEncoding ? { 'grpc-accept-encoding': ACCEPT_ENCODING } : undefined);
       }
       this.#dispatch(stream, route, framing.message);
     });
+  }
+
+  #refuse(stream: http2.ServerHttp2Stream, code: number, details: string, extra?: http2.OutgoingHttpHeaders): void {
+    this.#reportCode(code);
+    answerStatus(stream, code, details, extra);
+  }
+
+  #refuseHttp(stream: http2.ServerHttp2Stream, httpStatus: number): void {
+    this.#onError?.(`HTTP_${httpStatus}`);
+    answerHttp(stream, httpStatus);
   }
 
   #dispatch(stream: http2.ServerHttp2Stream, route: Route, message: Buffer): void {
@@ -556,10 +585,10 @@ export class NativeGrpcServer {
     try {
       request = route.deserialize(message);
     } catch {
-      return answerStatus(stream, Status.INTERNAL, 'Error deserializing the request message');
+      return this.#refuse(stream, Status.INTERNAL, 'Error deserializing the request message');
     }
-    if (route.streaming && this.#closed) return answerStatus(stream, Status.UNAVAILABLE, 'server shutting down');
-    const call = new Call(request, stream, route.serialize, this.#peers);
+    if (route.streaming && this.#closed) return this.#refuse(stream, Status.UNAVAILABLE, 'server shutting down');
+    const call = new Call(request, stream, route.serialize, this.#peers, this.#reportCode);
     if (!route.streaming) {
       try {
         route.handler(call, (err, value) => call.answer(err, value));

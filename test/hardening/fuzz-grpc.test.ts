@@ -184,8 +184,11 @@ describe('what the gRPC layer refuses before chio sees it (documented limit: kee
     const before = receiptLines(demo.svc.receiptsFile).length;
     const big = fixtureRequest('http-mtls-spiffe-full');
     if (big.attributes.request?.http) big.attributes.request.http.path = `/api/v1/orders/${'a'.repeat(4 * 1024 * 1024)}`;
+    const counted = (text: string): number => metricValue(text, 'chio_grpc_errors_total', { code: 'RESOURCE_EXHAUSTED' });
+    const countedBefore = counted(await scrape(demo.svc));
     await expect(demo.svc.client.check(big)).rejects.toMatchObject({ code: 8 });
     expect(receiptLines(demo.svc.receiptsFile).length).toBe(before);
+    expect(counted(await scrape(demo.svc))).toBe(countedBefore + 1);
   });
 
   it('a field just under the limit is decided normally (a 4 MiB − 64 KiB path)', async () => {

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { HealthImplementation, service as healthService } from 'grpc-health-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isGrpcContentType, NativeGrpcServer, percentEncodeGrpcMessage, unframeSingleMessage } from '../../src/server/native-grpc.js';
+import { isGrpcContentType, NativeGrpcServer, percentEncodeGrpcMessage, statusName, unframeSingleMessage } from '../../src/server/native-grpc.js';
 
 const id = (b: Buffer): Buffer => b;
 const method = (path: string, responseStream: boolean, originalName: string): grpc.MethodDefinition<Buffer, Buffer> => ({
@@ -33,6 +33,8 @@ interface Started {
   port: number;
   client: grpc.Client;
   cancelledTicks: number;
+  /** what onError reported, in order */
+  errors: string[];
 }
 
 const cleanups: Array<() => void> = [];
@@ -41,8 +43,9 @@ afterEach(() => {
 });
 
 async function start(options: ConstructorParameters<typeof NativeGrpcServer>[0] = {}): Promise<Started> {
-  const server = new NativeGrpcServer(options);
-  const s: Started = { server, port: 0, client: undefined as unknown as grpc.Client, cancelledTicks: 0 };
+  const errors: string[] = [];
+  const server = new NativeGrpcServer({ ...options, onError: (code) => errors.push(code) });
+  const s: Started = { server, port: 0, client: undefined as unknown as grpc.Client, cancelledTicks: 0, errors };
   server.addService(TEST_SERVICE, {
     Echo: (call: { request: Buffer }, callback: (err: { code: number; details: string } | null, value?: Buffer) => void) => {
       const text = call.request.toString();
@@ -115,6 +118,7 @@ describe('NativeGrpcServer with a grpc-js client', () => {
     const { err, value } = await unary(s.client, '/test.Bytes/Echo', Buffer.from('hi'));
     expect(err).toBeNull();
     expect(value?.toString()).toBe('echo:hi');
+    expect(s.errors).toEqual([]);
   });
 
   it('carries a handler error as the status and its percent-encoded message', async () => {
@@ -122,6 +126,7 @@ describe('NativeGrpcServer with a grpc-js client', () => {
     const { err } = await unary(s.client, '/test.Bytes/Echo', Buffer.from('fail:über 100%\nnext'));
     expect(err?.code).toBe(grpc.status.FAILED_PRECONDITION);
     expect(err?.details).toBe('über 100%\nnext');
+    expect(s.errors).toEqual(['FAILED_PRECONDITION']);
   });
 
   it('answers UNKNOWN when a handler throws', async () => {
@@ -143,6 +148,7 @@ describe('NativeGrpcServer with a grpc-js client', () => {
     const { err } = await unary(s.client, '/test.Bytes/Nope', Buffer.from('x'));
     expect(err?.code).toBe(grpc.status.UNIMPLEMENTED);
     expect(err?.details).toBe('The server does not implement the method /test.Bytes/Nope');
+    expect(s.errors).toEqual(['UNIMPLEMENTED']);
   });
 
   it('refuses a message over maxReceiveMessageLength with RESOURCE_EXHAUSTED', async () => {
@@ -253,6 +259,7 @@ describe('NativeGrpcServer with a raw HTTP/2 client', () => {
     expect(json.headers[':status']).toBe(415);
     expect(json.headers['grpc-status']).toBeUndefined();
     expect((await raw(s.port, { 'content-type': 'application/grpc-web+proto' }, framed(Buffer.from('x')))).headers[':status']).toBe(415);
+    expect(s.errors).toEqual(['HTTP_405', 'HTTP_415', 'HTTP_415']);
   });
 
   it('accepts content-type application/grpc+proto and a message split over DATA frames', async () => {
@@ -314,6 +321,7 @@ describe('NativeGrpcServer with a raw HTTP/2 client', () => {
     const ans = await raw(s.port, {}, framed(Buffer.alloc(1200)).subarray(0, 100));
     expect(ans.headers['grpc-status']).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
     expect(ans.headers['grpc-message']).toBe('Received message larger than max (1200 vs. 1000)');
+    expect(s.errors).toEqual(['RESOURCE_EXHAUSTED']);
   });
 
   it('reassembles a message sent in many small DATA frames', async () => {
@@ -360,6 +368,15 @@ describe('NativeGrpcServer with a raw HTTP/2 client', () => {
     expect(h['grpc-message']).toBe('server shutting down');
     await shut; // not held open by a Watch that started too late
     session.destroy();
+  });
+});
+
+describe('statusName', () => {
+  it('names gRPC status codes for metric labels', () => {
+    expect(statusName(0)).toBe('OK');
+    expect(statusName(8)).toBe('RESOURCE_EXHAUSTED');
+    expect(statusName(16)).toBe('UNAUTHENTICATED');
+    expect(statusName(99)).toBe('CODE_99');
   });
 });
 
