@@ -144,6 +144,9 @@ function stopReading(stream: http2.ServerHttp2Stream): void {
   stream.close(http2.constants.NGHTTP2_NO_ERROR);
 }
 
+/** Idle time before the kernel's TCP keepalive probes start on a Check connection. */
+export const TCP_KEEPALIVE_IDLE_MS = 60_000;
+
 /** How long a draining connection waits for the PING acknowledgement before its final GOAWAY. */
 const DRAIN_PING_TIMEOUT_MS = 1000;
 
@@ -450,7 +453,12 @@ export class NativeGrpcServer {
     } else {
       this.#server = http2.createServer(common);
     }
-    this.#server.on('connection', (socket: Socket) => socket.on('error', noop));
+    this.#server.on('connection', (socket: Socket) => {
+      socket.on('error', noop);
+      // a peer that vanished without a FIN (its node died) is found and its connection closed,
+      // instead of an idle session and descriptor kept forever (grpc-js's server pings only when configured)
+      socket.setKeepAlive(true, TCP_KEEPALIVE_IDLE_MS);
+    });
     this.#server.setTimeout(0);
     this.#server.on('session', (session: http2.ServerHttp2Session) => {
       if (this.#closed) {

@@ -3,12 +3,13 @@
  * a real grpc-js client for what clients do, a raw node:http2 client for what they should not.
  */
 import http2 from 'node:http2';
+import net from 'node:net';
 import { gzipSync, deflateSync } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { HealthImplementation, service as healthService } from 'grpc-health-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isGrpcContentType, NativeGrpcServer, percentEncodeGrpcMessage, statusName, unframeSingleMessage } from '../../src/server/native-grpc.js';
+import { isGrpcContentType, NativeGrpcServer, percentEncodeGrpcMessage, statusName, TCP_KEEPALIVE_IDLE_MS, unframeSingleMessage } from '../../src/server/native-grpc.js';
 
 const id = (b: Buffer): Buffer => b;
 const method = (path: string, responseStream: boolean, originalName: string): grpc.MethodDefinition<Buffer, Buffer> => ({
@@ -134,6 +135,23 @@ describe('NativeGrpcServer with a grpc-js client', () => {
     const { err } = await unary(s.client, '/test.Bytes/Echo', Buffer.from('throw'));
     expect(err?.code).toBe(grpc.status.UNKNOWN);
     expect(err?.details).toBe('Server method handler threw error boom');
+  });
+
+  it('turns TCP keepalive on for every accepted connection', async () => {
+    const calls: Array<{ localPort: number | undefined; args: unknown[] }> = [];
+    const original = net.Socket.prototype.setKeepAlive;
+    net.Socket.prototype.setKeepAlive = function (this: net.Socket, ...args: unknown[]) {
+      calls.push({ localPort: this.localPort, args });
+      return original.apply(this, args as Parameters<typeof original>);
+    };
+    try {
+      const s = await start();
+      await unary(s.client, '/test.Bytes/Echo', Buffer.from('k'));
+      // the server's end of the connection (its local port is the listener's)
+      expect(calls.filter((c) => c.localPort === s.port).map((c) => c.args)).toEqual([[true, TCP_KEEPALIVE_IDLE_MS]]);
+    } finally {
+      net.Socket.prototype.setKeepAlive = original;
+    }
   });
 
   it('answers UNKNOWN for a handler error without a code', async () => {
