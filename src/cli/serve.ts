@@ -104,11 +104,12 @@ function announce(
   const grpcAddr = config.listen.grpc.replace(/:\d+$/, `:${facts.grpcPort}`);
   const adminAddr = config.listen.admin.replace(/:\d+$/, `:${facts.adminPort}`);
   const workers = facts.workers === undefined ? {} : { workers: facts.workers, workerPids: facts.workerPids };
-  log.info({ grpc: grpcAddr, admin: adminAddr, config: config.file, policyHash: facts.policyHash, kernelKey: facts.kernelKey, ...workers }, 'chio-authz ready');
+  const transport = config.listen.grpc_transport;
+  log.info({ grpc: grpcAddr, grpcTransport: transport, admin: adminAddr, config: config.file, policyHash: facts.policyHash, kernelKey: facts.kernelKey, ...workers }, 'chio-authz ready');
   const receipts = config.receipts.sinks.map((s) => s.path).join(', ');
   io.stderr(
     `chio-authz ready\n` +
-      `  Check (gRPC, envoy.service.auth.v3.Authorization): ${grpcAddr}${facts.workers === undefined ? '' : ` (${facts.workers} workers)`}\n` +
+      `  Check (gRPC, envoy.service.auth.v3.Authorization, ${transport} transport): ${grpcAddr}${facts.workers === undefined ? '' : ` (${facts.workers} workers)`}\n` +
       `  admin (HTTP): http://${adminAddr}  /metrics /healthz /readyz /v1/keys\n` +
       `  config: ${config.file}\n` +
       `  receipts: ${facts.workers === undefined ? receipts : `${receipts} (one chain per worker: -w1 … -w${facts.workers})`}\n`,

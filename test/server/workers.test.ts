@@ -22,6 +22,7 @@ const TOKEN = 'test-admin-token-for-workers';
 
 interface Ready {
   grpc: string;
+  grpcTransport: string;
   admin: string;
   workers: number;
   workerPids: number[];
@@ -148,6 +149,7 @@ describe('chio serve --workers 2', () => {
   it('announces both workers on one gRPC port and is ready when both are', async () => {
     expect(ready.workers).toBe(2);
     expect(ready.workerPids).toHaveLength(2);
+    expect(ready.grpcTransport).toBe('native');
     const res = await admin('/readyz');
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ status: 'ready', workers: 2 });
