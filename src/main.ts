@@ -174,7 +174,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     handler: limitInFlight(pipeline, inFlight),
     transport: config.listen.grpc_transport,
     maxConcurrentStreams: config.limits.max_concurrent_streams,
-    ...(tls ? { tls: { provider: tls.provider, requireClientCertificate: tls.requireClientCertificate }, callers: tls.callers } : {}),
+    ...(tls ? { tls, callers: tls.callers } : {}),
     onRpcError: (code) => metrics.grpcErrors.inc({ code }),
     onCallerRefused: (reason) => {
       metrics.checkCallersRefused.inc();

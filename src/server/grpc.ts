@@ -19,7 +19,7 @@ import {
 import { decodeCheckRequest } from '../check/request-wire.js';
 import { encodeCheckResponse } from '../check/response-wire.js';
 import { NativeGrpcServer } from './native-grpc.js';
-import { serverCredentials, type PushedCertificateProvider } from './tls.js';
+import { serverCredentials, type PushedCertificateProvider, type TlsMaterial } from './tls.js';
 
 export type GrpcTransport = 'native' | 'grpc-js';
 
@@ -167,6 +167,9 @@ interface BindableServer {
 
 const MAX_RECEIVE_MESSAGE_LENGTH = 4 * 1024 * 1024;
 
+/** node:tls's secure-context fields of the listener's material */
+const secureContextOf = (m: TlsMaterial): { key: Buffer; cert: Buffer; ca: Buffer } => ({ key: m.privateKey, cert: m.certificate, ca: m.caCertificate });
+
 function nativeServer(options: GrpcServerOptions): BindableServer {
   const material = options.tls?.provider.current;
   if (options.tls && !material) throw new TypeError('startGrpcServer(): the TLS provider has no material yet');
@@ -175,12 +178,12 @@ function nativeServer(options: GrpcServerOptions): BindableServer {
     ...(options.onRpcError ? { onError: options.onRpcError } : {}),
     ...(options.maxConcurrentStreams === undefined ? {} : { maxConcurrentStreams: options.maxConcurrentStreams }),
     ...(options.tls && material
-      ? { tls: { key: material.privateKey, cert: material.certificate, ca: material.caCertificate, requireClientCertificate: options.tls.requireClientCertificate } }
+      ? { tls: { ...secureContextOf(material), requireClientCertificate: options.tls.requireClientCertificate } }
       : {}),
   });
   let unsubscribe = (): void => {};
   if (options.tls) {
-    unsubscribe = options.tls.provider.onUpdate((m) => server.setSecureContext({ key: m.privateKey, cert: m.certificate, ca: m.caCertificate }));
+    unsubscribe = options.tls.provider.onUpdate((m) => server.setSecureContext(secureContextOf(m)));
   }
   const core: ServerCore = {
     addService: (service, implementation) => server.addService(service, implementation),

@@ -72,7 +72,6 @@ type Serialize = (value: never) => Buffer;
 type UnaryCallback = (err: NativeServiceError | null, value?: unknown) => void;
 
 interface Route {
-  readonly path: string;
   readonly streaming: boolean;
   readonly deserialize: Deserialize;
   readonly serialize: Serialize;
@@ -190,6 +189,19 @@ function statusCodeOf(err: NativeServiceError): number {
   return Number.isInteger(err.code) && err.code >= 0 && err.code <= 16 ? err.code : Status.UNKNOWN;
 }
 
+/** Ends the stream (after `payload`, if any) with `trailers` once HTTP/2 asks for them. */
+function endWithTrailers(stream: http2.ServerHttp2Stream, trailers: http2.OutgoingHttpHeaders, payload?: Buffer): void {
+  stream.once('wantTrailers', () => {
+    try {
+      stream.sendTrailers(trailers);
+    } catch {
+      stream.destroy();
+    }
+  });
+  if (payload) stream.end(payload);
+  else stream.end();
+}
+
 function describeThrown(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -202,7 +214,14 @@ function frame(payload: Buffer): Buffer {
   return out;
 }
 
-type Framing = { message: Buffer } | { code: number; details: string; acceptEncoding?: true };
+type Refusal = { code: number; details: string; acceptEncoding?: true };
+type Framing = { message: Buffer } | Refusal;
+
+const tooLarge = (size: number | string, maxLength: number): Refusal => ({
+  code: Status.RESOURCE_EXHAUSTED,
+  details: `Received message larger than max (${size} vs. ${maxLength})`,
+});
+const MORE_THAN_ONE: Refusal = { code: Status.INTERNAL, details: 'expected one request message, got more' };
 
 /**
  * The one Length-Prefixed-Message of a request body, inflated when it says so. Exported for tests.
@@ -212,9 +231,9 @@ export function unframeSingleMessage(body: Buffer, encoding: string | undefined,
   const flag = body[0] as number;
   const length = body.readUInt32BE(1);
   if (flag > 1) return { code: Status.INTERNAL, details: `request message has compressed flag ${flag}` };
-  if (length > maxLength) return { code: Status.RESOURCE_EXHAUSTED, details: `Received message larger than max (${length} vs. ${maxLength})` };
+  if (length > maxLength) return tooLarge(length, maxLength);
   if (body.length < 5 + length) return { code: Status.INTERNAL, details: 'request message cut short' };
-  if (body.length > 5 + length) return { code: Status.INTERNAL, details: 'expected one request message, got more' };
+  if (body.length > 5 + length) return MORE_THAN_ONE;
   const raw = body.subarray(5);
   if (flag === 0) return { message: raw };
   try {
@@ -223,7 +242,7 @@ export function unframeSingleMessage(body: Buffer, encoding: string | undefined,
   } catch (err) {
     const tooBig = (err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE';
     return tooBig
-      ? { code: Status.RESOURCE_EXHAUSTED, details: `Received message larger than max (more vs. ${maxLength})` }
+      ? tooLarge('more', maxLength)
       : { code: Status.INTERNAL, details: `request message could not be decompressed (${encoding})` };
   }
   if (encoding === undefined || encoding === 'identity') return { code: Status.INTERNAL, details: 'compressed flag set without grpc-encoding' };
@@ -231,7 +250,7 @@ export function unframeSingleMessage(body: Buffer, encoding: string | undefined,
 }
 
 function checkInflated(message: Buffer, maxLength: number): Framing {
-  return message.length > maxLength ? { code: Status.RESOURCE_EXHAUSTED, details: `Received message larger than max (${message.length} vs. ${maxLength})` } : { message };
+  return message.length > maxLength ? tooLarge(message.length, maxLength) : { message };
 }
 
 /**
@@ -250,7 +269,7 @@ class MessageBody {
   constructor(private readonly maxLength: number) {}
 
   /** Takes a chunk; a refusal to answer with, or null. */
-  add(chunk: Buffer): { code: number; details: string } | null {
+  add(chunk: Buffer): Refusal | null {
     if (this.#buf === null) {
       this.#pending.push(chunk);
       this.#pendingBytes += chunk.length;
@@ -258,7 +277,7 @@ class MessageBody {
       const head = this.#pending.length === 1 ? chunk : Buffer.concat(this.#pending, this.#pendingBytes);
       this.#pending = [];
       const declared = head.readUInt32BE(1);
-      if (declared > this.maxLength) return this.#refuse(Status.RESOURCE_EXHAUSTED, `Received message larger than max (${declared} vs. ${this.maxLength})`);
+      if (declared > this.maxLength) return this.#refuse(tooLarge(declared, this.maxLength));
       const size = 5 + declared;
       if (head.length === size) {
         this.#buf = head;
@@ -268,7 +287,7 @@ class MessageBody {
       this.#buf = Buffer.allocUnsafe(size);
       chunk = head;
     }
-    if (this.#filled + chunk.length > this.#buf.length) return this.#refuse(Status.INTERNAL, 'expected one request message, got more');
+    if (this.#filled + chunk.length > this.#buf.length) return this.#refuse(MORE_THAN_ONE);
     chunk.copy(this.#buf, this.#filled);
     this.#filled += chunk.length;
     return null;
@@ -280,11 +299,11 @@ class MessageBody {
     return this.#filled === this.#buf.length ? this.#buf : this.#buf.subarray(0, this.#filled);
   }
 
-  #refuse(code: number, details: string): { code: number; details: string } {
+  #refuse(refusal: Refusal): Refusal {
     this.refused = true;
     this.#pending = [];
     this.#buf = null;
-    return { code, details };
+    return refusal;
   }
 }
 
@@ -364,17 +383,9 @@ class Call {
       answerStatus(this.stream, code, details);
       return;
     }
-    const stream = this.stream;
     const trailers: http2.OutgoingHttpHeaders = { 'grpc-status': String(code) };
     if (details) trailers['grpc-message'] = percentEncodeGrpcMessage(details);
-    stream.once('wantTrailers', () => {
-      try {
-        stream.sendTrailers(trailers);
-      } catch {
-        stream.destroy();
-      }
-    });
-    stream.end();
+    endWithTrailers(this.stream, trailers);
   }
 
   /** Unary: the answer or the error, once. */
@@ -395,19 +406,11 @@ class Call {
       answerStatus(this.stream, Status.INTERNAL, 'Failed to serialize the response');
       return;
     }
-    const stream = this.stream;
     try {
-      stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
-      stream.once('wantTrailers', () => {
-        try {
-          stream.sendTrailers({ 'grpc-status': '0' });
-        } catch {
-          stream.destroy();
-        }
-      });
-      stream.end(payload);
+      this.stream.respond({ ':status': 200, 'content-type': GRPC_CONTENT_TYPE }, { waitForTrailers: true });
+      endWithTrailers(this.stream, { 'grpc-status': '0' }, payload);
     } catch {
-      stream.destroy();
+      this.stream.destroy();
     }
   }
 }
@@ -483,7 +486,6 @@ export class NativeGrpcServer {
       if (handler === undefined) continue;
       if (this.#routes.has(def.path)) throw new TypeError(`${def.path} is already served`);
       this.#routes.set(def.path, {
-        path: def.path,
         streaming: def.responseStream,
         deserialize: def.requestDeserialize as Deserialize,
         serialize: def.responseSerialize as Serialize,
@@ -562,11 +564,10 @@ export class NativeGrpcServer {
     const encoding = typeof encodingHeader === 'string' ? encodingHeader : undefined;
 
     const body = new MessageBody(this.#maxReceive);
-    const refuse = (f: { code: number; details: string }): void => this.#refuse(stream, f.code, f.details);
     stream.on('data', (chunk: Buffer) => {
       if (body.refused) return;
       const refusal = body.add(chunk);
-      if (refusal) refuse(refusal);
+      if (refusal) this.#refuse(stream, refusal.code, refusal.details);
     });
     stream.once('end', () => {
       if (body.refused || stream.destroyed) return;
