@@ -16,6 +16,7 @@ import { checkpointResponse } from './receipt/checkpoint.js';
 import { startAuditTrail, withSegments, type AuditTrail } from './receipt/retention.js';
 import { createReceiptSinks, openSinksOnOneChain } from './receipt/sinks/reconcile.js';
 import type { ReceiptSink } from './receipt/sinks/sink.js';
+import { followTheLog, FollowingStore } from './receipt/sinks/follower.js';
 import { SqliteSink } from './receipt/sinks/sqlite.js';
 import { verificationKeys } from './receipt/verify.js';
 import { receiptRoutes } from './server/routes/receipts.js';
@@ -92,11 +93,18 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     onRotationError: (err) => log.error({ err: describe(err) }, 'cannot rotate the receipt file into a segment; writing on'),
   });
   const head = await openSinksOnOneChain(sinks, { keys: verificationKeys([key]), log });
+  // with a JSONL file (where a receipt becomes durable), SQLite stores follow it off the answer path
+  const { primaries, followers, stores } = followTheLog(sinks, {
+    onError: (sink, err) => {
+      metrics.receiptSinkErrors.inc({ sink });
+      log.error({ sink, err: describe(err) }, 'receipt sink write failed');
+    },
+  });
   let audit: AuditTrail;
   try {
     audit = await startAuditTrail({
       config: config.receipts,
-      sinks: central === null ? sinks : central.guardRetention(sinks), // never prunes what is not shipped yet
+      sinks: central === null ? stores : central.guardRetention(stores), // never prunes what is not shipped yet
       head,
       key,
       clock,
@@ -109,10 +117,11 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     await capabilities.close();
     throw err;
   }
-  const receiptStore = sinks.find((s): s is SqliteSink => s instanceof SqliteSink) ?? null;
+  const receiptStore = stores.find((s): s is SqliteSink | FollowingStore => s instanceof SqliteSink || s instanceof FollowingStore) ?? null;
   const chain = new ReceiptChain({ key, clock, head });
-  const shipper = central?.startShippingFrom(sinks, chain.chainId, head?.seq ?? 0) ?? null;
-  const writer = new ReceiptWriter(sinks, {
+  const shipper = central?.startShippingFrom(stores, chain.chainId, head?.seq ?? 0) ?? null;
+  const writer = new ReceiptWriter(primaries, {
+    followers,
     head,
     durability: config.receipts.durability,
     onWritten: (n) => metrics.receiptsWritten.inc(n),

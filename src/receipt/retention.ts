@@ -598,8 +598,8 @@ export interface AuditTrailOptions {
     readonly checkpoints: CheckpointsConfig;
     readonly retention?: RetentionConfig | undefined;
   };
-  /** the opened sinks; the first that can be read back rebuilds the tree at startup */
-  readonly sinks: readonly ReceiptSink[];
+  /** the opened sinks and following stores; the first that can be read back rebuilds the tree at startup */
+  readonly sinks: readonly object[];
   /** the head they opened on */
   readonly head: ChainHead | null;
   readonly key: SigningKey;
@@ -633,7 +633,7 @@ export function defaultCheckpointsPath(checkpoints: CheckpointsConfig, sinks: Re
  * service. Throws ChioError when the receipts do not match the checkpoints already signed.
  */
 export async function startAuditTrail(o: AuditTrailOptions): Promise<AuditTrail> {
-  const sources = o.sinks.filter((s): s is ReceiptSink & ReceiptSource => isReceiptSource(s));
+  const sources = o.sinks.filter((s): s is ReceiptSource => isReceiptSource(s));
   const source = sources[0];
   if (source === undefined) {
     o.log.warn({}, 'no receipt sink can be read back: receipt checkpoints are off');

@@ -13,6 +13,11 @@
  * - relaxed: `submit()` resolves at once; the queue is written (without fsync) at the latest after
  *   `relaxedMaxDelayMs`, or as soon as it holds `relaxedMaxBatch` receipts. `flush()` fsyncs.
  *
+ * Followers (`options.followers`, ./sinks/follower.ts: a SQLite store beside a JSONL file) are not on
+ * the answer path: each committed batch is appended to them and they write it soon after. A batch is
+ * committed only while every follower keeps up (`Follower.ready`, which retries a follower whose last
+ * write failed), so a follower that cannot write fails batches like a sink does.
+ *
  * When a sink fails, nothing after the last durable head counts: the failed batch and everything
  * queued behind it are rejected, the sinks that did commit it are rewound (`ReceiptSink.rewind`),
  * and `onRewind(durableHead)` is called synchronously so the chain continues from the last
@@ -45,10 +50,23 @@ export interface ReceiptWriterOptions {
   /** called once per sink whose write failed */
   readonly onSinkError?: (sink: string, err: unknown) => void;
   /**
+   * Stores that follow the sinks (./sinks/follower.ts): each committed batch is appended to them,
+   * and a batch is committed only while they keep up (`ready`). flush() and close() include them.
+   */
+  readonly followers?: readonly Follower[];
+  /**
    * Called synchronously when a write fails, with the last durable head: the chain must continue
    * from there (the receipts after it were never acknowledged and are discarded).
    */
   readonly onRewind?: (head: ChainHead | null) => void;
+}
+
+/** What the writer needs of a following store (./sinks/follower.ts FollowingStore). */
+export interface Follower {
+  ready(): Promise<void>;
+  append(receipts: readonly SealedReceipt[]): void;
+  flush(): Promise<void>;
+  close(): Promise<void>;
 }
 
 interface Pending {
@@ -102,6 +120,7 @@ export class ReceiptWriter {
   readonly #maxDelayMs: number;
   readonly #maxBatch: number;
   readonly #options: ReceiptWriterOptions;
+  readonly #followers: readonly Follower[];
 
   #queue: Pending[] = [];
   #inFlight: Promise<BatchResult> | null = null;
@@ -129,6 +148,7 @@ export class ReceiptWriter {
     if (sinks.length === 0) throw new TypeError('ReceiptWriter needs at least one sink');
     this.#sinks = sinks;
     this.#options = options;
+    this.#followers = options.followers ?? [];
     this.#strict = options.durability === 'strict';
     this.#maxDelayMs = options.relaxedMaxDelayMs ?? DEFAULT_RELAXED_MAX_DELAY_MS;
     this.#maxBatch = options.relaxedMaxBatch ?? DEFAULT_RELAXED_MAX_BATCH;
@@ -192,6 +212,8 @@ export class ReceiptWriter {
       this.#flushing--;
     }
     if (this.#failures !== failuresBefore && this.#lastError !== null) throw this.#lastError;
+    // the receipts are durable in the sinks; a follower that cannot write reported it (onError) and catches up later
+    await Promise.all(this.#followers.map((f) => f.flush().catch(() => undefined)));
   }
 
   /**
@@ -208,7 +230,7 @@ export class ReceiptWriter {
       flushError = err;
     }
     this.#clearTimer();
-    const closed = await Promise.allSettled(this.#sinks.map((s) => s.close()));
+    const closed = await Promise.allSettled([...this.#followers, ...this.#sinks].map((s) => s.close()));
     const failed = closed.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (flushError !== null) throw flushError;
     if (failed) throw new ChioError('io_error', `cannot close a receipt sink: ${describe(failed.reason)}`, { cause: failed.reason });
@@ -269,7 +291,8 @@ export class ReceiptWriter {
   }
 
   async #runBatch(batch: Pending[], durable: boolean): Promise<BatchResult> {
-    const sealed = sealPending(batch);
+    const behind = batch.length > 0 ? await this.#followersReady() : null;
+    const sealed = behind ?? sealPending(batch);
     const result = sealed.ok ? await this.#writeToSinks(sealed.receipts, durable) : sealed;
     try {
       if (result.ok && sealed.ok) this.#commit(sealed.receipts, batch, durable);
@@ -279,6 +302,16 @@ export class ReceiptWriter {
       this.#afterBatch();
     }
     return result;
+  }
+
+  /** null when every follower keeps up; else the failure that keeps this batch from being committed */
+  async #followersReady(): Promise<{ ok: false; error: ChioError } | null> {
+    if (this.#followers.length === 0) return null;
+    const outcomes = await Promise.allSettled(this.#followers.map((f) => f.ready()));
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed === undefined) return null;
+    const reason: unknown = failed.reason;
+    return { ok: false, error: reason instanceof ChioError ? reason : new ChioError('io_error', `a receipt store failed: ${describe(reason)}`, { cause: reason }) };
   }
 
   /**
@@ -317,6 +350,7 @@ export class ReceiptWriter {
     if (last) this.#durable = { seq: last.seq, hash: last.hash };
     this.#unsynced = !durable;
     this.#settled += batch.length;
+    for (const f of this.#followers) f.append(receipts);
     if (batch.length > 0) callHook(() => this.#options.onWritten?.(batch.length));
     if (receipts.length > 0 && this.#options.onCommitted) callHook(() => this.#options.onCommitted?.(receipts, durable));
     for (const p of batch) p.settle?.resolve();

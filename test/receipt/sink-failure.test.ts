@@ -2,9 +2,10 @@
  * A receipt sink that cannot write, through the real service (SPEC §2.1 receipts.on_failure):
  * deny → the allow becomes deny `receipt_unavailable`; allow → the request is allowed without a
  * receipt, `chio_receipt_sink_errors_total{sink}` counts it and it is logged. Either way the sinks
- * stay on one chain (the JSONL file that did take the batch is rewound) and recover afterwards.
- * (The SQLite store "starts failing" through a trigger that aborts every insert: that works for
- * root too, which permission bits do not.)
+ * stay on one chain and recover afterwards. With a JSONL file, the SQLite store follows it
+ * (src/receipt/sinks/follower.ts), so its failure shows one write late; without one, it is
+ * written before the answer. (The SQLite store "starts failing" through a trigger that aborts
+ * every insert: that works for root too, which permission bits do not.)
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { ChioError } from '../../src/errors.js';
 import { startService } from '../../src/main.js';
+import { SqliteReceiptStore } from '../../src/receipt/store.js';
 import { verificationKeys, verifyReceiptFile } from '../../src/receipt/verify.js';
 import { demoPolicy, fixtureRequest, recordingLogger } from '../helpers/service.js';
 import { tempDir } from './helpers.js';
@@ -36,13 +38,34 @@ async function expectOneVerifiedChain(s: StoreService, receipts: number): Promis
   expect(verified).toMatchObject({ ok: true, receipts });
 }
 
+/** Waits until the store's follower has reported `n` failed writes (it writes within ~50 ms of a commit). */
+async function untilSinkErrors(s: StoreService, n: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (((await sinkErrors(s))['sqlite'] ?? 0) < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+}
+
+function errorMessages(s: StoreService): string[] {
+  return s.log.entries.filter((e) => e.level === 'error').map((e) => e.msg);
+}
+
+// With a JSONL file configured, the SQLite store follows it (src/receipt/sinks/follower.ts): a receipt
+// is durable once the JSONL file holds it, and the store writes it within ~50 ms. So the first
+// allow after the store breaks is answered (its receipt is durable); the failed write of the store
+// then keeps further receipts from being committed until it can write again.
 describe('receipts.on_failure: deny (the default)', () => {
-  it('an allow whose receipt cannot be stored becomes deny receipt_unavailable; the sinks stay on one chain and recover', async () => {
+  it('once the store cannot write, an allow becomes deny receipt_unavailable; the store catches up when it can write again', async () => {
     svc = await startStoreService({ onFailure: 'deny' });
     const first = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     expect(first.status.code).toBe(0);
 
     const broken = breakStore(svc.dbFile);
+    // durable in the JSONL file: answered; the store's write of it fails after the answer
+    const durable = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
+    expect(durable.status.code).toBe(0);
+    expect(receiptIdOf(durable)).toMatch(/^rct-/);
+    await untilSinkErrors(svc, 1);
+    expect(await sinkErrors(svc)).toEqual({ sqlite: 1 });
+
     const denied = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     expect(denied.status).toMatchObject({ code: 7, message: 'receipt_unavailable' });
     expect(denied.ok_response).toBeUndefined();
@@ -50,43 +73,68 @@ describe('receipts.on_failure: deny (the default)', () => {
     // the deny could not be recorded either (the store still fails): no receipt id is claimed
     expect(receiptIdOf(denied)).toBeNull();
     expect(JSON.parse(denied.denied_response?.body ?? '')).toEqual({ verdict: 'deny', reason: 'receipt_unavailable', receiptId: null });
-    expect(await sinkErrors(svc)).toEqual({ sqlite: 2 });
-    const errors = svc.log.entries.filter((e) => e.level === 'error').map((e) => e.msg);
-    expect(errors).toContain('receipt sink write failed');
-    expect(errors).toContain('receipt not durable; allow becomes deny receipt_unavailable');
+    // the allow's batch and the deny's batch each retried the store's queue first, and failed
+    expect(await sinkErrors(svc)).toEqual({ sqlite: 3 });
+    expect(errorMessages(svc)).toEqual([
+      'receipt sink write failed',
+      'receipt sink write failed',
+      'receipt not durable; allow becomes deny receipt_unavailable',
+      'receipt sink write failed',
+    ]);
     expect(svc.log.entries.find((e) => e.msg === 'receipt sink write failed')?.obj).toMatchObject({ sink: 'sqlite', err: expect.stringContaining('disk full (simulated)') });
-    // the JSONL file took both batches and was rewound each time
-    await expectOneVerifiedChain(svc, 1);
+    // nothing was committed while the store failed: the JSONL file holds the two answered receipts
+    expect(svc.jsonlTexts().map((t) => (JSON.parse(t) as { id: string }).id)).toEqual([receiptIdOf(first), receiptIdOf(durable)]);
 
     broken.heal();
     const after = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     expect(after.status.code).toBe(0);
-    await expectOneVerifiedChain(svc, 2);
-    expect((JSON.parse((await svc.storeTexts())[1] ?? '') as { id: string }).id).toBe(receiptIdOf(after));
+    await expectOneVerifiedChain(svc, 3);
+    expect((await svc.storeTexts()).map((t) => (JSON.parse(t) as { id: string }).id)).toEqual([receiptIdOf(first), receiptIdOf(durable), receiptIdOf(after)]);
   });
 });
 
 describe('receipts.on_failure: allow', () => {
-  it('the request is allowed without a receipt, the sink error is counted and logged; recovery continues the chain', async () => {
+  it('once the store cannot write, requests are allowed without a receipt, the errors counted and logged; recovery continues the chain', async () => {
     svc = await startStoreService({ onFailure: 'allow' });
     await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     const broken = breakStore(svc.dbFile);
+    const durable = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
+    expect(receiptIdOf(durable)).toMatch(/^rct-/);
+    await untilSinkErrors(svc, 1);
+
     const allowed = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     expect(allowed.status.code).toBe(0);
     expect(allowed.ok_response).toBeDefined();
     expect(receiptIdOf(allowed)).toBeNull();
-    expect(await sinkErrors(svc)).toEqual({ sqlite: 1 });
-    expect(svc.log.entries.filter((e) => e.level === 'error').map((e) => e.msg)).toEqual([
-      'receipt sink write failed',
-      'receipt not durable; answering without it (receipts.on_failure)',
-    ]);
+    expect(await sinkErrors(svc)).toEqual({ sqlite: 2 });
+    expect(errorMessages(svc)).toEqual(['receipt sink write failed', 'receipt sink write failed', 'receipt not durable; answering without it (receipts.on_failure)']);
     const metrics = await (await fetch(`${svc.adminUrl}/metrics`)).text();
-    expect(metrics).toContain('chio_receipt_sink_errors_total{sink="sqlite"} 1');
-    await expectOneVerifiedChain(svc, 1);
+    expect(metrics).toContain('chio_receipt_sink_errors_total{sink="sqlite"} 2');
+    expect(svc.jsonlTexts()).toHaveLength(2);
 
     broken.heal();
+    const after = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
+    expect(receiptIdOf(after)).toMatch(/^rct-/);
+    await expectOneVerifiedChain(svc, 3);
+  });
+});
+
+describe('a SQLite store without a JSONL file', () => {
+  it('is written before the answer: the first allow after it breaks becomes deny receipt_unavailable', async () => {
+    svc = await startStoreService({ onFailure: 'deny', sinks: ['sqlite'] });
     expect((await svc.client.check(fixtureRequest('http-mtls-spiffe-full'))).status.code).toBe(0);
-    await expectOneVerifiedChain(svc, 2);
+    const broken = breakStore(svc.dbFile);
+    const denied = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
+    expect(denied.status).toMatchObject({ code: 7, message: 'receipt_unavailable' });
+    expect(await sinkErrors(svc)).toEqual({ sqlite: 2 });
+    broken.heal();
+    expect((await svc.client.check(fixtureRequest('http-mtls-spiffe-full'))).status.code).toBe(0);
+    const store = SqliteReceiptStore.open(svc.dbFile);
+    try {
+      expect((await store.head())?.seq).toBe(2);
+    } finally {
+      store.close();
+    }
   });
 });
 

@@ -15,7 +15,11 @@ export interface StoreService extends TestService {
   readonly dbFile: string;
   /** GET on the admin listener, with the token unless `token` is null */
   get(pathAndQuery: string, token?: string | null): Promise<{ status: number; text: string; json: unknown }>;
-  /** the SQLite store's receipts (JCS texts), in seq order */
+  /**
+   * The SQLite store's receipts (JCS texts), in seq order, read from its file once it holds as
+   * many as the JSONL file (it follows that file within ~50 ms; src/receipt/sinks/follower.ts), or
+   * after 5 s as it is.
+   */
   storeTexts(): Promise<string[]>;
   /** the JSONL file's lines */
   jsonlTexts(): string[];
@@ -60,13 +64,17 @@ export async function startStoreService(o: StoreServiceOptions = {}): Promise<St
       return { status: res.status, text, json };
     },
     async storeTexts() {
-      const store = SqliteReceiptStore.open(dbFile);
-      try {
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const store = SqliteReceiptStore.open(dbFile);
         const out: string[] = [];
-        for await (const r of store.iterateBySeq(0)) out.push(r.jcs);
-        return out;
-      } finally {
-        store.close();
+        try {
+          for await (const r of store.iterateBySeq(0)) out.push(r.jcs);
+        } finally {
+          store.close();
+        }
+        if (out.length >= svc.receipts().length || Date.now() > deadline) return out;
+        await new Promise((r) => setTimeout(r, 20));
       }
     },
     jsonlTexts: () => svc.receipts().map((r) => JSON.stringify(r)),

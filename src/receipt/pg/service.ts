@@ -117,12 +117,12 @@ export class CentralReceipts {
   }
 
   /** Starts shipping this replica's chain (once), tailing the first local sink that can be read back. */
-  startShippingFrom(sinks: readonly ReceiptSink[], chain: string, committedSeq: number): ReceiptShipper {
+  startShippingFrom(sinks: readonly object[], chain: string, committedSeq: number): ReceiptShipper {
     return this.startShipping({ chain, source: requireLocalSource(sinks), committedSeq });
   }
 
   /** The sinks, plus the retention guard (for the audit trail's pruning; see retentionGuard). */
-  guardRetention(sinks: readonly ReceiptSink[]): ReceiptSink[] {
+  guardRetention(sinks: readonly object[]): object[] {
     return [...sinks, this.retentionGuard(requireLocalSource(sinks))];
   }
 
@@ -210,11 +210,11 @@ export async function openCentralReceipts(
 }
 
 /** The first local sink that can be read back (what the shipper tails); null when none can. */
-export function localReceiptSource(sinks: readonly ReceiptSink[]): (ReceiptSink & ReceiptSource) | null {
-  return sinks.find((s): s is ReceiptSink & ReceiptSource => isReceiptSource(s)) ?? null;
+export function localReceiptSource(sinks: readonly object[]): ReceiptSource | null {
+  return sinks.find((s): s is ReceiptSource => isReceiptSource(s)) ?? null;
 }
 
-function requireLocalSource(sinks: readonly ReceiptSink[]): ReceiptSink & ReceiptSource {
+function requireLocalSource(sinks: readonly object[]): ReceiptSource {
   const source = localReceiptSource(sinks);
   if (source === null) throw new ChioError('config_invalid', 'a postgres sink needs a local sink that can be read back (jsonl or sqlite) in receipts.sinks');
   return source;
