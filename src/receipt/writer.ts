@@ -350,7 +350,7 @@ export class ReceiptWriter {
     if (last) this.#durable = { seq: last.seq, hash: last.hash };
     this.#unsynced = !durable;
     this.#settled += batch.length;
-    for (const f of this.#followers) f.append(receipts);
+    for (const f of this.#followers) callHook(() => f.append(receipts));
     if (batch.length > 0) callHook(() => this.#options.onWritten?.(batch.length));
     if (receipts.length > 0 && this.#options.onCommitted) callHook(() => this.#options.onCommitted?.(receipts, durable));
     for (const p of batch) p.settle?.resolve();

@@ -57,6 +57,7 @@ describe('receipts.on_failure: deny (the default)', () => {
     svc = await startStoreService({ onFailure: 'deny' });
     const first = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     expect(first.status.code).toBe(0);
+    await svc.storeTexts(); // the store has written it
 
     const broken = breakStore(svc.dbFile);
     // durable in the JSONL file: answered; the store's write of it fails after the answer
@@ -97,6 +98,7 @@ describe('receipts.on_failure: allow', () => {
   it('once the store cannot write, requests are allowed without a receipt, the errors counted and logged; recovery continues the chain', async () => {
     svc = await startStoreService({ onFailure: 'allow' });
     await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
+    await svc.storeTexts(); // the store has written it
     const broken = breakStore(svc.dbFile);
     const durable = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     expect(receiptIdOf(durable)).toMatch(/^rct-/);

@@ -114,12 +114,15 @@ export class FollowingStore implements ReceiptStore {
     while (this.#written < target && (this.#inFlight !== null || this.#queue.length > 0)) await this.#writeQueue();
   }
 
-  /** Writes what is queued, then commits with fsync (shutdown, `ReceiptWriter.flush`). */
+  /**
+   * Writes what is queued and commits with fsync (shutdown, `ReceiptWriter.flush`): one durable
+   * write after the others (a WAL fsync covers every earlier commit), through the same one-at-a-time
+   * path, so it never runs beside another write of the store.
+   */
   async flush(): Promise<void> {
     await this.drain();
-    if (this.#synced) return;
-    await this.#store.write([], true); // an empty durable write syncs what the unsynced commits left in the WAL
-    this.#synced = true;
+    while (this.#inFlight !== null) await this.#inFlight; // a write started meanwhile (a full queue, a read)
+    await this.#writeQueue(true);
   }
 
   /** Writes what is queued (best effort: a failure is reported and the store closed anyway), then closes the store. */
@@ -179,17 +182,22 @@ export class FollowingStore implements ReceiptStore {
     this.#writeQueue().catch(() => undefined);
   }
 
-  /** The write in flight, or a new one of the whole queue; settles when it is done. */
-  #writeQueue(): Promise<void> {
+  /**
+   * The write in flight, or a new one of the whole queue; settles when it is done. `durable`: with
+   * fsync (an empty write then syncs what the unsynced commits left in the WAL), skipped when
+   * nothing is queued and every commit so far was synced.
+   */
+  #writeQueue(durable = false): Promise<void> {
     if (this.#inFlight !== null) return this.#inFlight;
     this.#clearTimer();
     const batch = this.#queue;
-    if (batch.length === 0) return Promise.resolve();
+    if (batch.length === 0 && !(durable && !this.#synced)) return Promise.resolve();
     this.#queue = [];
     const run = (async () => {
       try {
-        this.#synced = false;
-        await this.#store.write(batch, false);
+        if (!durable) this.#synced = false;
+        await this.#store.write(batch, durable);
+        if (durable) this.#synced = true;
         this.#written += batch.length;
         this.#failure = null;
       } catch (err) {
@@ -226,18 +234,18 @@ export class FollowingStore implements ReceiptStore {
 /**
  * The opened sinks split for the receipt writer: with a JSONL file among them, every SQLite store
  * follows (`followers`, written off the answer path) and the JSONL files are the `primaries` (a
- * receipt is durable once they hold it); without one, every sink is a primary. `stores` is the
- * sink list with each follower in its sink's place, for everything that reads receipts back.
+ * receipt is durable once they hold it); without one, every sink is a primary. `stores` is what
+ * reads receipts back (checkpoints, retention, shipping, the query API): the primaries first, so
+ * the first readable source is never a store that may have fallen behind, then the followers.
  */
 export function followTheLog(
   sinks: readonly ReceiptSink[],
   o: { readonly onError: (sink: string, err: unknown) => void; readonly options?: Omit<FollowingStoreOptions, 'onError'> },
 ): { primaries: ReceiptSink[]; followers: FollowingStore[]; stores: Array<ReceiptSink | FollowingStore> } {
   const hasLog = sinks.some((s) => s instanceof JsonlSink);
-  const stores = sinks.map((s) => (hasLog && s instanceof SqliteSink ? new FollowingStore(s, { ...o.options, onError: (err) => o.onError(s.name, err) }) : s));
-  return {
-    primaries: stores.filter((s): s is ReceiptSink => !(s instanceof FollowingStore)),
-    followers: stores.filter((s): s is FollowingStore => s instanceof FollowingStore),
-    stores,
-  };
+  const primaries = sinks.filter((s) => !(hasLog && s instanceof SqliteSink));
+  const followers = sinks
+    .filter((s): s is SqliteSink => hasLog && s instanceof SqliteSink)
+    .map((s) => new FollowingStore(s, { ...o.options, onError: (err) => o.onError(s.name, err) }));
+  return { primaries, followers, stores: [...primaries, ...followers] };
 }

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ChioError } from '../../../src/errors.js';
 import type { ChainHead, SealedReceipt } from '../../../src/receipt/receipt.js';
 import { FollowingStore, followTheLog, type FollowedStore } from '../../../src/receipt/sinks/follower.js';
@@ -37,12 +37,20 @@ function storedSeqs(file: string): number[] {
 
 /** A store whose writes are recorded and can be made to fail. */
 class RecordingStore implements Pick<FollowedStore, 'write' | 'close'> {
+  /** each write's seqs; [-1] for an empty durable one (an fsync); durable writes of receipts end with -1 */
   readonly writes: number[][] = [];
   fail: Error | null = null;
+  inFlight = 0;
+  maxInFlight = 0;
   async write(batch: readonly SealedReceipt[], durable: boolean): Promise<void> {
-    await new Promise((r) => setImmediate(r));
-    if (this.fail) throw this.fail;
-    this.writes.push(durable && batch.length === 0 ? [-1] : batch.map((s) => s.seq));
+    this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
+    try {
+      await new Promise((r) => setImmediate(r));
+      if (this.fail) throw this.fail;
+      this.writes.push(durable ? [...batch.map((s) => s.seq), -1] : batch.map((s) => s.seq));
+    } finally {
+      this.inFlight--;
+    }
   }
   async close(): Promise<void> {}
 }
@@ -70,15 +78,15 @@ describe('FollowingStore', () => {
     expect(f.lag).toBe(3);
     await sleep(5);
     expect(store.writes).toEqual([]);
-    await sleep(60);
-    expect(store.writes).toEqual([[1, 2, 3]]);
+    await vi.waitFor(() => expect(store.writes).toEqual([[1, 2, 3]]));
     expect(f.lag).toBe(0);
-    f.append(r.slice(3, 7)); // 4 = maxBatch: written without waiting
-    await sleep(5);
-    expect(store.writes).toEqual([
-      [1, 2, 3],
-      [4, 5, 6, 7],
-    ]);
+    f.append(r.slice(3, 7)); // 4 = maxBatch: written without the timer
+    await vi.waitFor(() =>
+      expect(store.writes).toEqual([
+        [1, 2, 3],
+        [4, 5, 6, 7],
+      ]),
+    );
   });
 
   it('reads first write what is queued (read-your-writes); flush() also commits with fsync', async () => {
@@ -105,8 +113,7 @@ describe('FollowingStore', () => {
     const r = sealedReceipts(4);
     store.fail = new Error('SQLITE_FULL: database or disk is full');
     f.append(r.slice(0, 2));
-    await sleep(30);
-    expect(errors).toEqual([store.fail]);
+    await vi.waitFor(() => expect(errors).toEqual([store.fail]));
     f.append(r.slice(2, 3)); // queued; no new attempt until the writer asks
     await sleep(30);
     expect(errors).toHaveLength(1);
@@ -138,6 +145,20 @@ describe('FollowingStore', () => {
     f.append(r.slice(2));
     await f.ready();
     expect(store.writes).toEqual([[1, 2, 3]]);
+  });
+
+  it('flush() syncs after a write in flight, never beside it, and only when something is unsynced', async () => {
+    const store = new RecordingStore();
+    const f = follow(store, { maxBatch: 2, maxDelayMs: 60_000 });
+    const r = sealedReceipts(3);
+    f.append(r.slice(0, 2)); // maxBatch: a write starts at once
+    const flushed = f.flush();
+    f.append(r.slice(2)); // queued while the first write runs: the sync writes it too
+    await flushed;
+    expect(store.writes).toEqual([[1, 2], [3, -1]]);
+    expect(store.maxInFlight).toBe(1);
+    await f.flush(); // nothing unsynced: no write
+    expect(store.writes).toHaveLength(2);
   });
 
   it('close() writes what is queued, syncs, and closes the store', async () => {
@@ -188,8 +209,7 @@ describe('followTheLog', () => {
     const both = followTheLog([s, j], { onError: () => undefined });
     expect(both.primaries).toEqual([j]);
     expect(both.followers).toHaveLength(1);
-    expect(both.stores[0]).toBe(both.followers[0]);
-    expect(both.stores[1]).toBe(j);
+    expect(both.stores).toEqual([j, both.followers[0]]); // readers take the first source: the JSONL file
     const alone = followTheLog([s], { onError: () => undefined });
     expect(alone).toEqual({ primaries: [s], followers: [], stores: [s] });
   });
