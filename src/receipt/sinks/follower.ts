@@ -36,13 +36,13 @@ export interface FollowingStoreOptions {
   readonly maxBatch?: number;
   /** the longest a committed receipt waits before it is written (default 50 ms) */
   readonly maxDelayMs?: number;
-  /** `ready()` waits for the store while this many receipts are queued (default 16,384) */
+  /** `ready()` waits for the store while this many receipts are queued (default 8,192: ~20 MB of receipts) */
   readonly maxQueued?: number;
   /** each failed write of the store, with its error */
   readonly onError?: (err: unknown) => void;
 }
 
-export const FOLLOWER_DEFAULTS = { maxBatch: 1024, maxDelayMs: 50, maxQueued: 16_384 } as const;
+export const FOLLOWER_DEFAULTS = { maxBatch: 1024, maxDelayMs: 50, maxQueued: 8192 } as const;
 
 export class FollowingStore implements ReceiptStore {
   readonly name: string;
