@@ -27,7 +27,7 @@ export const QUERY_P99_TARGET_MS = 50;
  */
 export async function seedReceiptStore(o) {
   const dist = (p) => pathToFileURL(path.join(o.repoRoot, 'dist', p)).href;
-  const { receiptTexts, receiptHash } = await import(dist('receipt/receipt.js'));
+  const { receiptTexts, sealedOf } = await import(dist('receipt/receipt.js'));
   const { SqliteReceiptStore } = await import(dist('receipt/store.js'));
   for (const suffix of ['', '-wal', '-shm']) rmSync(`${o.file}${suffix}`, { force: true });
   const t0 = Date.now();
@@ -67,10 +67,9 @@ export async function seedReceiptStore(o) {
         prevHash,
         kernelKey: 'K'.repeat(43),
       };
-      const jcs = receiptTexts(receipt, signature).signed;
-      const hash = receiptHash(jcs);
-      batch.push({ receipt: { seq }, jcs, hash });
-      prevHash = hash;
+      const sealed = sealedOf(receiptTexts(receipt, signature).signed); // its hash, and the columns the store indexes, from the text
+      batch.push(sealed);
+      prevHash = sealed.hash;
     }
     await store.append(batch, false);
     if (o.log && done % 200_000 === 0) o.log(`    seeded ${done.toLocaleString('en-US')} receipts (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
