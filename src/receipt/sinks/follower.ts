@@ -6,8 +6,8 @@
  * off the answer path: the receipt writer hands it each batch once the JSONL file committed it
  * (`append`), and the store commits what has queued up as one transaction, at the latest after
  * `maxDelayMs` or as soon as `maxBatch` receipts wait. One SQLite transaction per batch of the
- * group commit (~12 receipts under load) cost ~38 µs of CPU per receipt on the bench machine, one per
- * 1,024 receipts ~16 µs: the store's indexes rewrite their hot pages once per transaction.
+ * group commit (~12 receipts under load) cost ~42 µs of CPU per receipt on the bench machine, one per
+ * 1,024 receipts ~17 µs (bench/sqlite-batch.mjs): the indexes rewrite their hot pages once per transaction.
  *
  * What stays as it was:
  * - admission still depends on the store: while a write of it has failed, the writer retries the
