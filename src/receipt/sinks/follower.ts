@@ -40,9 +40,13 @@ export interface FollowingStoreOptions {
   readonly maxQueued?: number;
   /** each failed write of the store, with its error */
   readonly onError?: (err: unknown) => void;
+  /** after a failed write, the queue is retried this long after (default 5 s), then twice as long each time, up to 60 s */
+  readonly retryMs?: number;
 }
 
-export const FOLLOWER_DEFAULTS = { maxBatch: 1024, maxDelayMs: 50, maxQueued: 8192 } as const;
+const RETRY_MAX_MS = 60_000;
+
+export const FOLLOWER_DEFAULTS = { maxBatch: 1024, maxDelayMs: 50, maxQueued: 8192, retryMs: 5000 } as const;
 
 export class FollowingStore implements ReceiptStore {
   readonly name: string;
@@ -52,6 +56,9 @@ export class FollowingStore implements ReceiptStore {
   readonly #maxDelayMs: number;
   readonly #maxQueued: number;
   readonly #onError: (err: unknown) => void;
+  readonly #retryMs: number;
+  /** the wait before the next retry of a failing store */
+  #retryDelay: number;
 
   #queue: SealedReceipt[] = [];
   #inFlight: Promise<void> | null = null;
@@ -73,6 +80,8 @@ export class FollowingStore implements ReceiptStore {
     this.#maxDelayMs = options.maxDelayMs ?? FOLLOWER_DEFAULTS.maxDelayMs;
     this.#maxQueued = options.maxQueued ?? FOLLOWER_DEFAULTS.maxQueued;
     this.#onError = options.onError ?? (() => undefined);
+    this.#retryMs = options.retryMs ?? FOLLOWER_DEFAULTS.retryMs;
+    this.#retryDelay = this.#retryMs;
   }
 
   /** receipts committed by the JSONL file and not yet written here */
@@ -200,9 +209,19 @@ export class FollowingStore implements ReceiptStore {
         if (durable) this.#synced = true;
         this.#written += batch.length;
         this.#failure = null;
+        this.#retryDelay = this.#retryMs;
       } catch (err) {
         this.#queue = batch.concat(this.#queue); // the store rewrites them (it deletes unconfirmed rows first)
         this.#failure = err;
+        // also retried without traffic (batches and reads retry at once), so an idle store catches up once it can write
+        if (!this.#closed) {
+          this.#clearTimer();
+          this.#timer = setTimeout(() => {
+            this.#timer = null;
+            this.#kick();
+          }, this.#retryDelay).unref();
+          this.#retryDelay = Math.min(this.#retryDelay * 2, RETRY_MAX_MS);
+        }
         try {
           this.#onError(err);
         } catch (hookErr) {

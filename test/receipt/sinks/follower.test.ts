@@ -55,11 +55,12 @@ class RecordingStore implements Pick<FollowedStore, 'write' | 'close'> {
   async close(): Promise<void> {}
 }
 
-function follow(store: RecordingStore, o: { maxBatch?: number; maxDelayMs?: number; maxQueued?: number; errors?: unknown[] } = {}): FollowingStore {
+function follow(store: RecordingStore, o: { maxBatch?: number; maxDelayMs?: number; maxQueued?: number; retryMs?: number; errors?: unknown[] } = {}): FollowingStore {
   const f = new FollowingStore(Object.assign(store, { name: 'sqlite', path: 'mem' }) as unknown as FollowedStore, {
     maxBatch: o.maxBatch,
     maxDelayMs: o.maxDelayMs,
     maxQueued: o.maxQueued,
+    retryMs: o.retryMs,
     onError: (err) => o.errors?.push(err),
   });
   open.push(f);
@@ -133,6 +134,19 @@ describe('FollowingStore', () => {
     f.append(r.slice(3));
     await f.ready(); // keeping up: resolves without writing
     expect(store.writes).toEqual([[1, 2, 3]]);
+  });
+
+  it('a failing store is retried without traffic, backing off, until it writes again', async () => {
+    const store = new RecordingStore();
+    const errors: unknown[] = [];
+    const f = follow(store, { maxDelayMs: 1, retryMs: 20, errors });
+    store.fail = new Error('disk I/O error');
+    f.append(sealedReceipts(2));
+    await vi.waitFor(() => expect(errors).toHaveLength(3)); // the write, then retries after 20 and 40 ms
+    store.fail = null;
+    await vi.waitFor(() => expect(store.writes).toEqual([[1, 2]]), { timeout: 2000 }); // the next retry, 80 ms on
+    expect(f.lag).toBe(0);
+    expect(errors).toHaveLength(3);
   });
 
   it('ready() waits for the store while maxQueued receipts wait (back-pressure)', async () => {
