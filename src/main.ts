@@ -94,12 +94,11 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   });
   const head = await openSinksOnOneChain(sinks, { keys: verificationKeys([key]), log });
   // with a JSONL file (where a receipt becomes durable), SQLite stores follow it off the answer path
-  const { primaries, followers, stores } = followTheLog(sinks, {
-    onError: (sink, err) => {
-      metrics.receiptSinkErrors.inc({ sink });
-      log.error({ sink, err: describe(err) }, 'receipt sink write failed');
-    },
-  });
+  const sinkError = (sink: string, err: unknown): void => {
+    metrics.receiptSinkErrors.inc({ sink });
+    log.error({ sink, err: describe(err) }, 'receipt sink write failed');
+  };
+  const { primaries, followers, stores } = followTheLog(sinks, { onError: sinkError });
   let audit: AuditTrail;
   try {
     audit = await startAuditTrail({
@@ -125,10 +124,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     head,
     durability: config.receipts.durability,
     onWritten: (n) => metrics.receiptsWritten.inc(n),
-    onSinkError: (sink, err) => {
-      metrics.receiptSinkErrors.inc({ sink });
-      log.error({ sink, err: describe(err) }, 'receipt sink write failed');
-    },
+    onSinkError: sinkError,
     onRewind: (head) => chain.reset(head),
     onCommitted: (batch, durable) => {
       audit.committed(batch, durable);

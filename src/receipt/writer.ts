@@ -85,12 +85,12 @@ export const ACCEPTED: Promise<void> = Promise.resolve();
 /** `undefined`: not known until the first receipt arrives. */
 type Tail = ChainHead | null | undefined;
 
-/** A hook that throws must not wedge the writer: its error becomes a process warning. */
-function callHook(hook: () => void): void {
+/** A hook that throws must not wedge the writer (or a follower): its error becomes a process warning. */
+export function callHook(hook: () => void, code = 'CHIO_RECEIPT_WRITER_HOOK'): void {
   try {
     hook();
   } catch (err) {
-    process.emitWarning(err instanceof Error ? err : new Error(String(err)), { code: 'CHIO_RECEIPT_WRITER_HOOK' });
+    process.emitWarning(err instanceof Error ? err : new Error(String(err)), { code });
   }
 }
 

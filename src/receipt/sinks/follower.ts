@@ -24,6 +24,7 @@ import { ChioError, describe } from '../../errors.js';
 import type { ReceiptPage, ReceiptQuery } from '../query.js';
 import type { ChainHead, SealedReceipt } from '../receipt.js';
 import type { ReceiptRecord, ReceiptStore } from '../store.js';
+import { callHook } from '../writer.js';
 import { JsonlSink } from './jsonl.js';
 import type { ReceiptSink } from './sink.js';
 import { SqliteSink } from './sqlite.js';
@@ -111,10 +112,7 @@ export class FollowingStore implements ReceiptStore {
     this.#appended += receipts.length;
     if (this.#failure !== null) return; // the writer's next ready() retries
     if (this.#queue.length >= this.#maxBatch) this.#kick();
-    else this.#timer ??= setTimeout(() => {
-      this.#timer = null;
-      this.#kick();
-    }, this.#maxDelayMs);
+    else this.#kickAfter(this.#maxDelayMs);
   }
 
   /** Writes everything appended before the call; rejects with the store's error when a write fails. */
@@ -216,30 +214,29 @@ export class FollowingStore implements ReceiptStore {
         // also retried without traffic (batches and reads retry at once), so an idle store catches up once it can write
         if (!this.#closed) {
           this.#clearTimer();
-          this.#timer = setTimeout(() => {
-            this.#timer = null;
-            this.#kick();
-          }, this.#retryDelay).unref();
+          this.#kickAfter(this.#retryDelay).unref();
           this.#retryDelay = Math.min(this.#retryDelay * 2, RETRY_MAX_MS);
         }
-        try {
-          this.#onError(err);
-        } catch (hookErr) {
-          process.emitWarning(hookErr instanceof Error ? hookErr : new Error(String(hookErr)), { code: 'CHIO_RECEIPT_FOLLOWER_HOOK' });
-        }
+        callHook(() => this.#onError(err), 'CHIO_RECEIPT_FOLLOWER_HOOK');
         throw err;
       } finally {
         this.#inFlight = null;
       }
       // receipts appended while this write ran: on to the next one when enough have queued
       if (this.#queue.length >= this.#maxBatch) this.#kick();
-      else if (this.#queue.length > 0 && !this.#closed) this.#timer ??= setTimeout(() => {
-        this.#timer = null;
-        this.#kick();
-      }, this.#maxDelayMs);
+      else if (this.#queue.length > 0 && !this.#closed) this.#kickAfter(this.#maxDelayMs);
     })();
     this.#inFlight = run;
     return run;
+  }
+
+  /** A background write in `ms`, unless one is already scheduled; the timer. */
+  #kickAfter(ms: number): NodeJS.Timeout {
+    this.#timer ??= setTimeout(() => {
+      this.#timer = null;
+      this.#kick();
+    }, ms);
+    return this.#timer;
   }
 
   #clearTimer(): void {
