@@ -9,7 +9,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { ChioError } from '../../src/errors.js';
 import { startService } from '../../src/main.js';
@@ -40,8 +40,7 @@ async function expectOneVerifiedChain(s: StoreService, receipts: number): Promis
 
 /** Waits until the store's follower has reported `n` failed writes (it writes within ~50 ms of a commit). */
 async function untilSinkErrors(s: StoreService, n: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (((await sinkErrors(s))['sqlite'] ?? 0) < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  await vi.waitFor(async () => expect((await sinkErrors(s))['sqlite'] ?? 0).toBeGreaterThanOrEqual(n), { timeout: 5000, interval: 10 });
 }
 
 function errorMessages(s: StoreService): string[] {

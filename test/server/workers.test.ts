@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCheckClient, type CheckClient } from '../../src/check/client.js';
 import type { CheckResponseMessage } from '../../src/check/envoy.js';
 import { decodeWorkersCursor, encodeWorkersCursor } from '../../src/server/worker-receipts.js';
@@ -190,11 +190,8 @@ describe('chio serve --workers 2', () => {
       return seen;
     };
     // each worker's store follows its JSONL file within ~50 ms (README "Durability across sinks")
-    let seen = await readAll();
-    for (let tries = 0; seen.length < answered.length && tries < 40; tries++) {
-      await new Promise((r) => setTimeout(r, 50));
-      seen = await readAll();
-    }
+    await vi.waitFor(async () => expect((await readAll()).length).toBeGreaterThanOrEqual(answered.length), { timeout: 2000, interval: 50 });
+    const seen = await readAll();
     expect([...seen].sort()).toStrictEqual([...answered].sort());
     const one = answered[answered.length - 1] as string;
     const got = await admin(`/v1/receipts/${one}`, true);
