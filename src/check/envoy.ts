@@ -146,8 +146,11 @@ function nonEmpty(v: unknown): string | null {
   return typeof v === 'string' && v.length > 0 ? v : null;
 }
 
-function clip(s: string, max: number): string {
-  return s.length <= max ? s : s.slice(0, max);
+/** At most `max` UTF-16 units of `s`, never ending in half a surrogate pair (receipts are JCS: I-JSON strings). */
+export function clip(s: string, max: number): string {
+  if (s.length <= max) return s;
+  const last = s.charCodeAt(max - 1);
+  return s.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
 }
 
 function toMap(rec: Record<string, string> | undefined): Map<string, string> {
@@ -164,8 +167,8 @@ function toMap(rec: Record<string, string> | undefined): Map<string, string> {
 function readHeaders(http: HttpRequest): Map<string, string> {
   const out = new Map<string, string>();
   const add = (key: string, value: string): void => {
-    if (out.size >= MAX_HEADERS && !out.has(key)) throw deny('malformed_request', `more than ${MAX_HEADERS} distinct headers`);
     const k = key.toLowerCase();
+    if (out.size >= MAX_HEADERS && !out.has(k)) throw deny('malformed_request', `more than ${MAX_HEADERS} distinct headers`);
     const prev = out.get(k);
     out.set(k, prev === undefined ? value : `${prev},${value}`);
   };

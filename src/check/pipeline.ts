@@ -15,7 +15,7 @@ import { evaluate, type Decision } from '../policy/evaluate.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import type { PendingReceipt, ReceiptChain, ReceiptDraft, ReceiptRequest } from '../receipt/receipt.js';
 import { ACCEPTED, type ReceiptWriter } from '../receipt/writer.js';
-import { toCheckInput, type CheckResponseMessage, type RawCheckRequest } from './envoy.js';
+import { clip, toCheckInput, type CheckResponseMessage, type RawCheckRequest } from './envoy.js';
 import type { CheckInput } from './request.js';
 import { allowResponse, denyResponse, type ResponseFacts } from './respond.js';
 
@@ -260,7 +260,7 @@ function denial(code: DenyCode, message: string): Decision {
 export const MAX_RECEIPT_TEXT = 2048;
 
 function clipForReceipt(text: string | null): string | null {
-  return text === null || text.length <= MAX_RECEIPT_TEXT ? text : `${text.slice(0, MAX_RECEIPT_TEXT)}…`;
+  return text === null || text.length <= MAX_RECEIPT_TEXT ? text : `${clip(text, MAX_RECEIPT_TEXT)}…`;
 }
 
 function draftOf(o: Outcome): ReceiptDraft {

@@ -25,7 +25,8 @@
  * Stricter than protobufjs, and never throwing: a truncated field, a length running past its
  * message, a declared field arriving with another wire type than its declared type's (protobufjs
  * reads it by its declared type anyway and loses its place in the message), a varint longer than
- * 10 bytes or a group / reserved wire type make the whole message undecodable
+ * 10 bytes, a tag or length of 2^32 or more (protobufjs drops the high bits), field number 0, or
+ * a group / reserved wire type make the whole message undecodable
  * (`UNDECODABLE_REQUEST`, denied `malformed_request` with a receipt). Maps are null-prototype
  * objects: a `__proto__` key is an ordinary key.
  */
@@ -94,9 +95,29 @@ class Reader {
     throw MALFORMED;
   }
 
+  /**
+   * A tag or a length: a varint whose value fits in 32 bits (non-minimal padding allowed). A larger
+   * value is malformed, not truncated: a length of 2^32 + n runs past any message (grpc-js caps them
+   * at 4 MiB), and protobuf's own parsers refuse it rather than read n.
+   */
+  varint32(end: number): number {
+    const buf = this.buf;
+    let result = 0;
+    for (let shift = 0; shift < 70; shift += 7) {
+      if (this.pos >= end) throw MALFORMED;
+      const b = buf[this.pos++] as number;
+      const bits = b & 0x7f;
+      if (shift < 28) result |= bits << shift;
+      else if (shift === 28 && bits <= 0x0f) result |= bits << 28;
+      else if (bits !== 0) throw MALFORMED; // bit 32 or above set
+      if (b < 0x80) return result >>> 0;
+    }
+    throw MALFORMED;
+  }
+
   /** The end of a length-delimited field that starts here, checked against its message's end. */
   limit(end: number): number {
-    const len = this.uint32(end);
+    const len = this.varint32(end);
     const to = this.pos + len;
     if (to > end) throw MALFORMED;
     return to;
@@ -145,9 +166,10 @@ class Reader {
  */
 function message<T>(r: Reader, end: number, schema: Schema, out: T, read: (r: Reader, field: number, end: number, out: T) => boolean): T {
   while (r.pos < end) {
-    const tag = r.uint32(end);
+    const tag = r.varint32(end);
     const field = tag >>> 3;
     const wt = tag & 7;
+    if (field === 0) throw MALFORMED; // field numbers start at 1
     const bit = field < 32 ? 1 << field : 0;
     if ((schema.len & bit) !== 0 ? wt !== LEN : (schema.varint & bit) !== 0 && wt !== VARINT) throw MALFORMED;
     if (!read(r, field, end, out)) r.skip(wt, end);
@@ -164,10 +186,10 @@ function mapEntry(r: Reader, end: number, into: Record<string, string>): void {
   let key = '';
   let value = '';
   while (r.pos < end) {
-    const tag = r.uint32(end);
+    const tag = r.varint32(end);
     if (tag === KEY_TAG) key = r.string(end);
     else if (tag === VALUE_TAG) value = r.string(end);
-    else if (tag >>> 3 === 1 || tag >>> 3 === 2) throw MALFORMED; // a declared field with another wire type
+    else if (tag >>> 3 <= 2) throw MALFORMED; // a declared field with another wire type, or field number 0
     else r.skip(tag & 7, end);
   }
   into[key] = value;

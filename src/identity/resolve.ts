@@ -229,8 +229,14 @@ export class IdentityResolver {
   }
 
   private jwtClaim(headerValue: string, ctx: Context): Claim | null {
+    if (this.jwt === null) return null;
     const token = bearerToken(headerValue);
-    if (token === null || this.jwt === null) return null;
+    if (token === null) {
+      // a Bearer credential is presented but is not one token (two headers joined, two tokens, none):
+      // a presented credential that cannot be validated is a deny, never "no JWT-SVID" (SPEC §4)
+      if (BEARER_ELEMENT.test(headerValue)) throw deny('jwt_svid_invalid', 'JWT-SVID header is not one Bearer token (RFC 6750 §2.1)');
+      return null;
+    }
     const svid = this.jwt.verify(token, ctx.now);
     const verifier = svid.bundle.verifier;
     const evidence: VerifiedEvidence = jwtEvidence(verifier, svid.issuedAt);
@@ -238,6 +244,9 @@ export class IdentityResolver {
     return { source: 'jwt_svid', id: svid.spiffeId, kind: 'jwt_svid', tier, verifier, svid: null };
   }
 }
+
+/** A header value (or one of the comma-joined values of repeated headers) that uses the Bearer scheme. */
+const BEARER_ELEMENT = /(?:^|,)\s*bearer\b/i;
 
 const SOURCE_NAMES: Readonly<Record<IdentitySource, string>> = {
   certificate: 'certificate',

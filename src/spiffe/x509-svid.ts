@@ -254,9 +254,13 @@ function readSubjectAltNames(r: DerReader, names: Tlv, facts: ExtensionFacts): v
 /** BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLenConstraint INTEGER OPTIONAL } */
 function readBasicConstraints(r: DerReader, value: Tlv): { isCa: boolean; pathLen: number | null } {
   const parts = r.children(r.expect(value, DerTag.SEQUENCE, 'BasicConstraints'));
+  let at = 0;
   const first = parts[0];
-  const isCa = first?.tag === DerTag.BOOLEAN ? r.boolean(first) : false;
-  const integer = parts.find((t) => t.tag === DerTag.INTEGER);
+  const isCa = first?.tag === DerTag.BOOLEAN ? r.boolean(parts[at++] as Tlv) : false;
+  const integer = parts[at]?.tag === DerTag.INTEGER ? parts[at++] : undefined;
+  // anything else (a cA after pathLenConstraint, a third element) is not a BasicConstraints: never read as cA=false
+  const extra = parts[at];
+  if (extra !== undefined) throw new DerError(`unexpected ${tagName(extra.tag)} in BasicConstraints`, extra.offset);
   return { isCa, pathLen: integer === undefined ? null : smallInteger(r.contents(integer)) };
 }
 
