@@ -29,6 +29,7 @@
  * round trip) and lets admitted calls finish (server-streaming calls are ended with UNAVAILABLE);
  * TLS material can be replaced while serving (`setSecureContext`).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -79,6 +80,7 @@ interface Route {
 }
 
 const DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024;
+const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
 const GRPC_CONTENT_TYPE = 'application/grpc';
 const ACCEPT_ENCODING = 'identity,gzip,deflate';
 const noop = (): void => {};
@@ -431,9 +433,12 @@ export class NativeGrpcServer {
   #closed = false;
 
   constructor(options: NativeGrpcServerOptions = {}) {
-    this.#maxReceive = options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE;
+    const maxReceive = options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE;
     this.#onError = options.onError;
-    if (!Number.isSafeInteger(this.#maxReceive) || this.#maxReceive < 0) throw new TypeError(`maxReceiveMessageLength must be a non-negative integer, got ${this.#maxReceive}`);
+    if (!Number.isSafeInteger(maxReceive) || maxReceive < 0) throw new TypeError(`maxReceiveMessageLength must be a non-negative integer, got ${maxReceive}`);
+    // a message (with its 5-byte prefix) is held in one Buffer: a larger limit would make a length
+    // prefix over Buffer's maximum throw from the data listener, and so take the process down
+    this.#maxReceive = Math.min(maxReceive, MAX_BUFFER_LENGTH - 5);
     const common: http2.ServerOptions = {
       // as grpc-js: nghttp2's session memory limit degrades badly when reached; streams are bounded by SETTINGS instead
       maxSessionMemory: Number.MAX_SAFE_INTEGER,
@@ -571,6 +576,9 @@ export class NativeGrpcServer {
     });
     stream.once('end', () => {
       if (body.refused || stream.destroyed) return;
+      // node:http2 ends the readable side of a stream the client reset with NO_ERROR too: that
+      // request was abandoned (no END_STREAM), not sent; nothing to serve or answer
+      if (stream.closed) return;
       const framing = unframeSingleMessage(body.bytes(), encoding, this.#maxReceive);
       if (!('message' in framing)) {
         return this.#refuse(stream, framing.code, framing.details, framing.acceptEncoding ? { 'grpc-accept-encoding': ACCEPT_ENCODING } : undefined);

@@ -10,24 +10,9 @@ import fc from 'fast-check';
 import { HealthImplementation, service as healthService } from 'grpc-health-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isGrpcContentType, NativeGrpcServer, percentEncodeGrpcMessage, statusName, TCP_KEEPALIVE_IDLE_MS, unframeSingleMessage } from '../../src/server/native-grpc.js';
+import { BYTES_SERVICE } from '../helpers/bytes-service.js';
 
 const id = (b: Buffer): Buffer => b;
-const method = (path: string, responseStream: boolean, originalName: string): grpc.MethodDefinition<Buffer, Buffer> => ({
-  path,
-  requestStream: false,
-  responseStream,
-  requestSerialize: id,
-  requestDeserialize: id,
-  responseSerialize: id,
-  responseDeserialize: id,
-  originalName,
-});
-
-/** A test service on raw bytes: Echo (unary) and Ticks (server streaming). */
-const TEST_SERVICE: grpc.ServiceDefinition = {
-  Echo: method('/test.Bytes/Echo', false, 'echo'),
-  Ticks: method('/test.Bytes/Ticks', true, 'ticks'),
-};
 
 interface Started {
   server: NativeGrpcServer;
@@ -47,7 +32,7 @@ async function start(options: ConstructorParameters<typeof NativeGrpcServer>[0] 
   const errors: string[] = [];
   const server = new NativeGrpcServer({ ...options, onError: (code) => errors.push(code) });
   const s: Started = { server, port: 0, client: undefined as unknown as grpc.Client, cancelledTicks: 0, errors };
-  server.addService(TEST_SERVICE, {
+  server.addService(BYTES_SERVICE, {
     Echo: (call: { request: Buffer }, callback: (err: { code: number; details: string } | null, value?: Buffer) => void) => {
       const text = call.request.toString();
       if (text === 'throw') throw new Error('boom');
