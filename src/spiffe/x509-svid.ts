@@ -61,6 +61,8 @@ export interface CertificateFacts {
   readonly pathLen: number | null;
   /** null when the keyUsage extension is absent. */
   readonly keyUsage: KeyUsageBits | null;
+  /** OIDs of the extensions marked critical, in certificate order */
+  readonly criticalExtensions: readonly string[];
   /** ms since epoch */
   readonly notBefore: number;
   /** ms since epoch */
@@ -170,6 +172,7 @@ interface ExtensionFacts {
   isCa: boolean;
   pathLen: number | null;
   keyUsage: KeyUsageBits | null;
+  criticalExtensions: string[];
 }
 
 function walkCertificate(r: DerReader): CertificateFacts {
@@ -207,15 +210,16 @@ function walkCertificate(r: DerReader): CertificateFacts {
 }
 
 function readExtensions(r: DerReader, wrapper: Tlv | undefined): ExtensionFacts {
-  const facts: ExtensionFacts = { hasSubjectAltName: false, uriSans: [], dnsSans: [], isCa: false, pathLen: null, keyUsage: null };
+  const facts: ExtensionFacts = { hasSubjectAltName: false, uriSans: [], dnsSans: [], isCa: false, pathLen: null, keyUsage: null, criticalExtensions: [] };
   if (wrapper === undefined) return facts;
   const [list, ...rest] = r.children(wrapper);
   if (rest.length > 0) throw new DerError('extensions [3] holds more than one element', wrapper.offset);
   const seen = new Set<string>();
   for (const extension of r.children(r.expect(list, DerTag.SEQUENCE, 'Extensions', wrapper.end))) {
-    const { oid, value } = readExtension(r, extension);
+    const { oid, critical, value } = readExtension(r, extension);
     if (seen.has(oid)) throw malformed(`extension ${oid} appears more than once`);
     seen.add(oid);
+    if (critical) facts.criticalExtensions.push(oid);
     if (oid === OID_SUBJECT_ALT_NAME) {
       facts.hasSubjectAltName = true;
       readSubjectAltNames(r, r.wrapped(value), facts);
@@ -229,15 +233,16 @@ function readExtensions(r: DerReader, wrapper: Tlv | undefined): ExtensionFacts 
 }
 
 /** Extension ::= SEQUENCE { extnID OID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING } */
-function readExtension(r: DerReader, extension: Tlv): { oid: string; value: Tlv } {
+function readExtension(r: DerReader, extension: Tlv): { oid: string; critical: boolean; value: Tlv } {
   const parts = r.children(r.expect(extension, DerTag.SEQUENCE, 'Extension'));
   const oid = r.oid(r.expect(parts[0], DerTag.OBJECT_IDENTIFIER, 'extnID', extension.end));
+  let critical = false;
   if (parts.length === 3) {
-    r.boolean(parts[1] as Tlv); // critical: well-formed is all we need; its value changes nothing here
+    critical = r.boolean(parts[1] as Tlv);
   } else if (parts.length !== 2) {
     throw new DerError(`Extension ${oid} has ${parts.length} elements; expected 2 or 3`, extension.offset);
   }
-  return { oid, value: r.expect(parts[parts.length - 1], DerTag.OCTET_STRING, `extnValue of ${oid}`) };
+  return { oid, critical, value: r.expect(parts[parts.length - 1], DerTag.OCTET_STRING, `extnValue of ${oid}`) };
 }
 
 /** GeneralNames (RFC 5280 §4.2.1.6): collects [6] uniformResourceIdentifier and [2] dNSName. */
@@ -326,6 +331,34 @@ function uriSanSpiffeId(uri: string): SpiffeId {
   }
 }
 
+/**
+ * The extensions a leaf may mark critical: the ones this module reads (SAN, basicConstraints,
+ * keyUsage) and the ones that cannot narrow what a workload certificate proves here: extKeyUsage
+ * (any purpose is accepted, as go-spiffe verifies with ExtKeyUsageAny), key identifiers, CRL
+ * distribution points and certificate policies (no revocation or policy checking is promised).
+ */
+const LEAF_CRITICAL_ALLOWED: ReadonlySet<string> = new Set([
+  OID_SUBJECT_ALT_NAME,
+  OID_BASIC_CONSTRAINTS,
+  OID_KEY_USAGE,
+  '2.5.29.37', // extKeyUsage
+  '2.5.29.14', // subjectKeyIdentifier
+  '2.5.29.35', // authorityKeyIdentifier
+  '2.5.29.31', // cRLDistributionPoints
+  '2.5.29.32', // certificatePolicies
+]);
+
+/**
+ * RFC 5280 §4.2: a certificate with a critical extension the relying party does not process must
+ * be rejected (go-spiffe does, through Go's x509 `UnhandledCriticalExtension`).
+ */
+function checkCriticalExtensions(facts: CertificateFacts): void {
+  const unknown = facts.criticalExtensions.find((oid) => !LEAF_CRITICAL_ALLOWED.has(oid));
+  if (unknown !== undefined) {
+    throw deny('malformed_certificate', `certificate has a critical extension chio does not process (${unknown}); RFC 5280 §4.2 requires rejecting it`);
+  }
+}
+
 /** X509-SVID §4.1, §4.3, §5.2: a leaf is not a CA, signs, and does not sign certificates or CRLs. */
 function checkLeafConstraints(facts: CertificateFacts): void {
   if (facts.isCa) {
@@ -355,7 +388,7 @@ function checkLeafConstraints(facts: CertificateFacts): void {
  * `checkValidity`). Throws DenyError with malformed_certificate | svid_no_uri_san |
  * svid_dns_san_only | svid_multiple_uri_sans | malformed_spiffe_id | svid_is_ca | svid_key_usage.
  *
- * Order: certificate structure, SANs, SPIFFE ID syntax, cA, keyUsage, then the leaf's ID must
+ * Order: certificate structure (critical extensions included), SANs, SPIFFE ID syntax, cA, keyUsage, then the leaf's ID must
  * have a path (X509-SVID §3.1, §5.2; `malformed_spiffe_id`), so a CA certificate reports
  * `svid_is_ca` rather than its path-less ID.
  */
@@ -364,6 +397,7 @@ export function parseSvidLeaf(der: Buffer): SvidLeaf {
   const copy = Buffer.from(der);
   const facts = readCertificateFacts(copy);
   parseWithNode(copy); // OpenSSL must accept it too; the object is not kept (see SvidLeaf.x509)
+  checkCriticalExtensions(facts);
   const spiffeId = uriSanSpiffeId(theUriSan(facts));
   checkLeafConstraints(facts);
   if (spiffeId.path === '') {

@@ -222,6 +222,37 @@ describe('X.509-SVID: a basicConstraints that is not SEQUENCE { cA BOOLEAN, path
   });
 });
 
+describe('X.509-SVID: a critical extension chio does not process is rejected (RFC 5280 §4.2)', () => {
+  let root: TestCa;
+  const MESSAGE = 'certificate has a critical extension chio does not process (1.2.3.4); RFC 5280 §4.2 requires rejecting it';
+  const leafWith = (oid: string, critical: boolean): Promise<IssuedSvid> =>
+    issueSvid(root, { uris: [FRONTEND], extensions: [rawExtension(oid, critical, Buffer.from('0500', 'hex'))] });
+
+  beforeAll(async () => {
+    root = await createRootCa({ trustDomain: 'example.org' });
+  });
+
+  it('an unknown critical extension → malformed_certificate naming its OID; the same extension non-critical is ignored', async () => {
+    const critical = await leafWith('1.2.3.4', true);
+    expect(() => parseSvidLeaf(critical.der)).toThrow(expect.objectContaining({ code: 'malformed_certificate', message: MESSAGE }));
+    expect(parseSvidLeaf((await leafWith('1.2.3.4', false)).der).spiffeId.uri).toBe(FRONTEND);
+  });
+
+  it('a critical certificatePolicies does not narrow what the SVID proves here: accepted', async () => {
+    const leaf = await issueSvid(root, { uris: [FRONTEND], extensions: [rawExtension('2.5.29.32', true, Buffer.from('3006300406022a03', 'hex'))] });
+    expect(parseSvidLeaf(leaf.der).spiffeId.uri).toBe(FRONTEND);
+  });
+
+  it('through the identity stage with a bundle the chain verifies against: still malformed_certificate', async () => {
+    const leaf = await leafWith('1.2.3.4', true);
+    const input = { ...toCheckInput(fullRequest()), certificate: leaf.envoyEncoded, principal: null };
+    const resolver = new IdentityResolver({ sources: ['certificate'], svidCache: new SvidCache(10), clock: () => TEST_NOW, bundles: bundleSetOf(contentOf('example.org', [root])).set });
+    const out = resolver.resolve(input);
+    expect(out.identity).toBeNull();
+    expect(out.error).toMatchObject({ code: 'malformed_certificate', message: MESSAGE });
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // receipts of clipped request text (src/check/pipeline.ts, src/check/envoy.ts)
 

@@ -507,6 +507,7 @@ describe('readCertificateFacts on hand-built structures', () => {
       isCa: false,
       pathLen: null,
       keyUsage: null,
+      criticalExtensions: [],
       notBefore: Date.parse('2024-01-01T00:00:00Z'),
       notAfter: Date.parse('2025-01-01T00:00:00Z'),
     });
