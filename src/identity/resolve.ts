@@ -290,7 +290,7 @@ function xfccUri(element: XfccElement): SpiffeId | null {
   if (!scheme || scheme[0].toLowerCase() !== 'spiffe:') {
     throw deny('malformed_spiffe_id', `x-forwarded-client-cert URI ${quoteUntrusted(uri, 100)} is not a SPIFFE ID`);
   }
-  return SpiffeId.parse(uri);
+  return leafId(SpiffeId.parse(uri), 'x-forwarded-client-cert URI');
 }
 
 function decodeXfccPem(urlEncoded: string): Buffer[] {
@@ -326,9 +326,19 @@ function xfccIntermediates(chain: string, leaf: SvidLeaf): CaCertificate[] {
 }
 
 /** Envoy's principal: a SPIFFE ID, or a DNS name / RFC 2253 subject (not a SPIFFE identity). */
+/**
+ * The principal and the XFCC URI stand for an X509-SVID's URI SAN, whose SPIFFE ID must have a path
+ * (X509-SVID §2; the certificate path checks the same in x509-svid.ts): a bare trust domain names no
+ * workload, and a rule that matches a trust domain alone must not admit it.
+ */
+function leafId(id: SpiffeId, what: string): SpiffeId {
+  if (id.path === '') throw deny('malformed_spiffe_id', `${what} ${quoteUntrusted(id.uri, 100)} names a trust domain, not a workload (an X509-SVID's SPIFFE ID has a path)`);
+  return id;
+}
+
 export function parsePrincipal(principal: string): SpiffeId {
   const scheme = URI_SCHEME_RE.exec(principal);
-  if (scheme && scheme[0].toLowerCase() === 'spiffe:') return SpiffeId.parse(principal);
+  if (scheme && scheme[0].toLowerCase() === 'spiffe:') return leafId(SpiffeId.parse(principal), 'source.principal');
   const shown = JSON.stringify(principal.length > 100 ? principal.slice(0, 100) + '…' : principal);
   throw deny(
     'principal_not_spiffe',

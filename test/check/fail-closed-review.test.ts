@@ -253,6 +253,31 @@ describe('X.509-SVID: a critical extension chio does not process is rejected (RF
   });
 });
 
+describe('identity: a principal or XFCC URI that names a bare trust domain is no workload', () => {
+  it('source.principal spiffe://example.org (no certificate) → malformed_spiffe_id', async () => {
+    const req = fullRequest();
+    if (req.attributes.source) {
+      req.attributes.source.principal = 'spiffe://example.org';
+      delete req.attributes.source.certificate;
+    }
+    const { answer, receipt } = await decide(req);
+    expect(answer).toMatchObject({ verdict: 'deny', reason: 'malformed_spiffe_id' });
+    expect(receipt.reasons[0]?.message).toBe('source.principal "spiffe://example.org" names a trust domain, not a workload (an X509-SVID\'s SPIFFE ID has a path)');
+  });
+
+  it('an XFCC element URI=spiffe://example.org (no Cert) → malformed_spiffe_id', async () => {
+    const req = fullRequest();
+    if (req.attributes.source) {
+      delete req.attributes.source.principal;
+      delete req.attributes.source.certificate;
+    }
+    (http(req).headers as Record<string, string>)['x-forwarded-client-cert'] = 'By=spiffe://example.org/ns/default/sa/backend;URI=spiffe://example.org';
+    const { answer, receipt } = await decide(req);
+    expect(answer).toMatchObject({ verdict: 'deny', reason: 'malformed_spiffe_id' });
+    expect(receipt.reasons[0]?.message).toBe('x-forwarded-client-cert URI "spiffe://example.org" names a trust domain, not a workload (an X509-SVID\'s SPIFFE ID has a path)');
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // receipts of clipped request text (src/check/pipeline.ts, src/check/envoy.ts)
 
