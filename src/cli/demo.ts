@@ -13,7 +13,7 @@ import { publicKeyFromJwk } from '../keys.js';
 import { formatFailure, verificationKeys, verifyReceiptFile } from '../receipt/verify.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type Command } from './io.js';
 
-const HELP = `usage: chio demo [--target HOST:PORT] [--receipts FILE]
+const HELP = `usage: chio demo [--target HOST:PORT] [--admin HOST:PORT] [--receipts FILE]
 
 Sends a few real CheckRequests (mTLS SPIFFE workload, expired SVID, no identity, spoofed and
 conflicting identities, …) to a running chio-authz and prints each verdict and its receipt.

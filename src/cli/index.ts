@@ -4,7 +4,7 @@
 import { ChioError } from '../errors.js';
 import { EXIT_USAGE, processIO, type CliIO, type Command } from './io.js';
 
-const GROUPS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+export const GROUPS: Readonly<Record<string, { summary: string; load: () => Promise<Command> }>> = {
   serve: { summary: 'run the ext_authz service', load: async () => (await import('./serve.js')).run },
   demo: { summary: 'send demo CheckRequests to a running service', load: async () => (await import('./demo.js')).run },
   policy: { summary: 'check a policy file', load: async () => (await import('./policy.js')).run },

@@ -29,7 +29,7 @@ subcommands:
                               or every proof of an export bundle (DIR)
   export --since T --until T --out DIR [--file FILE] [--seed FILE]…
                               write an offline bundle with Merkle proofs against checkpoints
-  show --receipt-id rct-… [--file FILE | --store FILE]
+  show --receipt-id rct-… [--file FILE | --store FILE] [--json]
                               print one receipt
   list [filters] [--all] [--store FILE | --control-url URL] [--json]
                               list receipts from the SQLite store or a running service
@@ -68,12 +68,13 @@ end inside a signing batch there (the rest is not shipped yet).
 Exit status: 0 all receipts verify, 1 a receipt fails, 2 bad usage or unreadable input.
 `;
 
-const SHOW_HELP = `usage: chio receipt show --receipt-id rct-… [--file FILE | --store FILE]
+const SHOW_HELP = `usage: chio receipt show --receipt-id rct-… [--file FILE | --store FILE] [--json]
 
 Prints the receipt with that id as indented JSON.
   --receipt-id ID   the receipt id (rct-<ULID>)
   --file FILE       the receipt JSONL file (default ${DEFAULT_RECEIPTS})
   --store FILE      a SQLite receipt store (receipts.sinks type sqlite) instead of a JSONL file
+  --json            one line, no indentation (for scripts: the receipt's canonical JSON)
 Exit status: 0 printed, 1 no such receipt (receipt_not_found), 2 bad usage or unreadable file.
 `;
 
@@ -93,6 +94,7 @@ const SHOW_OPTIONS = {
   'receipt-id': { type: 'string' },
   file: { type: 'string' },
   store: { type: 'string' },
+  json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -228,7 +230,7 @@ async function show(args: string[], io: CliIO): Promise<number> {
     io.stderr(`chio receipt show: receipt_not_found: no receipt ${id} in ${file}\n`);
     return EXIT_CHECK_FAILED;
   }
-  io.stdout(`${JSON.stringify(receipt, null, 2)}\n`);
+  io.stdout(`${values.json === true ? JSON.stringify(receipt) : JSON.stringify(receipt, null, 2)}\n`);
   return EXIT_OK;
 }
 

@@ -151,6 +151,13 @@ describe('chio receipt show', () => {
     expect(JSON.parse(io.out)).toEqual(wanted);
   });
 
+  it('--json prints the receipt on one line: its canonical JSON, byte for byte', async () => {
+    const { cwd, receipts } = workDir(4);
+    const io = fakeIO(cwd);
+    expect(await run(['show', '--receipt-id', receipts[1]!.receipt.id, '--json'], io)).toBe(0);
+    expect(io.out).toBe(`${receipts[1]!.jcs}\n`);
+  });
+
   it('matches the receipt id, not a request id that carries the same text', async () => {
     const { cwd, receipts } = workDir(3);
     const target = receipts[2]!.receipt.id;
