@@ -72,11 +72,11 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const clock = options.clock ?? Date.now;
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
 
-  const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
-  if (created) log.info({ path: config.keys.receipt_signing_seed, kid: key.kid }, 'created a new receipt signing key');
-
+  // the policy first: a start that fails on a bad policy leaves no new signing key behind
   let policy = loadPolicyFile(config.policy);
   metrics.policyReloads.inc({ result: 'ok' });
+  const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
+  if (created) log.info({ path: config.keys.receipt_signing_seed, kid: key.kid }, 'created a new receipt signing key');
   const readToken = adminTokenReader(config.admin, options.env ?? process.env);
   // several replicas, one PostgreSQL (README): shared revocations; receipts shipped there and queried there
   const sharedRevocations = await startSharedRevocations(config.revocations, options.env ?? process.env, log);

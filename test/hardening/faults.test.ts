@@ -17,7 +17,7 @@
  * - clock jumps (injected clock): SVID and capability windows are judged at decision time in both
  *   directions; receipt timestamps are the decision times, seq and ids still strictly increase.
  */
-import { chmodSync, closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -180,6 +180,24 @@ describe('receipt sink full', () => {
         expect(indexReceipts(receiptLines(file)).size).toBe(claimed.length);
         expect(receiptLines(file).map((l) => (JSON.parse(l) as { id: string }).id)).toEqual(claimed);
       });
+    }
+  });
+});
+
+describe('a start that fails on its policy', () => {
+  it('exits with policy_invalid and leaves no new signing key behind', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'chio-faults-'));
+    writeFileSync(path.join(dir, 'policy.yaml'), 'schema: chio.policy.v1\nrules: { orders: { default: allow, bogus: 1 } }\n');
+    const config = parseConfig(baseConfig('./data/receipts.jsonl'), path.join(dir, 'chio.yaml'), dir);
+    try {
+      const err = await startService(config, { log: recordingLogger(), clock: () => FIXED_NOW, defaultMetrics: false }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({ code: 'policy_invalid' });
+      expect(existsSync(path.join(dir, 'data', 'kernel.seed'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
