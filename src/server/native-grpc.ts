@@ -259,14 +259,20 @@ function checkInflated(message: Buffer, maxLength: number): Framing {
  * A request body as it arrives: the one message's bytes in one buffer, sized by its length prefix.
  * A prefix over the limit is refused at once, before its bytes arrive, and bytes past the first
  * message at once too; chunks are copied as they come, so many small DATA frames cost no more
- * than one (the common case, the whole message in one chunk, is kept without a copy).
+ * than one (the common case, the whole message in one chunk, is kept without a copy). The buffer
+ * reserves at most 64 KiB before the bytes arrive and doubles as they do: a prefix alone (a stream
+ * that declares 4 MiB and sends nothing) holds no more than that.
  */
-class MessageBody {
+const INITIAL_RESERVE = 64 * 1024;
+
+export class MessageBody {
   refused = false;
   #pending: Buffer[] = [];
   #pendingBytes = 0;
   #buf: Buffer | null = null;
   #filled = 0;
+  /** 5 + the declared length, once the prefix is in */
+  #size = 0;
 
   constructor(private readonly maxLength: number) {}
 
@@ -281,17 +287,24 @@ class MessageBody {
       const declared = head.readUInt32BE(1);
       if (declared > this.maxLength) return this.#refuse(tooLarge(declared, this.maxLength));
       const size = 5 + declared;
+      this.#size = size;
       if (head.length === size) {
         this.#buf = head;
         this.#filled = size;
         return null;
       }
-      this.#buf = Buffer.allocUnsafe(size);
+      this.#buf = Buffer.allocUnsafe(Math.min(size, Math.max(INITIAL_RESERVE, head.length)));
       chunk = head;
     }
-    if (this.#filled + chunk.length > this.#buf.length) return this.#refuse(MORE_THAN_ONE);
+    const filled = this.#filled + chunk.length;
+    if (filled > this.#size) return this.#refuse(MORE_THAN_ONE);
+    if (filled > this.#buf.length) {
+      const grown = Buffer.allocUnsafe(Math.min(this.#size, Math.max(filled, 2 * this.#buf.length)));
+      this.#buf.copy(grown, 0, 0, this.#filled);
+      this.#buf = grown;
+    }
     chunk.copy(this.#buf, this.#filled);
-    this.#filled += chunk.length;
+    this.#filled = filled;
     return null;
   }
 
@@ -299,6 +312,11 @@ class MessageBody {
   bytes(): Buffer {
     if (this.#buf === null) return this.#pendingBytes === 0 ? Buffer.alloc(0) : Buffer.concat(this.#pending, this.#pendingBytes);
     return this.#filled === this.#buf.length ? this.#buf : this.#buf.subarray(0, this.#filled);
+  }
+
+  /** Bytes reserved for the message so far (tests). */
+  get reserved(): number {
+    return this.#buf?.length ?? this.#pendingBytes;
   }
 
   #refuse(refusal: Refusal): Refusal {

@@ -6,7 +6,8 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { NativeGrpcServer } from '../../src/server/native-grpc.js';
+import fc from 'fast-check';
+import { MessageBody, NativeGrpcServer } from '../../src/server/native-grpc.js';
 import { BYTES_SERVICE } from '../helpers/bytes-service.js';
 
 const cleanups: Array<() => void> = [];
@@ -231,5 +232,60 @@ describe('NativeGrpcServer: protocol edges the main suite does not cover', () =>
     expect(after.trailers['grpc-status']).toBe(String(grpc.status.UNKNOWN));
     expect(after.trailers['grpc-message']).toBe('Server method handler threw error streaming boom');
     expect(s.errors).toEqual(['UNKNOWN', 'UNKNOWN']);
+  });
+});
+
+describe('MessageBody: a request message as its DATA frames arrive', () => {
+  const prefix = (declared: number): Buffer => {
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(declared, 1);
+    return head;
+  };
+
+  it('a prefix declaring 4 MiB reserves 64 KiB, not 4 MiB, before the bytes arrive', () => {
+    const body = new MessageBody(4 * 1024 * 1024);
+    expect(body.add(Buffer.concat([prefix(4 * 1024 * 1024), Buffer.alloc(10)]))).toBeNull();
+    expect(body.reserved).toBe(64 * 1024);
+    expect(body.bytes().length).toBe(15);
+  });
+
+  it('grows as bytes arrive and holds exactly the message at the end', () => {
+    const message = Buffer.alloc(300_000, 7);
+    const body = new MessageBody(4 * 1024 * 1024);
+    const framed = Buffer.concat([prefix(message.length), message]);
+    for (let at = 0; at < framed.length; at += 1000) expect(body.add(framed.subarray(at, at + 1000))).toBeNull();
+    expect(body.reserved).toBe(framed.length);
+    expect(body.bytes().equals(framed)).toBe(true);
+  });
+
+  it('a byte past the declared message is refused as a second message', () => {
+    const body = new MessageBody(1024);
+    expect(body.add(Buffer.concat([prefix(3), Buffer.from('abc')]))).toBeNull();
+    expect(body.add(Buffer.from('d'))).toEqual({ code: 13, details: 'expected one request message, got more' });
+    expect(body.refused).toBe(true);
+  });
+
+  it('the whole message in one chunk is kept as it is (no copy)', () => {
+    const framed = Buffer.concat([prefix(3), Buffer.from('abc')]);
+    const body = new MessageBody(1024);
+    body.add(framed);
+    expect(body.bytes()).toBe(framed);
+  });
+
+  it('property: any split of a framed message gives back its exact bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200_000 }), fc.array(fc.nat({ max: 70_000 }), { maxLength: 12 }), (payload, cuts) => {
+        const framed = Buffer.concat([prefix(payload.length), Buffer.from(payload)]);
+        const points = [...new Set(cuts.map((c) => c % (framed.length + 1)))].sort((a, b) => a - b);
+        const body = new MessageBody(4 * 1024 * 1024);
+        let from = 0;
+        for (const to of [...points, framed.length]) {
+          if (to > from) expect(body.add(framed.subarray(from, to))).toBeNull();
+          from = Math.max(from, to);
+        }
+        expect(body.bytes().equals(framed)).toBe(true);
+      }),
+      { numRuns: 200 },
+    );
   });
 });
