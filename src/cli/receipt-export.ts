@@ -15,9 +15,10 @@ import { PACKAGE_ROOT } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
 import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
 import { checkpointCovering, formatBundleFailure, verifyBundle, type BundleVerifyResult } from '../receipt/bundle-verify.js';
+import { checkpointStatePaths, readFrontierFile } from '../receipt/checkpoint.js';
 import { exportBundle, type BundleManifest } from '../receipt/export.js';
 import { parseRfc3339 } from '../receipt/query.js';
-import { JsonlReceiptFiles, firstLine, receiptSeqOf } from '../receipt/retention.js';
+import { JsonlReceiptFiles, firstLine, listSegments, receiptSeqOf } from '../receipt/retention.js';
 import type { ChainStart, VerificationKeys } from '../receipt/verify.js';
 import { usageError } from './args.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
@@ -229,10 +230,37 @@ export async function anchorForFile(
     return { ...none, failure: `${log} line ${f.line}${f.treeSize === null ? '' : ` (treeSize ${f.treeSize})`}: ${f.code}: ${f.message}` };
   }
   if (anchor?.kind === 'anchored') {
+    const missing = await missingBefore(file, firstSeq, checkpointStatePaths(log).anchor);
+    if (missing !== null) return { ...none, failure: missing };
     return { after, note: `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.treeSize} (${log} line ${anchor.line}); the first receipt's prevHash is not checked`, failure: null };
   }
   if (options.fromCheckpoint) {
     return { after, note: `the file starts at seq ${firstSeq} (--from-checkpoint); the first receipt's prevHash is not checked`, failure: null };
   }
   return none;
+}
+
+/** The live file of a rotated segment `<name>-<first>-<last><ext>`; any other file is its own. */
+function livePathOf(file: string): string {
+  const { dir, name, ext } = path.parse(file);
+  const m = /^(.+)-[1-9][0-9]*-[1-9][0-9]*$/.exec(name);
+  return m ? path.join(dir, `${m[1] as string}${ext}`) : file;
+}
+
+/**
+ * A checkpoint covering the receipts before a file's first says they existed, not where they went.
+ * They must be accounted for: pruned by retention (which records the Merkle frontier it pruned
+ * through in the anchor file beside the checkpoint log) or held by the rotated segments beside the
+ * file. Otherwise they were deleted: the failure names the missing seq range. Null when accounted for.
+ */
+async function missingBefore(file: string, firstSeq: number, anchorPath: string): Promise<string | null> {
+  const pruned = (await readFrontierFile(anchorPath))?.size ?? 0;
+  let covered = pruned;
+  for (const segment of await listSegments(livePathOf(file))) {
+    if (covered >= firstSeq - 1 || segment.first > covered + 1) break;
+    covered = Math.max(covered, segment.last);
+  }
+  if (covered >= firstSeq - 1) return null;
+  const why = pruned > 0 ? `retention pruned through seq ${pruned} (${anchorPath})` : `no retention anchor (${anchorPath}) says they were pruned`;
+  return `receipt_chain_broken: the receipts seq ${covered + 1} to ${firstSeq - 1} are missing: the file starts at seq ${firstSeq}, ${why}, and no segment beside it holds them (--from-checkpoint accepts such a file)`;
 }

@@ -55,7 +55,8 @@ Public keys (at least one; each may be given several times):
   --seed FILE        a seed file (its public key is used)
   --json             print {"ok","receipts","firstFailure"} as JSON
 A file that does not start at seq 1 (older receipts pruned by retention or rotated into segments)
-is accepted when a signed checkpoint covers the receipts before it:
+is accepted when a signed checkpoint covers the receipts before it and they are accounted for
+(pruned through the retention anchor beside the checkpoint log, or in segments beside FILE):
   --checkpoints FILE the checkpoint log (default checkpoints.jsonl beside FILE)
   --from-checkpoint  accept the start without a checkpoint log (its prevHash is not checked)
 DIR is a bundle from \`chio receipt export\`: every checkpoint's signature and link, the consistency

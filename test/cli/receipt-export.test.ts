@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/receipt.js';
 import { keyFromSeed, loadSeedFile } from '../../src/keys.js';
 import { jcs } from '../../src/receipt/canonical.js';
-import { chainHashOf } from '../../src/receipt/receipt.js';
+import { writeFrontierFile } from '../../src/receipt/checkpoint.js';
+import { MerkleFrontier } from '../../src/receipt/merkle.js';
+import { chainHashOf, receiptLeafOf } from '../../src/receipt/receipt.js';
 import { verificationKeys, verifyReceiptText } from '../../src/receipt/verify.js';
 import { fakeIO } from '../helpers/cli-io.js';
 import { fixtureRequest, startTestService, type TestService } from '../helpers/service.js';
@@ -203,17 +205,24 @@ describe('chio receipt verify DIR', () => {
 });
 
 describe('chio receipt verify FILE that does not start at seq 1', () => {
-  /** receipts 4..10 in `folder`, with the checkpoint log beside them when `withLog` */
-  function tail(folder: string, withLog: boolean): string {
+  /** the retention anchor: the Merkle frontier through `seq`, as retention writes it when it prunes */
+  async function anchorThrough(folder: string, seq: number): Promise<void> {
+    const frontier = new MerkleFrontier();
+    for (const l of lines.slice(0, seq)) frontier.append(receiptLeafOf(l));
+    await writeFrontierFile(path.join(cwd, folder, 'checkpoints.anchor.json'), frontier);
+  }
+  /** receipts from..10 in `folder`, with the checkpoint log beside them when `withLog` */
+  function tail(folder: string, withLog: boolean, from = 4): string {
     mkdirSync(path.join(cwd, folder));
-    writeFileSync(path.join(cwd, folder, 'receipts.jsonl'), lines.slice(3).map((l) => `${l}\n`).join(''));
+    writeFileSync(path.join(cwd, folder, 'receipts.jsonl'), lines.slice(from - 1).map((l) => `${l}\n`).join(''));
     if (withLog) cpSync(path.join(cwd, 'data', 'checkpoints.jsonl'), path.join(cwd, folder, 'checkpoints.jsonl'));
     return `${folder}/receipts.jsonl`;
   }
   const head = (): string => chainHashOf(lines[9]!);
 
-  it('is anchored at the checkpoint log beside it', async () => {
+  it('is anchored at the checkpoint log beside it (retention pruned through seq 3)', async () => {
     const file = tail('pruned', true);
+    await anchorThrough('pruned', 3);
     expect(await verify([file, '--seed', 'data/kernel.seed'])).toEqual({
       code: 0,
       out:
@@ -236,9 +245,35 @@ describe('chio receipt verify FILE that does not start at seq 1', () => {
       out: `${file}: OK: 7 receipt(s) verified, seq 4 to 10, head ${head()}\n(the file starts at seq 4 (--from-checkpoint); the first receipt's prevHash is not checked)\n`,
       err: '',
     });
-    const explicit = await verify([file, '--seed', 'data/kernel.seed', '--checkpoints', 'data/checkpoints.jsonl', '--json']);
+    mkdirSync(path.join(cwd, 'logs'));
+    cpSync(path.join(cwd, 'data', 'checkpoints.jsonl'), path.join(cwd, 'logs', 'checkpoints.jsonl'));
+    await anchorThrough('logs', 3);
+    const explicit = await verify([file, '--seed', 'data/kernel.seed', '--checkpoints', 'logs/checkpoints.jsonl', '--json']);
     expect(explicit.code).toBe(0);
     expect(JSON.parse(explicit.out)).toMatchObject({ ok: true, receipts: 7, firstFailure: null, startsAfterSeq: 3 });
+  });
+
+  it('the leading receipts deleted from a pruned file are caught: the anchor says where pruning stopped', async () => {
+    const file = tail('cut', true, 6);
+    await anchorThrough('cut', 3);
+    const anchorPath = path.join(cwd, 'cut', 'checkpoints.anchor.json');
+    expect(await verify([file, '--seed', 'data/kernel.seed'])).toEqual({
+      code: 1,
+      out: `${file}: FAILED\nreceipt_chain_broken: the receipts seq 4 to 5 are missing: the file starts at seq 6, retention pruned through seq 3 (${anchorPath}), and no segment beside it holds them (--from-checkpoint accepts such a file)\n`,
+      err: '',
+    });
+  });
+
+  it('without an anchor the receipts before the file must be in rotated segments beside it', async () => {
+    const file = tail('rotated', true);
+    const anchorPath = path.join(cwd, 'rotated', 'checkpoints.anchor.json');
+    const missing = await verify([file, '--seed', 'data/kernel.seed']);
+    expect(missing.code).toBe(1);
+    expect(missing.out).toBe(
+      `${file}: FAILED\nreceipt_chain_broken: the receipts seq 1 to 3 are missing: the file starts at seq 4, no retention anchor (${anchorPath}) says they were pruned, and no segment beside it holds them (--from-checkpoint accepts such a file)\n`,
+    );
+    writeFileSync(path.join(cwd, 'rotated', 'receipts-1-3.jsonl'), lines.slice(0, 3).map((l) => `${l}\n`).join(''));
+    expect((await verify([file, '--seed', 'data/kernel.seed'])).code).toBe(0);
   });
 
   it('a tampered checkpoint log is a failed check', async () => {

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { anchorForFile } from '../../src/cli/receipt-export.js';
 import { keyFromSeed, type SigningKey } from '../../src/keys.js';
 import { verifyBundle, type BundleVerifyResult } from '../../src/receipt/bundle-verify.js';
 import { jcs } from '../../src/receipt/canonical.js';
@@ -389,6 +390,8 @@ describe('retention', () => {
 
       // what remains verifies: the file anchored after seq 6, a bundle with proofs from the anchor
       expect(await verifyReceiptFile(svc.receiptsFile, keys, { after: { seq: 6, hash: null } })).toMatchObject({ ok: true, receipts: 3 });
+      // `chio receipt verify FILE` finds the receipts before it accounted for: pruned through the anchor's seq 6
+      expect(await anchorForFile(svc.receiptsFile, { checkpoints: undefined, fromCheckpoint: false }, keys)).toMatchObject({ after: { seq: 6 }, failure: null });
       const out = path.join(work, 'after-retention');
       const m = await exportBundle({ source: new JsonlReceiptFiles(svc.receiptsFile), checkpointsPath, outDir: out, since: START, until: clock.now + DAY, keys: [svc.service.key], now: clock.now, tool: TOOL });
       expect(m.receipts).toMatchObject({ count: 3, firstSeq: 7, lastSeq: 9 });
