@@ -8,6 +8,7 @@
  * bad input (missing file, no or bad key, not a bundle).
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
@@ -15,7 +16,8 @@ import { PACKAGE_ROOT } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
 import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
 import { checkpointCovering, formatBundleFailure, verifyBundle, type BundleVerifyResult } from '../receipt/bundle-verify.js';
-import { checkpointStatePaths, readFrontierFile } from '../receipt/checkpoint.js';
+import { checkpointStatePaths, linesBackwards, readFrontierFile } from '../receipt/checkpoint.js';
+import { chainHashOf } from '../receipt/receipt.js';
 import { exportBundle, type BundleManifest } from '../receipt/export.js';
 import { parseRfc3339 } from '../receipt/query.js';
 import { JsonlReceiptFiles, firstLine, listSegments, receiptSeqOf } from '../receipt/retention.js';
@@ -230,9 +232,13 @@ export async function anchorForFile(
     return { ...none, failure: `${log} line ${f.line}${f.treeSize === null ? '' : ` (treeSize ${f.treeSize})`}: ${f.code}: ${f.message}` };
   }
   if (anchor?.kind === 'anchored') {
-    const missing = await missingBefore(file, firstSeq, checkpointStatePaths(log).anchor);
-    if (missing !== null) return { ...none, failure: missing };
-    return { after, note: `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.treeSize} (${log} line ${anchor.line}); the first receipt's prevHash is not checked`, failure: null };
+    const accounted = await missingBefore(file, firstSeq, checkpointStatePaths(log).anchor);
+    if (typeof accounted === 'string') return { ...none, failure: accounted };
+    const covered = `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.treeSize} (${log} line ${anchor.line})`;
+    if (accounted.hash !== null) {
+      return { after: { seq: firstSeq - 1, hash: accounted.hash }, note: `${covered}; the first receipt's prevHash is checked against the last receipt of ${accounted.segment}`, failure: null };
+    }
+    return { after, note: `${covered}; the first receipt's prevHash is not checked`, failure: null };
   }
   if (options.fromCheckpoint) {
     return { after, note: `the file starts at seq ${firstSeq} (--from-checkpoint); the first receipt's prevHash is not checked`, failure: null };
@@ -251,16 +257,57 @@ function livePathOf(file: string): string {
  * A checkpoint covering the receipts before a file's first says they existed, not where they went.
  * They must be accounted for: pruned by retention (which records the Merkle frontier it pruned
  * through in the anchor file beside the checkpoint log) or held by the rotated segments beside the
- * file. Otherwise they were deleted: the failure names the missing seq range. Null when accounted for.
+ * file. A segment counts only when it holds the range its name says (its first and last receipts
+ * have those seqs: an empty or cut file named like a segment accounts for nothing), and only one
+ * that ends before the file. Otherwise they were deleted: the failure names the missing seq range.
+ * When a segment ends right before the file, its last receipt's chain hash is returned, so the
+ * file's first prevHash is checked against it.
  */
-async function missingBefore(file: string, firstSeq: number, anchorPath: string): Promise<string | null> {
+async function missingBefore(file: string, firstSeq: number, anchorPath: string): Promise<string | { hash: string | null; segment: string | null }> {
   const pruned = (await readFrontierFile(anchorPath))?.size ?? 0;
   let covered = pruned;
+  let link: { hash: string | null; segment: string | null } = { hash: null, segment: null };
+  let bad = '';
   for (const segment of await listSegments(livePathOf(file))) {
     if (covered >= firstSeq - 1 || segment.first > covered + 1) break;
-    covered = Math.max(covered, segment.last);
+    if (segment.last >= firstSeq || path.resolve(segment.path) === path.resolve(file)) break;
+    const held = await segmentEnds(segment.path);
+    if (held === null || held.first !== segment.first || held.last !== segment.last) {
+      const holds = held === null ? 'no receipt' : `seq ${String(held.first)} to ${String(held.last)}`;
+      bad = `; ${segment.path} is named for seq ${segment.first} to ${segment.last} but holds ${holds}`;
+      break;
+    }
+    if (segment.last > covered) {
+      covered = segment.last;
+      link = { hash: held.lastHash, segment: segment.path };
+    }
   }
-  if (covered >= firstSeq - 1) return null;
+  if (covered >= firstSeq - 1) return covered === firstSeq - 1 ? link : { hash: null, segment: null };
   const why = pruned > 0 ? `retention pruned through seq ${pruned} (${anchorPath})` : `no retention anchor (${anchorPath}) says they were pruned`;
-  return `receipt_chain_broken: the receipts seq ${covered + 1} to ${firstSeq - 1} are missing: the file starts at seq ${firstSeq}, ${why}, and no segment beside it holds them (--from-checkpoint accepts such a file)`;
+  return `receipt_chain_broken: the receipts seq ${covered + 1} to ${firstSeq - 1} are missing: the file starts at seq ${firstSeq}, ${why}, and no segment beside it holds them${bad} (--from-checkpoint accepts such a file)`;
+}
+
+/** The seqs of a segment's first and last complete lines and the last one's chain hash; null when it holds no receipt. */
+async function segmentEnds(file: string): Promise<{ first: number | null; last: number | null; lastHash: string | null } | null> {
+  let fh: FileHandle | null = null;
+  try {
+    const first = await firstLine(file);
+    if (first === null) return null;
+    fh = await open(file, 'r');
+    const { size } = await fh.stat();
+    for await (const { bytes } of linesBackwards(fh, size)) {
+      let lastHash: string | null = null;
+      try {
+        lastHash = chainHashOf(bytes);
+      } catch {
+        // not a receipt: its seq is shown as unknown
+      }
+      return { first: receiptSeqOf(first), last: receiptSeqOf(bytes), lastHash };
+    }
+    return null;
+  } catch {
+    return null;
+  } finally {
+    await fh?.close();
+  }
 }

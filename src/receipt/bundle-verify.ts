@@ -255,6 +255,8 @@ function parseLine<T>(piece: ReceiptLine, schema: z.ZodType<T>, file: string, li
 interface Progress {
   receipts: number;
   lastSeq: number | null;
+  firstId?: string | null;
+  lastId?: string | null;
 }
 
 /** receipts.jsonl and proofs.jsonl in lockstep: chain, signatures and inclusion of each receipt. */
@@ -281,13 +283,17 @@ async function verifyReceipts(
       throw new Failed(await explainChainFailure(dir, failure, expected, proofPiece.done ? null : proofPiece.value));
     }
     const bytes = (piece as { bytes: Buffer }).bytes;
-    const receipt = { id: idOf(bytes), seq: expected };
+    const shown = headerOf(bytes);
+    const receipt = { id: shown.id, seq: expected };
+    checkInRange(manifest, shown.timestamp, receipt, line);
     if (proofPiece.done) {
       fail(BUNDLE_FILES.proofs, line, receipt, 'receipt_chain_broken', `no inclusion proof for receipt seq ${receipt.seq}: ${BUNDLE_FILES.proofs} ends at line ${line - 1}`);
     }
     checkInclusion(bytes, receipt, parseLine(proofPiece.value, proofLineSchema, BUNDLE_FILES.proofs, line, receipt), roots, line);
     progress.receipts++;
     progress.lastSeq = receipt.seq;
+    progress.firstId ??= receipt.id;
+    progress.lastId = receipt.id;
   }
   const extra = await proofs.next();
   if (!extra.done) {
@@ -296,12 +302,32 @@ async function verifyReceipts(
   }
 }
 
-function idOf(bytes: Buffer): string | null {
+/** id and timestamp of a receipt line that verified (so both are there and well formed). */
+function headerOf(bytes: Buffer): { id: string | null; timestamp: string | null } {
   try {
-    const { id } = JSON.parse(bytes.toString('utf8')) as { id?: unknown };
-    return typeof id === 'string' ? id : null;
+    const { id, timestamp } = JSON.parse(bytes.toString('utf8')) as { id?: unknown; timestamp?: unknown };
+    return { id: typeof id === 'string' ? id : null, timestamp: typeof timestamp === 'string' ? timestamp : null };
   } catch {
-    return null;
+    return { id: null, timestamp: null };
+  }
+}
+
+/**
+ * The bundle holds the receipts of the manifest's range [since, until): the first one is stamped in
+ * it and none at or after `until` (one before `since` may follow the first: a clock that stepped
+ * back, ./export.ts). A manifest whose range the receipts do not match claims what the bundle is not.
+ */
+function checkInRange(manifest: BundleManifest, timestamp: string | null, receipt: { id: string | null; seq: number }, line: number): void {
+  const { since, until } = manifest.range;
+  const from = Date.parse(since);
+  const to = Date.parse(until);
+  if (Number.isNaN(from) || Number.isNaN(to)) {
+    fail(BUNDLE_FILES.manifest, null, NO_RECEIPT, 'receipt_malformed', `the manifest's range [${since}, ${until}) is not two dates`);
+  }
+  const at = timestamp === null ? Number.NaN : Date.parse(timestamp);
+  const outside = !(at < to) || (line === 1 && !(at >= from));
+  if (outside) {
+    fail(BUNDLE_FILES.receipts, line, receipt, 'receipt_chain_broken', `the receipt is stamped ${String(timestamp)}, outside the manifest's range [${since}, ${until}): the bundle does not hold the range its manifest claims`);
   }
 }
 
@@ -384,6 +410,10 @@ function checkManifest(manifest: BundleManifest, progress: Progress & { checkpoi
   const m = manifest.receipts;
   if (m.count !== progress.receipts || m.lastSeq !== progress.lastSeq) {
     fail(file, null, { id: m.lastId, seq: m.lastSeq }, 'receipt_chain_broken', `the manifest lists ${m.count} receipt(s) through seq ${String(m.lastSeq)} (${String(m.lastId)}), but ${BUNDLE_FILES.receipts} holds ${progress.receipts} through seq ${String(progress.lastSeq)}: receipts were removed from the bundle`);
+  }
+  const held = { first: progress.firstId ?? null, last: progress.lastId ?? null };
+  if (m.firstId !== held.first || m.lastId !== held.last) {
+    fail(file, null, { id: m.firstId, seq: m.firstSeq }, 'receipt_chain_broken', `the manifest lists the receipts ${String(m.firstId)} to ${String(m.lastId)}, but ${BUNDLE_FILES.receipts} holds ${String(held.first)} to ${String(held.last)}`);
   }
   const latest = checkpoints[checkpoints.length - 1]?.signed.checkpoint.treeSize ?? null;
   if (manifest.checkpoints.count !== checkpoints.length || manifest.checkpoints.latestTreeSize !== latest) {

@@ -146,7 +146,8 @@ export function parseCheckpointLine(bytes: Uint8Array): SignedCheckpoint {
   let text: string;
   let value: unknown;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    // ignoreBOM: a BOM is kept (and then fails the JCS check), never silently stripped
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
     value = JSON.parse(text);
   } catch (err) {
     throw new CheckpointError('receipt_malformed', `not valid JSON: ${describe(err)}`);
