@@ -99,19 +99,25 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
   const maxBody = options.maxBodyBytes ?? 64 * 1024;
 
   const handle = async (req: http.IncomingMessage): Promise<AdminResponse> => {
-    const url = new URL(req.url ?? '/', 'http://admin.invalid');
+    const url = requestTarget(req.url ?? '/');
+    if (url === null) return json(400, { error: { code: 'bad_request', message: 'malformed request target' } });
     const parts = url.pathname.split('/').filter(Boolean);
-    let pathMatched = false;
+    // HEAD is GET without the body (RFC 9110 §9.3.2); node's ServerResponse leaves the body out
+    const method = req.method === 'HEAD' ? 'GET' : req.method;
+    const allowed = new Set<string>();
     for (const route of routes) {
       const params = matchRoute(route, parts);
       if (!params) continue;
-      pathMatched = true;
-      if (route.method !== req.method) continue;
-      if (route.auth && !authorized(req.headers.authorization, options.token())) {
+      if (route.method !== method) {
+        allowed.add(route.method);
+        if (route.method === 'GET') allowed.add('HEAD');
+        continue;
+      }
+      if (route.auth && !authorized(req, options.token())) {
         return json(401, { error: { code: 'unauthorized', message: 'a valid Bearer token is required' } }, { 'www-authenticate': 'Bearer' });
       }
       return route.handler({
-        method: req.method,
+        method,
         path: url.pathname,
         query: url.searchParams,
         params,
@@ -119,8 +125,8 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
         body: () => readBody(req, maxBody),
       });
     }
-    return pathMatched
-      ? json(405, { error: { code: 'bad_request', message: `method ${req.method ?? ''} not allowed` } })
+    return allowed.size > 0
+      ? json(405, { error: { code: 'bad_request', message: `method ${req.method ?? ''} not allowed` } }, { allow: [...allowed].join(', ') })
       : json(404, { error: { code: 'not_found', message: 'no such endpoint' } });
   };
 
@@ -141,6 +147,22 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
       });
   });
   server.headersTimeout = 10_000;
+  // what node's HTTP parser refuses (malformed requests, oversized headers, timeouts) also gets a JSON error body
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: import('node:stream').Duplex) => {
+    // as node's own handler: answer only when no response has started on this socket
+    const inFlight = (socket as { _httpMessage?: { _headerSent?: boolean } | null })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || inFlight?._headerSent === true) {
+      socket.destroy();
+      return;
+    }
+    const [status, reason, code, message] = (err.code !== undefined && Object.hasOwn(CLIENT_ERRORS, err.code) ? CLIENT_ERRORS[err.code] : undefined) ?? BAD_REQUEST;
+    const body = JSON.stringify({ error: { code, message } }) + '\n';
+    socket.write(
+      `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+    socket.destroy();
+  });
 
   const { host, port } = splitAddress(options.address);
   await new Promise<void>((resolve, reject) => {
@@ -162,11 +184,32 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
   };
 }
 
-function authorized(header: string | undefined, expected: string | null): boolean {
+/** The Bearer token of the request's one Authorization header (scheme case-insensitive, RFC 9110 §11.1); two headers are refused. */
+function authorized(req: http.IncomingMessage, expected: string | null): boolean {
+  const header = req.headers.authorization;
   if (expected === null || header === undefined) return false;
-  const m = /^Bearer ([\x21-\x7e]+)$/.exec(header);
+  // node keeps only the first of repeated Authorization headers: an ambiguous request is refused, not guessed
+  if (req.rawHeaders.filter((name, i) => i % 2 === 0 && name.toLowerCase() === 'authorization').length !== 1) return false;
+  const m = /^Bearer ([\x21-\x7e]+)$/i.exec(header);
   return m !== null && tokenMatches(m[1] as string, expected);
 }
+
+/** The request target as a URL: origin-form (`/path?query`, where `//x` is a path, not a host) or absolute-form; null when malformed. */
+function requestTarget(target: string): URL | null {
+  try {
+    return target.startsWith('/') ? new URL(`http://admin.invalid${target}`) : new URL(target);
+  } catch {
+    return null;
+  }
+}
+
+/** node's client errors → status, reason phrase, code, message. */
+const CLIENT_ERRORS: Record<string, readonly [number, string, string, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'bad_request', 'request headers are too large'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, 'Payload Too Large', 'body_too_large', 'chunk extensions are too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'bad_request', 'the request was not received in time'],
+};
+const BAD_REQUEST = [400, 'Bad Request', 'bad_request', 'malformed HTTP request'] as const;
 
 function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {

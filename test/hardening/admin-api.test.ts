@@ -15,14 +15,14 @@
  *   entry, HTTP response body, receipt or metric this file saw.
  */
 import * as crypto from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import * as fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { generateSeedFile } from '../../src/keys.js';
 import { tokenMatches } from '../../src/server/admin.js';
-import { fixtureRequest, startTestService, type TestService } from '../helpers/service.js';
+import { startAdminApiService } from '../helpers/admin-service.js';
+import { fixtureRequest, type TestService } from '../helpers/service.js';
 import { fuzzParameters } from './support/fuzz.js';
 import { DEMO_POLICY } from './support/policies.js';
 import { receiptLines } from './support/services.js';
@@ -57,24 +57,7 @@ let port: number;
 const seen: string[] = [];
 
 beforeAll(async () => {
-  svc = await startTestService({
-    policy: DEMO_POLICY,
-    configText: () =>
-      [
-        'schema: chio.config.v1',
-        'listen: { grpc: 127.0.0.1:0, admin: 127.0.0.1:0 }',
-        'policy: ./policy.yaml',
-        'keys: { receipt_signing_seed: ./data/kernel.seed }',
-        'receipts: { sinks: [ { type: jsonl, path: ./data/receipts.jsonl }, { type: sqlite, path: ./data/receipts.db } ] }',
-        'capabilities: { authority_seed: ./secrets/authority.seed, revocations_file: ./data/revocations.jsonl }',
-        'admin: { token_file: ./secrets/admin.token }',
-      ].join('\n'),
-    beforeStart: (dir) => {
-      mkdirSync(path.join(dir, 'secrets'), { mode: 0o700 });
-      writeFileSync(path.join(dir, 'secrets', 'admin.token'), `${TOKEN}\n`, { mode: 0o600 });
-      generateSeedFile(path.join(dir, 'secrets', 'authority.seed'));
-    },
-  });
+  svc = await startAdminApiService(TOKEN, DEMO_POLICY);
   port = svc.service.adminPort;
 });
 
