@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { PACKAGE_ROOT } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
 import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
-import { checkpointCovering, formatBundleFailure, verifyBundle, type BundleVerifyResult } from '../receipt/bundle-verify.js';
+import { checkpointCovering, formatBundleFailure, latestCheckpoint, verifyBundle, type BundleVerifyResult, type CheckpointAnchor } from '../receipt/bundle-verify.js';
 import { checkpointStatePaths, linesBackwards, readFrontierFile } from '../receipt/checkpoint.js';
 import { chainHashOf } from '../receipt/receipt.js';
 import { exportBundle, type BundleManifest } from '../receipt/export.js';
@@ -227,10 +227,7 @@ export async function anchorForFile(
   const log = options.checkpoints ?? path.join(path.dirname(file), defaultCheckpointsFile(file));
   const anchor = options.checkpoints !== undefined || existsSync(log) ? await checkpointCovering(log, keys, firstSeq) : null;
   const after = { seq: firstSeq - 1, hash: null };
-  if (anchor?.kind === 'failed') {
-    const f = anchor.failure;
-    return { ...none, failure: `${log} line ${f.line}${f.treeSize === null ? '' : ` (treeSize ${f.treeSize})`}: ${f.code}: ${f.message}` };
-  }
+  if (anchor?.kind === 'failed') return { ...none, failure: logFailure(log, anchor) };
   if (anchor?.kind === 'anchored') {
     const accounted = await missingBefore(file, firstSeq, checkpointStatePaths(log).anchor);
     if (typeof accounted === 'string') return { ...none, failure: accounted };
@@ -310,4 +307,28 @@ async function segmentEnds(file: string): Promise<{ first: number | null; last: 
   } finally {
     await fh?.close();
   }
+}
+
+function logFailure(log: string, failed: Extract<CheckpointAnchor, { kind: 'failed' }>): string {
+  const f = failed.failure;
+  return `${log} line ${f.line}${f.treeSize === null ? '' : ` (treeSize ${f.treeSize})`}: ${f.code}: ${f.message}`;
+}
+
+/**
+ * Where a live file must end: the latest signed checkpoint of the log beside it (or
+ * `--checkpoints`) covers the receipts up to its treeSize, so the log — the live file, or its
+ * newest segment when the live file was just rotated — must reach it; receipts cut from the end
+ * otherwise verify as a shorter chain. A segment's end is the next file's start: not checked here.
+ * Null when the end is accounted for (or there is no checkpoint log); else the failure.
+ */
+export async function missingAtEnd(file: string, checkpoints: string | undefined, keys: VerificationKeys, lastSeq: number | null): Promise<string | null> {
+  if (livePathOf(file) !== file) return null;
+  const log = checkpoints ?? path.join(path.dirname(file), defaultCheckpointsFile(file));
+  if (checkpoints === undefined && !existsSync(log)) return null;
+  const latest = await latestCheckpoint(log, keys);
+  if (latest === null) return null;
+  if (latest.kind === 'failed') return logFailure(log, latest);
+  const end = lastSeq ?? (await listSegments(file)).at(-1)?.last ?? 0;
+  if (latest.treeSize <= end) return null;
+  return `receipt_chain_broken: the receipts seq ${end + 1} to ${latest.treeSize} are missing: the signed checkpoint of treeSize ${latest.treeSize} (${log} line ${latest.line}) covers them, but the log ends at seq ${end}`;
 }

@@ -56,7 +56,8 @@ Public keys (at least one; each may be given several times):
   --json             print {"ok","receipts","firstFailure"} as JSON
 A file that does not start at seq 1 (older receipts pruned by retention or rotated into segments)
 is accepted when a signed checkpoint covers the receipts before it and they are accounted for
-(pruned through the retention anchor beside the checkpoint log, or in segments beside FILE):
+(pruned through the retention anchor beside the checkpoint log, or in segments beside FILE); a
+live FILE must also reach the latest checkpoint of that log (receipts cut from its end show):
   --checkpoints FILE the checkpoint log (default checkpoints.jsonl beside FILE)
   --from-checkpoint  accept the start without a checkpoint log (its prevHash is not checked)
 DIR is a bundle from \`chio receipt export\`: every checkpoint's signature and link, the consistency
@@ -169,6 +170,11 @@ async function verify(args: string[], io: CliIO): Promise<number> {
       return EXIT_CHECK_FAILED;
     }
     result = await verifyReceiptFile(target, keys, { after: anchor.after });
+    const end = result.ok ? await audit.missingAtEnd(target, checkpoints, keys, result.head?.seq ?? null) : null;
+    if (end !== null) {
+      io.stdout(values.json ? `${JSON.stringify({ ok: false, receipts: result.receipts, checkpointFailure: end })}\n` : `${file}: FAILED\n${end}\n`);
+      return EXIT_CHECK_FAILED;
+    }
   } catch (err) {
     return inputError(io, 'verify', err);
   }

@@ -450,3 +450,14 @@ export async function checkpointCovering(checkpointsPath: string, keys: Verifica
   }
   return failure === null ? null : { kind: 'failed', failure };
 }
+
+/** The last checkpoint of the log at `checkpointsPath` that verifies (none before a failure is skipped); null when the log is empty. */
+export async function latestCheckpoint(checkpointsPath: string, keys: VerificationKeys): Promise<CheckpointAnchor | null> {
+  let last: CheckpointLine | null = null;
+  const failure = await readCheckpointLog(checkpointsPath, keys, (entry) => {
+    last = entry;
+  });
+  if (failure !== null) return { kind: 'failed', failure };
+  const found = last as CheckpointLine | null;
+  return found === null ? null : { kind: 'anchored', line: found.line, treeSize: found.signed.checkpoint.treeSize };
+}
