@@ -35,8 +35,9 @@ export const EXPORT_HELP = `usage: chio receipt export --since RFC3339 --until R
 Writes an offline bundle of the receipts stamped in [--since, --until) to DIR (new or empty):
 receipts.jsonl (their exact lines), proofs.jsonl (an RFC 6962 inclusion proof of each against a
 signed checkpoint), checkpoints.jsonl (the checkpoints from the first needed to the latest),
-consistency.jsonl (a consistency proof between each successive pair), keys.json (JWKS) and
-manifest.json. \`chio receipt verify DIR\` checks it offline.
+consistency.jsonl (a consistency proof between each successive pair), keys.json (JWKS),
+manifest.json, and bounds.jsonl + bounds-proofs.jsonl (the receipts just before and after the
+range, which prove it whole). \`chio receipt verify DIR\` checks it offline.
 Receipts after the latest checkpoint cannot be proven yet: they are left out and reported.
   --file FILE          the live receipt file; its rotated segments beside it are read too
                        (default ${DEFAULT_RECEIPTS})
@@ -160,10 +161,17 @@ function toolInfo(): { name: string; version: string } {
 // ---- chio receipt verify DIR ----
 
 /** `chio receipt verify DIR`: text or JSON report; exit 0 / 1, or 2 for a folder that is not a bundle. */
-export async function verifyBundleCommand(dir: string, shown: string, keys: VerificationKeys | null, json: boolean, io: CliIO): Promise<number> {
+export async function verifyBundleCommand(
+  dir: string,
+  shown: string,
+  keys: VerificationKeys | null,
+  options: { readonly json: boolean; readonly openEnds: boolean },
+  io: CliIO,
+): Promise<number> {
+  const { json } = options;
   let result: BundleVerifyResult;
   try {
-    result = await verifyBundle(dir, keys);
+    result = await verifyBundle(dir, keys, { openEnds: options.openEnds });
   } catch (err) {
     if (!(err instanceof ChioError)) throw err;
     io.stderr(`chio receipt verify: ${err.code}: ${err.message}\n`);
@@ -185,7 +193,16 @@ function bundleReport(shown: string, r: BundleVerifyResult): string {
     r.receipts === 0 ? 'the bundle holds no receipts' : `${r.receipts} receipt(s) verified, seq ${r.firstSeq} to ${r.lastSeq}, each included in a signed checkpoint`;
   const checkpoints =
     r.checkpoints === 0 ? '' : `; ${r.checkpoints} checkpoint(s) up to treeSize ${r.latestTreeSize}, linked and consistent (${r.consistencyProofs} consistency proof(s))`;
-  return `${shown}: OK: ${receipts}${checkpoints}\n${keys}\n`;
+  return `${shown}: OK: ${receipts}${checkpoints}\n${r.complete === null ? '' : `${rangeReport(r.complete, r.firstSeq, r.lastSeq)}\n`}${keys}\n`;
+}
+
+const RANGE_ENDS = {
+  start: { chain: 'it starts the chain (seq 1)', bound: 'the receipt before it is signed, chained and stamped before since', checkpoint: '', open: 'its start is NOT proven (--open-ends)' },
+  end: { chain: '', bound: 'the receipt after it is signed, chained and stamped at or after until', checkpoint: 'it ends at the latest checkpoint', open: 'its end is NOT proven (--open-ends)' },
+} as const;
+
+function rangeReport(c: NonNullable<BundleVerifyResult['complete']>, firstSeq: number | null, lastSeq: number | null): string {
+  return `range seq ${String(firstSeq)} to ${String(lastSeq)}: ${RANGE_ENDS.start[c.start]}; ${RANGE_ENDS.end[c.end]}`;
 }
 
 // ---- chio receipt verify FILE that does not start at seq 1 ----

@@ -39,7 +39,7 @@ Run \`chio receipt <subcommand> --help\` for details.
 
 const VERIFY_HELP = `usage: chio receipt verify FILE [FILE…] [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
                           [--checkpoints FILE] [--from-checkpoint]
-       chio receipt verify DIR [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
+       chio receipt verify DIR [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json] [--open-ends]
        chio receipt verify --pg-url-env VAR [--chain ID] [--public-key KEY]… [--jwks FILE]… [--seed FILE]… [--json]
 
 Verifies a receipt JSONL file offline: each line must be a receipt in its canonical JCS form,
@@ -62,8 +62,11 @@ live FILE must also reach the latest checkpoint of that log (receipts cut from i
   --from-checkpoint  accept the start without a checkpoint log (its prevHash is not checked)
 DIR is a bundle from \`chio receipt export\`: every checkpoint's signature and link, the consistency
 proofs between them, every receipt's signature and chain, and each receipt's inclusion proof
-against a signed checkpoint are checked. Without key options the bundle's keys.json is used (and
-reported as not pinned).
+against a signed checkpoint are checked, and that the range is whole: the receipts just outside it
+(bounds.jsonl) are signed, included, chained to its ends and stamped outside it, or the range
+starts at seq 1 / ends at the latest checkpoint. Without key options the bundle's keys.json is used
+(and reported as not pinned).
+  --open-ends        accept a range whose start or end is not proven (e.g. a start pruned by retention)
 --pg-url-env VAR verifies the central PostgreSQL store instead (URL in the environment variable
 VAR): every replica's chain independently, in seq order (--chain ID: only that one). A chain may
 end inside a signing batch there (the rest is not shipped yet).
@@ -83,6 +86,7 @@ Exit status: 0 printed, 1 no such receipt (receipt_not_found), 2 bad usage or un
 const VERIFY_OPTIONS = {
   checkpoints: { type: 'string' },
   'from-checkpoint': { type: 'boolean' },
+  'open-ends': { type: 'boolean' },
   'pg-url-env': { type: 'string' },
   chain: { type: 'string' },
   'public-key': { type: 'string', multiple: true },
@@ -162,7 +166,7 @@ async function verify(args: string[], io: CliIO): Promise<number> {
   try {
     const keys = keysOf(values, io);
     const audit = await import('./receipt-export.js');
-    if (bundle) return await audit.verifyBundleCommand(target, file, keys.size === 0 ? null : keys, values.json === true, io);
+    if (bundle) return await audit.verifyBundleCommand(target, file, keys.size === 0 ? null : keys, { json: values.json === true, openEnds: values['open-ends'] === true }, io);
     const checkpoints = values.checkpoints === undefined ? undefined : path.resolve(io.cwd, values.checkpoints);
     anchor = await audit.anchorForFile(target, { checkpoints, fromCheckpoint: values['from-checkpoint'] === true }, keys);
     if (anchor.failure !== null) {

@@ -8,7 +8,12 @@
  *    seq + 1 and prevHash from the line before; the first continues from seq firstSeq − 1);
  * 4. every receipt is included in a signed checkpoint: its audit path leads from its leaf hash
  *    (v2: of its body; v1: of its exact line) to that checkpoint's signed root;
- * 5. the manifest's counts match what is there.
+ * 5. the manifest's counts match what is there;
+ * 6. the range is whole (the manifest is not signed, so this is what proves it): the receipt before
+ *    the first is in bounds.jsonl, signed, included, chained to the first and stamped before
+ *    `since`, or the first is seq 1; the receipt after the last likewise (stamped at or after
+ *    `until`), or the last is the latest checkpoint's. An end proven neither way is a failure unless
+ *    the caller accepts open ends (a start pruned by retention has no receipt before it).
  *
  * The first failure is reported with the file and line, and the receipt it concerns (id, seq): an
  * altered receipt fails its signature and its inclusion; a deleted one is named from its proof
@@ -30,11 +35,12 @@ import {
 } from './checkpoint.js';
 import { BUNDLE_FILES, manifestSchema, type BundleManifest } from './export.js';
 import { verifyConsistency, verifyInclusion } from './merkle.js';
-import { RECEIPT_ID_PATTERN, receiptLeafOf } from './receipt.js';
+import { RECEIPT_ID_PATTERN, receiptLeafOf, type ChainHead } from './receipt.js';
 import {
   ReceiptChainVerifier,
   readReceiptLines,
   verificationKeys,
+  type ChainStart,
   type ReceiptLine,
   type VerificationKeys,
   type VerifyFailure,
@@ -62,10 +68,23 @@ export interface BundleVerifyResult {
   readonly checkpoints: number;
   readonly latestTreeSize: number | null;
   readonly consistencyProofs: number;
+  /** what proves the range's ends (null when the bundle holds no receipts) */
+  readonly complete: { readonly start: RangeEnd; readonly end: RangeEnd } | null;
   /** where the keys came from: the caller, or the bundle's own keys.json (then not pinned) */
   readonly keys: 'given' | 'bundle';
   readonly kids: readonly string[];
   readonly firstFailure: BundleFailure | null;
+}
+
+/**
+ * How an end of the range is known to be its end: `chain` the first receipt is seq 1; `bound` the
+ * receipt beyond it is in bounds.jsonl; `checkpoint` the last is the latest checkpoint's; `open` unproven.
+ */
+export type RangeEnd = 'chain' | 'bound' | 'checkpoint' | 'open';
+
+export interface BundleVerifyOptions {
+  /** accept a range whose start or end is not proven (e.g. a start pruned by retention) */
+  readonly openEnds?: boolean;
 }
 
 const hex = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 lower-case hex digits');
@@ -99,10 +118,18 @@ const NO_RECEIPT = { id: null, seq: null } as const;
  * Verifies the bundle in `dir`. Keys: the given ones, else the bundle's keys.json (reported as not
  * pinned). Throws ChioError when `dir` is not a bundle (no or bad manifest.json) or no keys can be had.
  */
-export async function verifyBundle(dir: string, given: VerificationKeys | null): Promise<BundleVerifyResult> {
+export async function verifyBundle(dir: string, given: VerificationKeys | null, options: BundleVerifyOptions = {}): Promise<BundleVerifyResult> {
   const manifest = await readManifest(dir);
   const keys = given ?? (await bundleKeys(dir));
-  const progress = { receipts: 0, lastSeq: null as number | null, checkpoints: 0, latestTreeSize: null as number | null, consistencyProofs: 0 };
+  const progress: Progress & { checkpoints: number; latestTreeSize: number | null; consistencyProofs: number } = {
+    receipts: 0,
+    lastSeq: null,
+    head: null,
+    checkpoints: 0,
+    latestTreeSize: null,
+    consistencyProofs: 0,
+  };
+  let complete: BundleVerifyResult['complete'] = null;
   const result = (failure: BundleFailure | null): BundleVerifyResult => ({
     ok: failure === null,
     receipts: progress.receipts,
@@ -111,6 +138,7 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null):
     checkpoints: progress.checkpoints,
     latestTreeSize: progress.latestTreeSize,
     consistencyProofs: progress.consistencyProofs,
+    complete,
     keys: given === null ? 'bundle' : 'given',
     kids: [...keys.keys()],
     firstFailure: failure,
@@ -120,8 +148,26 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null):
     progress.checkpoints = checkpoints.length;
     progress.latestTreeSize = checkpoints[checkpoints.length - 1]?.signed.checkpoint.treeSize ?? null;
     progress.consistencyProofs = await verifyConsistencyProofs(dir, checkpoints);
-    await verifyReceipts(dir, keys, manifest, checkpoints, progress);
+    const roots = new Map(checkpoints.map((c) => [c.signed.checkpoint.treeSize, hashBytes(c.signed.checkpoint.rootHash)]));
+    const bounds = await readBounds(dir);
+    const firstSeq = manifest.receipts.firstSeq ?? 1;
+    const before = bounds.find((b) => b.seq === firstSeq - 1) ?? null;
+    const start = before === null ? null : verifyBound(before, keys, { seq: firstSeq - 2, hash: null }, roots, manifest, 'before');
+    await verifyReceipts(dir, keys, manifest, roots, progress, start?.hash ?? null);
     checkManifest(manifest, progress, checkpoints);
+    const after = progress.head === null ? null : (bounds.find((b) => b.seq === (progress.head as ChainHead).seq + 1) ?? null);
+    if (after !== null) verifyBound(after, keys, progress.head as ChainHead, roots, manifest, 'after');
+    const stray = bounds.find((b) => b !== before && b !== after);
+    if (stray !== undefined) {
+      fail(BUNDLE_FILES.bounds, stray.line, stray, 'receipt_chain_broken', `receipt seq ${stray.seq} is not next to the bundle's receipts (seq ${String(manifest.receipts.firstSeq)} to ${String(progress.lastSeq)})`);
+    }
+    if (progress.receipts > 0) {
+      complete = {
+        start: firstSeq === 1 ? 'chain' : before !== null ? 'bound' : 'open',
+        end: after !== null ? 'bound' : progress.lastSeq === progress.latestTreeSize ? 'checkpoint' : 'open',
+      };
+      if (options.openEnds !== true) checkComplete(complete, firstSeq, progress.lastSeq as number);
+    }
     return result(null);
   } catch (err) {
     if (err instanceof Failed) return result(err.failure);
@@ -255,8 +301,82 @@ function parseLine<T>(piece: ReceiptLine, schema: z.ZodType<T>, file: string, li
 interface Progress {
   receipts: number;
   lastSeq: number | null;
+  /** the last verified receipt */
+  head: ChainHead | null;
   firstId?: string | null;
   lastId?: string | null;
+}
+
+/** A line of bounds.jsonl with its proof line. */
+interface BoundLine {
+  readonly line: number;
+  readonly bytes: Buffer;
+  readonly seq: number;
+  readonly id: string | null;
+  readonly proof: z.infer<typeof proofLineSchema>;
+}
+
+/** bounds.jsonl and bounds-proofs.jsonl in lockstep; none when the bundle has no bounds.jsonl (older bundles). */
+async function readBounds(dir: string): Promise<BoundLine[]> {
+  const file = BUNDLE_FILES.bounds;
+  const out: BoundLine[] = [];
+  let lines: ReceiptLine[];
+  try {
+    lines = [];
+    for await (const piece of readReceiptLines(path.join(dir, file))) lines.push(piece);
+  } catch (err) {
+    if (err instanceof ChioError && err.code === 'file_not_found') return out;
+    throw err;
+  }
+  const proofs: ReceiptLine[] = [];
+  for await (const piece of bundleLines(dir, BUNDLE_FILES.boundsProofs)) proofs.push(piece);
+  if (lines.length > 2 || proofs.length !== lines.length) {
+    fail(file, null, NO_RECEIPT, 'receipt_malformed', `${lines.length} bound receipt(s) with ${proofs.length} proof(s) in ${BUNDLE_FILES.boundsProofs}: expected at most 2, one proof each`);
+  }
+  for (const [i, piece] of lines.entries()) {
+    if (piece.kind !== 'line') fail(file, i + 1, NO_RECEIPT, 'receipt_malformed', 'the line is incomplete or too long');
+    const { id } = headerOf(piece.bytes);
+    const proof = parseLine(proofs[i] as ReceiptLine, proofLineSchema, BUNDLE_FILES.boundsProofs, i + 1, { id, seq: null });
+    out.push({ line: i + 1, bytes: piece.bytes, seq: proof.seq, id, proof });
+  }
+  return out;
+}
+
+/**
+ * A receipt just outside the range: signed, at the seq its proof names, chained from `after`
+ * (for the one after the range: the bundle's last receipt), included in a signed checkpoint, and
+ * stamped outside [since, until) on its side. Returns its chain head (the start of the range's chain).
+ */
+function verifyBound(
+  bound: BoundLine,
+  keys: VerificationKeys,
+  after: ChainStart,
+  roots: ReadonlyMap<number, Buffer>,
+  manifest: BundleManifest,
+  side: 'before' | 'after',
+): ChainHead {
+  const file = BUNDLE_FILES.bounds;
+  const verifier = new ReceiptChainVerifier(keys, { after });
+  const failure = verifier.line(bound.bytes);
+  if (failure !== null) fail(file, bound.line, bound, failure.code, `the receipt ${side} the range: ${failure.message}`);
+  checkInclusion(bound.bytes, bound, bound.proof, roots, bound.line, { receipts: file, proofs: BUNDLE_FILES.boundsProofs });
+  const { timestamp } = headerOf(bound.bytes);
+  const at = timestamp === null ? Number.NaN : Date.parse(timestamp);
+  const { since, until } = manifest.range;
+  if (side === 'before' ? !(at < Date.parse(since)) : !(at >= Date.parse(until))) {
+    fail(file, bound.line, bound, 'receipt_chain_broken', `the receipt ${side} the range is stamped ${String(timestamp)}, inside the manifest's range [${since}, ${until}): it belongs in ${BUNDLE_FILES.receipts}`);
+  }
+  return verifier.head as ChainHead;
+}
+
+function checkComplete(complete: NonNullable<BundleVerifyResult['complete']>, firstSeq: number, lastSeq: number): void {
+  const file = BUNDLE_FILES.bounds;
+  if (complete.start === 'open') {
+    fail(file, null, { id: null, seq: firstSeq - 1 }, 'receipt_chain_broken', `the bundle does not prove where its range starts: receipt seq ${firstSeq - 1}, the one before its first, is not in ${file} (receipts may have been cut from the start, or it was pruned by retention; --open-ends accepts this)`);
+  }
+  if (complete.end === 'open') {
+    fail(file, null, { id: null, seq: lastSeq + 1 }, 'receipt_chain_broken', `the bundle does not prove where its range ends: receipt seq ${lastSeq + 1}, the one after its last, is not in ${file} and its last is not the latest checkpoint's (receipts may have been cut from the end; --open-ends accepts this)`);
+  }
 }
 
 /** receipts.jsonl and proofs.jsonl in lockstep: chain, signatures and inclusion of each receipt. */
@@ -264,13 +384,14 @@ async function verifyReceipts(
   dir: string,
   keys: VerificationKeys,
   manifest: BundleManifest,
-  checkpoints: readonly CheckpointLine[],
+  roots: ReadonlyMap<number, Buffer>,
   progress: Progress,
+  /** the chain hash of the receipt before the first (its bound), when known: the first's prevHash is checked against it */
+  startHash: string | null,
 ): Promise<void> {
   const file = BUNDLE_FILES.receipts;
   const firstSeq = manifest.receipts.firstSeq ?? 1;
-  const verifier = new ReceiptChainVerifier(keys, { after: { seq: firstSeq - 1, hash: null } });
-  const roots = new Map(checkpoints.map((c) => [c.signed.checkpoint.treeSize, hashBytes(c.signed.checkpoint.rootHash)]));
+  const verifier = new ReceiptChainVerifier(keys, { after: { seq: firstSeq - 1, hash: startHash } });
   const proofs = bundleLines(dir, BUNDLE_FILES.proofs);
   let line = 0;
   for await (const piece of bundleLines(dir, file)) {
@@ -292,6 +413,7 @@ async function verifyReceipts(
     checkInclusion(bytes, receipt, parseLine(proofPiece.value, proofLineSchema, BUNDLE_FILES.proofs, line, receipt), roots, line);
     progress.receipts++;
     progress.lastSeq = receipt.seq;
+    progress.head = verifier.head;
     progress.firstId ??= receipt.id;
     progress.lastId = receipt.id;
   }
@@ -337,10 +459,11 @@ function checkInclusion(
   proof: z.infer<typeof proofLineSchema>,
   roots: ReadonlyMap<number, Buffer>,
   line: number,
+  files: { readonly receipts: string; readonly proofs: string } = { receipts: BUNDLE_FILES.receipts, proofs: BUNDLE_FILES.proofs },
 ): void {
-  const file = BUNDLE_FILES.proofs;
+  const file = files.proofs;
   if (proof.seq !== receipt.seq || proof.id !== receipt.id) {
-    fail(file, line, receipt, 'receipt_chain_broken', `the proof on this line is for receipt seq ${proof.seq} (${proof.id}), not for receipt seq ${receipt.seq} (${String(receipt.id)}) on line ${line} of ${BUNDLE_FILES.receipts}`);
+    fail(file, line, receipt, 'receipt_chain_broken', `the proof on this line is for receipt seq ${proof.seq} (${proof.id}), not for receipt seq ${receipt.seq} (${String(receipt.id)}) on line ${line} of ${files.receipts}`);
   }
   if (proof.leafIndex !== receipt.seq - 1) {
     fail(file, line, receipt, 'receipt_chain_broken', `leafIndex ${proof.leafIndex} is not seq - 1 (${receipt.seq - 1})`);
@@ -352,7 +475,7 @@ function checkInclusion(
   const auditPath = proof.auditPath.map((h) => Buffer.from(h, 'hex'));
   if (!verifyInclusion(receiptLeafOf(bytes), proof.leafIndex, proof.treeSize, auditPath, root)) {
     fail(
-      BUNDLE_FILES.receipts,
+      files.receipts,
       line,
       receipt,
       'receipt_chain_broken',

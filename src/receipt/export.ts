@@ -11,6 +11,15 @@
  *   DIR/consistency.jsonl  per successive pair: {fromTreeSize, toTreeSize, proof: [hex…]}
  *   DIR/keys.json          JWKS of the signing keys
  *   DIR/manifest.json      schema, tool version, range, counts
+ *   DIR/bounds.jsonl       the receipts just outside the range, their exact lines: seq firstSeq − 1
+ *                          (stamped before `since`) and seq lastSeq + 1 (stamped at or after `until`),
+ *                          each when it exists, is not pruned and is checkpointed
+ *   DIR/bounds-proofs.jsonl their inclusion proofs, same order
+ *
+ * The bounds make the range provably whole (the manifest is not signed): the receipt before the
+ * first is signed, chained to it and stamped before `since`, so no receipt of the range was cut
+ * from the start; the one after the last likewise at the end. Without a bound an end is proven only
+ * by the chain's start (seq 1) or the latest checkpoint (receipts after it are not exported yet).
  *
  * The range is the contiguous run of receipts from the first one stamped at or after `since` up to
  * the first one after it stamped at or after `until` (exclusive), so the bundle's own hash chain
@@ -48,6 +57,8 @@ export const BUNDLE_FILES = {
   consistency: 'consistency.jsonl',
   keys: 'keys.json',
   manifest: 'manifest.json',
+  bounds: 'bounds.jsonl',
+  boundsProofs: 'bounds-proofs.jsonl',
 } as const;
 
 export interface InclusionProofLine {
@@ -101,6 +112,11 @@ interface Included {
   readonly id: string;
 }
 
+/** A receipt just outside the range (bounds.jsonl). */
+interface Bound extends Included {
+  readonly jcs: string;
+}
+
 const receiptHeader = z.looseObject({
   id: z.string().regex(RECEIPT_ID_PATTERN),
   seq: z.int().min(1),
@@ -122,10 +138,13 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   const notYet = { count: 0, firstSeq: null as number | null, lastSeq: null as number | null };
   let tree: MerkleTree | null = null;
   const frontier = anchor; // before the range: only the compact range is kept
+  // the last receipt before the range is held back from the frontier: it starts the tree when the range starts (its bound)
+  let held: (Bound & { readonly leaf: Buffer }) | null = null;
+  const bounds: { before: Bound | null; after: Bound | null } = { before: null, after: null };
   try {
     let state: 'before' | 'in' | 'after' = 'before';
     for await (const record of o.source.iterateBySeq(anchor.size + 1)) {
-      const size = tree?.size ?? frontier.size;
+      const size: number = tree?.size ?? frontier.size + (held === null ? 0 : 1);
       if (record.seq !== size + 1) {
         throw new ChioError('receipt_chain_broken', `receipt seq ${size + 1} is missing from the receipts (found seq ${record.seq}); run chio receipt verify`);
       }
@@ -133,13 +152,25 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
       const at = Date.parse(header.timestamp);
       if (state === 'before' && at >= o.since) {
         state = at < o.until ? 'in' : 'after';
-        if (state === 'in') tree = new MerkleTree(frontier);
+        if (state === 'in') {
+          tree = new MerkleTree(frontier);
+          if (held !== null) {
+            tree.append(held.leaf);
+            bounds.before = { seq: held.seq, id: held.id, jcs: held.jcs };
+            held = null;
+          }
+        }
       } else if (state === 'in' && at >= o.until) {
         state = 'after';
+        const last = included[included.length - 1];
+        if (last !== undefined && last.seq === record.seq - 1 && record.seq <= latest) bounds.after = { seq: record.seq, id: header.id, jcs: record.jcs };
       }
       const leaf = receiptLeafOf(record.jcs); // the checkpoint leaf: v2 over the body, v1 over the line
       if (tree !== null) tree.append(leaf);
-      else frontier.append(leaf);
+      else {
+        if (held !== null) frontier.append(held.leaf);
+        held = { seq: record.seq, id: header.id, jcs: record.jcs, leaf };
+      }
       if (state === 'in') {
         if (!kids.has(header.kernelKey)) {
           throw new ChioError('key_invalid', `receipt seq ${record.seq} is signed by key ${header.kernelKey}, which is not among the keys given`);
@@ -161,6 +192,8 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   const chain = included.length === 0 ? [] : checkpointsFrom(checkpoints, (included[0] as Included).seq);
   if (tree !== null && chain.length > 0) checkRoots(tree, chain, o.checkpointsPath);
   await writeProofs(o.outDir, tree, included, chain);
+  const outside = included.length === 0 ? [] : [bounds.before, bounds.after].filter((b): b is Bound => b !== null);
+  await writeBounds(o.outDir, tree, outside, chain);
   await writeJson(path.join(o.outDir, BUNDLE_FILES.keys), { keys: o.keys.map((k) => publicJwk(k)) });
 
   const first = included[0];
@@ -290,6 +323,24 @@ async function writeProofs(dir: string, tree: MerkleTree | null, included: reado
     }
   } finally {
     await Promise.all([proofs.close(), checkpoints.close(), consistency.close()]);
+  }
+}
+
+/** bounds.jsonl and bounds-proofs.jsonl: the receipts just outside the range, each with its inclusion proof. */
+async function writeBounds(dir: string, tree: MerkleTree | null, bounds: readonly Bound[], chain: readonly CheckpointLine[]): Promise<void> {
+  const receipts = await BufferedFile.create(path.join(dir, BUNDLE_FILES.bounds));
+  const proofs = await BufferedFile.create(path.join(dir, BUNDLE_FILES.boundsProofs));
+  try {
+    for (const b of tree === null ? [] : bounds) {
+      const cover = chain.find((c) => c.signed.checkpoint.treeSize >= b.seq);
+      if (cover === undefined) continue;
+      const treeSize = cover.signed.checkpoint.treeSize;
+      const line: InclusionProofLine = { seq: b.seq, id: b.id, leafIndex: b.seq - 1, treeSize, auditPath: hexes((tree as MerkleTree).inclusionProof(b.seq - 1, treeSize)) };
+      await receipts.write(`${b.jcs}\n`);
+      await proofs.write(`${jcs(line)}\n`);
+    }
+  } finally {
+    await Promise.all([receipts.close(), proofs.close()]);
   }
 }
 

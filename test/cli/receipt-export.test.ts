@@ -145,7 +145,8 @@ describe('chio receipt verify DIR', () => {
 
   it('exits 0 and says what was proven, with the bundle keys (not pinned) or pinned ones', async () => {
     const summary =
-      'verify-me: OK: 6 receipt(s) verified, seq 3 to 8, each included in a signed checkpoint; 4 checkpoint(s) up to treeSize 10, linked and consistent (3 consistency proof(s))\n';
+      'verify-me: OK: 6 receipt(s) verified, seq 3 to 8, each included in a signed checkpoint; 4 checkpoint(s) up to treeSize 10, linked and consistent (3 consistency proof(s))\n' +
+      'range seq 3 to 8: the receipt before it is signed, chained and stamped before since; the receipt after it is signed, chained and stamped at or after until\n';
     expect(await verify(['verify-me'])).toEqual({
       code: 0,
       out: `${summary}keys: the bundle's own keys.json (${kid}), not pinned: compare with your trusted key or pass --public-key\n`,
@@ -162,6 +163,7 @@ describe('chio receipt verify DIR', () => {
       checkpoints: 4,
       latestTreeSize: 10,
       consistencyProofs: 3,
+      complete: { start: 'bound', end: 'bound' },
       keys: 'bundle',
       kids: [kid],
       firstFailure: null,

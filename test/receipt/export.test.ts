@@ -129,8 +129,12 @@ describe('a bundle exported from a real service run', () => {
       checkpoints: { count: 4, firstTreeSize: 3, latestTreeSize: 10 },
       notYetCheckpointed: { count: 0, firstSeq: null, lastSeq: null },
     });
-    expect(readdirSync(bundle).sort()).toEqual(['checkpoints.jsonl', 'consistency.jsonl', 'keys.json', 'manifest.json', 'proofs.jsonl', 'receipts.jsonl']);
+    expect(readdirSync(bundle).sort()).toEqual(['bounds-proofs.jsonl', 'bounds.jsonl', 'checkpoints.jsonl', 'consistency.jsonl', 'keys.json', 'manifest.json', 'proofs.jsonl', 'receipts.jsonl']);
     expect(lines(receiptsOf(bundle))).toEqual(receipts.slice(2, 8));
+    // the receipts just outside the range, seq 2 (stamped before since) and seq 9 (at until), with their proofs
+    expect(lines(path.join(bundle, 'bounds.jsonl'))).toEqual([receipts[1], receipts[8]]);
+    const boundProofs = lines(path.join(bundle, 'bounds-proofs.jsonl')).map((l) => JSON.parse(l) as { seq: number; id: string; leafIndex: number; treeSize: number });
+    expect(boundProofs.map((p) => [p.seq, p.id, p.leafIndex, p.treeSize])).toEqual([[2, idOf(2), 1, 3], [9, idOf(9), 8, 9]]);
     const proofs = lines(path.join(bundle, 'proofs.jsonl')).map((l) => JSON.parse(l) as { seq: number; id: string; leafIndex: number; treeSize: number });
     expect(proofs.map((p) => [p.seq, p.id, p.leafIndex, p.treeSize])).toEqual([3, 4, 5, 6, 7, 8].map((s) => [s, idOf(s), s - 1, s <= 3 ? 3 : s <= 6 ? 6 : 9]));
     expect(lines(path.join(bundle, 'checkpoints.jsonl'))).toEqual(lines(path.join(data, 'checkpoints.jsonl')));
@@ -142,7 +146,8 @@ describe('a bundle exported from a real service run', () => {
   });
 
   it('verifies offline, with the bundle keys or pinned ones', async () => {
-    const expected = { ok: true, receipts: 6, firstSeq: 3, lastSeq: 8, checkpoints: 4, latestTreeSize: 10, consistencyProofs: 3, kids: [key.kid], firstFailure: null };
+    const complete = { start: 'bound', end: 'bound' };
+    const expected = { ok: true, receipts: 6, firstSeq: 3, lastSeq: 8, checkpoints: 4, latestTreeSize: 10, consistencyProofs: 3, complete, kids: [key.kid], firstFailure: null };
     expect(await verifyBundle(bundle, null)).toEqual({ ...expected, keys: 'bundle' });
     expect(await verifyBundle(bundle, verificationKeys([key]))).toEqual({ ...expected, keys: 'given' });
   });
@@ -395,7 +400,17 @@ describe('retention', () => {
       const out = path.join(work, 'after-retention');
       const m = await exportBundle({ source: new JsonlReceiptFiles(svc.receiptsFile), checkpointsPath, outDir: out, since: START, until: clock.now + DAY, keys: [svc.service.key], now: clock.now, tool: TOOL });
       expect(m.receipts).toMatchObject({ count: 3, firstSeq: 7, lastSeq: 9 });
-      expect(await verifyBundle(out, keys)).toMatchObject({ ok: true, receipts: 3, firstSeq: 7, lastSeq: 9, checkpoints: 1 });
+      // its start (seq 6) was pruned: not provable, so verified only with open ends accepted
+      expect(await verifyBundle(out, keys, { openEnds: true })).toMatchObject({ ok: true, receipts: 3, firstSeq: 7, lastSeq: 9, checkpoints: 1, complete: { start: 'open', end: 'checkpoint' } });
+      expect((await verifyBundle(out, keys)).firstFailure).toEqual({
+        file: 'bounds.jsonl',
+        line: null,
+        id: null,
+        seq: 6,
+        code: 'receipt_chain_broken',
+        message:
+          "the bundle does not prove where its range starts: receipt seq 6, the one before its first, is not in bounds.jsonl (receipts may have been cut from the start, or it was pruned by retention; --open-ends accepts this)",
+      });
 
       // and the service starts again on what remains, continuing the tree from its saved state
       const again = await startTestService({ clock: () => clock.now, configText: () => readFileSync(path.join(svc.dir, 'chio.yaml'), 'utf8') });

@@ -171,19 +171,55 @@ describe('bundle: what the manifest claims must be what the bundle holds', () =>
     expect(cli.out).toContain(`keys: the bundle's own keys.json (${KEY.kid}), not pinned: compare with your trusted key or pass --public-key\n`);
   });
 
-  // KNOWN GAP (not fixable without signing the range): the manifest is not signed and the bundle
-  // holds no receipt outside its range, so receipts dropped at either end of the range, with their
-  // proof lines and the manifest's counts edited to match, cannot be told from a shorter range.
-  it.fails('KNOWN GAP: receipts dropped at the start or the end of the range, manifest edited to match', async () => {
-    const first = await tampered((d) => {
+  // The manifest is not signed: receipts dropped at either end of the range, with their proof lines
+  // and the manifest edited to match, looked like a shorter range. The receipts just outside the
+  // range (bounds.jsonl, signed and chained to its ends) now show it, whatever the attacker does with them.
+  it('receipts dropped at the start or the end of the range, manifest edited to match', async () => {
+    const dropFirst = (d: string): void => {
       for (const f of ['receipts.jsonl', 'proofs.jsonl']) writeLines(file(d, f), lines(file(d, f)).slice(1));
-      editManifest(d, (m) => Object.assign(m.receipts, { count: 5, firstSeq: 5, firstId: idOf(5) }));
-    });
-    const last = await tampered((d) => {
+      editManifest(d, (m) => Object.assign(m.receipts, { count: m.receipts.count - 1, firstSeq: (m.receipts.firstSeq as number) + 1, firstId: idOf((m.receipts.firstSeq as number) + 1) }));
+    };
+    const dropLast = (d: string): void => {
       for (const f of ['receipts.jsonl', 'proofs.jsonl']) writeLines(file(d, f), lines(file(d, f)).slice(0, -1));
-      editManifest(d, (m) => Object.assign(m.receipts, { count: 5, lastSeq: 8, lastId: idOf(8) }));
+      editManifest(d, (m) => Object.assign(m.receipts, { count: m.receipts.count - 1, lastSeq: (m.receipts.lastSeq as number) - 1, lastId: idOf((m.receipts.lastSeq as number) - 1) }));
+    };
+    const moveIntoBounds = (d: string, from: 'first' | 'last'): void => {
+      // the dropped receipt (and its proof) offered as the bound instead of the real one
+      const pick = (f: string): string => (from === 'first' ? lines(file(d, f))[0] : lines(file(d, f)).at(-1)) as string;
+      const [r, p] = [pick('receipts.jsonl'), pick('proofs.jsonl')];
+      const keep = from === 'first' ? 1 : 0;
+      writeLines(file(d, 'bounds.jsonl'), from === 'first' ? [r, lines(file(d, 'bounds.jsonl'))[keep] as string] : [lines(file(d, 'bounds.jsonl'))[keep] as string, r]);
+      writeLines(file(d, 'bounds-proofs.jsonl'), from === 'first' ? [p, lines(file(d, 'bounds-proofs.jsonl'))[keep] as string] : [lines(file(d, 'bounds-proofs.jsonl'))[keep] as string, p]);
+    };
+    const cases = {
+      'first dropped': await tampered(dropFirst),
+      'first dropped, its bound removed': await tampered((d) => {
+        dropFirst(d);
+        for (const f of ['bounds.jsonl', 'bounds-proofs.jsonl']) writeLines(file(d, f), lines(file(d, f)).slice(1));
+      }),
+      'first moved into bounds': await tampered((d) => {
+        moveIntoBounds(d, 'first');
+        dropFirst(d);
+      }),
+      'last dropped': await tampered(dropLast),
+      'last dropped, its bound removed': await tampered((d) => {
+        dropLast(d);
+        for (const f of ['bounds.jsonl', 'bounds-proofs.jsonl']) writeLines(file(d, f), lines(file(d, f)).slice(0, 1));
+      }),
+      'last moved into bounds': await tampered((d) => {
+        moveIntoBounds(d, 'last');
+        dropLast(d);
+      }),
+    };
+    const seen = Object.fromEntries(Object.entries(cases).map(([k, r]) => [k, r.ok ? 'OK' : `${r.firstFailure?.file}: ${r.firstFailure?.message.replace(/ \(.*$|: it belongs.*$|, outside.*$/, '')}`]));
+    expect(seen).toEqual({
+      'first dropped': expect.stringMatching(/^bounds\.jsonl: receipt seq \d+ is not next to the bundle's receipts/),
+      'first dropped, its bound removed': expect.stringMatching(/^bounds\.jsonl: the bundle does not prove where its range starts: receipt seq \d+, the one before its first, is not in bounds\.jsonl$/),
+      'first moved into bounds': expect.stringMatching(/^bounds\.jsonl: the receipt before the range is stamped .+, inside the manifest's range \[.+\)$/),
+      'last dropped': expect.stringMatching(/^bounds\.jsonl: receipt seq \d+ is not next to the bundle's receipts/),
+      'last dropped, its bound removed': expect.stringMatching(/^bounds\.jsonl: the bundle does not prove where its range ends: receipt seq \d+, the one after its last, is not in bounds\.jsonl and its last is not the latest checkpoint's$/),
+      'last moved into bounds': expect.stringMatching(/^bounds\.jsonl: the receipt after the range is stamped .+, inside the manifest's range \[.+\)$/),
     });
-    expect([first.ok, last.ok]).toEqual([false, false]);
   });
 });
 
