@@ -15,8 +15,16 @@ import { z } from 'zod';
 import { PACKAGE_ROOT } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
 import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
-import { checkpointCovering, formatBundleFailure, latestCheckpoint, verifyBundle, type BundleVerifyResult, type CheckpointAnchor } from '../receipt/bundle-verify.js';
-import { checkpointStatePaths, linesBackwards, readFrontierFile } from '../receipt/checkpoint.js';
+import {
+  checkpointCovering,
+  checkpointRootOfSize,
+  formatBundleFailure,
+  latestCheckpoint,
+  verifyBundle,
+  type BundleVerifyResult,
+  type CheckpointAnchor,
+} from '../receipt/bundle-verify.js';
+import { checkpointStatePaths, hashRef, linesBackwards, readFrontierFile } from '../receipt/checkpoint.js';
 import { chainHashOf } from '../receipt/receipt.js';
 import { exportBundle, type BundleManifest } from '../receipt/export.js';
 import { parseRfc3339 } from '../receipt/query.js';
@@ -246,7 +254,7 @@ export async function anchorForFile(
   const after = { seq: firstSeq - 1, hash: null };
   if (anchor?.kind === 'failed') return { ...none, failure: logFailure(log, anchor) };
   if (anchor?.kind === 'anchored') {
-    const accounted = await missingBefore(file, firstSeq, checkpointStatePaths(log).anchor);
+    const accounted = await missingBefore(file, firstSeq, { log, anchorPath: checkpointStatePaths(log).anchor, keys });
     if (typeof accounted === 'string') return { ...none, failure: accounted };
     const covered = `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.treeSize} (${log} line ${anchor.line})`;
     if (accounted.hash !== null) {
@@ -277,8 +285,22 @@ function livePathOf(file: string): string {
  * When a segment ends right before the file, its last receipt's chain hash is returned, so the
  * file's first prevHash is checked against it.
  */
-async function missingBefore(file: string, firstSeq: number, anchorPath: string): Promise<string | { hash: string | null; segment: string | null }> {
-  const pruned = (await readFrontierFile(anchorPath))?.size ?? 0;
+async function missingBefore(
+  file: string,
+  firstSeq: number,
+  where: { readonly log: string; readonly anchorPath: string; readonly keys: VerificationKeys },
+): Promise<string | { hash: string | null; segment: string | null }> {
+  const { anchorPath } = where;
+  const anchor = await readFrontierFile(anchorPath);
+  const pruned = anchor?.size ?? 0;
+  if (anchor !== null && pruned > 0) {
+    // retention prunes whole segments, which end at checkpoints: the anchor is the frontier of one
+    const signed = await checkpointRootOfSize(where.log, where.keys, pruned);
+    if (signed === null || typeof signed !== 'string' || signed !== hashRef(anchor.root())) {
+      const why = signed === null ? `no signed checkpoint of treeSize ${pruned} is in ${where.log}` : typeof signed === 'string' ? `its root is not the signed root of the checkpoint of treeSize ${pruned}` : `${where.log} line ${signed.line}: ${signed.code}: ${signed.message}`;
+      return `receipt_chain_broken: the retention anchor ${anchorPath} (pruned through seq ${pruned}) is not one retention wrote: ${why}`;
+    }
+  }
   let covered = pruned;
   let link: { hash: string | null; segment: string | null } = { hash: null, segment: null };
   let bad = '';

@@ -584,3 +584,12 @@ export async function latestCheckpoint(checkpointsPath: string, keys: Verificati
   const found = last as CheckpointLine | null;
   return found === null ? null : { kind: 'anchored', line: found.line, treeSize: found.signed.checkpoint.treeSize };
 }
+
+/** The signed root of the checkpoint of exactly `treeSize` in the log (`sha256:<hex>`), null when it has none; the log's failure otherwise. */
+export async function checkpointRootOfSize(checkpointsPath: string, keys: VerificationKeys, treeSize: number): Promise<string | null | CheckpointLogFailure> {
+  let root: string | null = null;
+  const failure = await readCheckpointLog(checkpointsPath, keys, (entry) => {
+    if (entry.signed.checkpoint.treeSize === treeSize) root = entry.signed.checkpoint.rootHash;
+  });
+  return failure ?? root;
+}

@@ -266,6 +266,27 @@ describe('chio receipt verify FILE that does not start at seq 1', () => {
     });
   });
 
+  it('a retention anchor retention did not write (wrong hashes, or not at a checkpoint) accounts for nothing', async () => {
+    const forged = tail('forged', true);
+    const anchorPath = path.join(cwd, 'forged', 'checkpoints.anchor.json');
+    const other = new MerkleFrontier();
+    for (const l of lines.slice(1, 4)) other.append(receiptLeafOf(l)); // three leaves, not receipts 1..3
+    await writeFrontierFile(anchorPath, other);
+    expect(await verify([forged, '--seed', 'data/kernel.seed'])).toEqual({
+      code: 1,
+      out: `${forged}: FAILED\nreceipt_chain_broken: the retention anchor ${anchorPath} (pruned through seq 3) is not one retention wrote: its root is not the signed root of the checkpoint of treeSize 3\n`,
+      err: '',
+    });
+    const between = tail('between', true, 5);
+    const betweenAnchor = path.join(cwd, 'between', 'checkpoints.anchor.json');
+    await anchorThrough('between', 4);
+    expect(await verify([between, '--seed', 'data/kernel.seed'])).toEqual({
+      code: 1,
+      out: `${between}: FAILED\nreceipt_chain_broken: the retention anchor ${betweenAnchor} (pruned through seq 4) is not one retention wrote: no signed checkpoint of treeSize 4 is in ${path.join(cwd, 'between', 'checkpoints.jsonl')}\n`,
+      err: '',
+    });
+  });
+
   it('without an anchor the receipts before the file must be in rotated segments beside it', async () => {
     const file = tail('rotated', true);
     const anchorPath = path.join(cwd, 'rotated', 'checkpoints.anchor.json');
