@@ -210,7 +210,8 @@ const RANGE_ENDS = {
 } as const;
 
 function rangeReport(c: NonNullable<BundleVerifyResult['complete']>, firstSeq: number | null, lastSeq: number | null): string {
-  return `range seq ${String(firstSeq)} to ${String(lastSeq)}: ${RANGE_ENDS.start[c.start]}; ${RANGE_ENDS.end[c.end]}`;
+  const what = firstSeq === null ? 'the range is empty' : `range seq ${firstSeq} to ${String(lastSeq)}`;
+  return `${what}: ${RANGE_ENDS.start[c.start]}; ${RANGE_ENDS.end[c.end]}`;
 }
 
 // ---- chio receipt verify FILE that does not start at seq 1 ----

@@ -150,6 +150,13 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null, 
     progress.consistencyProofs = await verifyConsistencyProofs(dir, checkpoints);
     const roots = new Map(checkpoints.map((c) => [c.signed.checkpoint.treeSize, hashBytes(c.signed.checkpoint.rootHash)]));
     const bounds = await readBounds(dir);
+    if (manifest.receipts.count === 0) {
+      complete = verifyEmptyRange(bounds, keys, roots, manifest);
+      await verifyReceipts(dir, keys, manifest, roots, progress, null);
+      checkManifest(manifest, progress, checkpoints);
+      if (options.openEnds !== true) checkEmptyComplete(complete);
+      return result(null);
+    }
     const firstSeq = manifest.receipts.firstSeq ?? 1;
     const before = bounds.find((b) => b.seq === firstSeq - 1) ?? null;
     const start = before === null ? null : verifyBound(before, keys, { seq: firstSeq - 2, hash: null }, roots, manifest, 'before');
@@ -367,6 +374,38 @@ function verifyBound(
     fail(file, bound.line, bound, 'receipt_chain_broken', `the receipt ${side} the range is stamped ${String(timestamp)}, inside the manifest's range [${since}, ${until}): it belongs in ${BUNDLE_FILES.receipts}`);
   }
   return verifier.head as ChainHead;
+}
+
+/**
+ * An empty range is proven empty by the two receipts around it: adjacent, chained, the first stamped
+ * before `since`, the second at or after `until` (or the second alone when it starts the chain).
+ */
+function verifyEmptyRange(
+  bounds: readonly BoundLine[],
+  keys: VerificationKeys,
+  roots: ReadonlyMap<number, Buffer>,
+  manifest: BundleManifest,
+): NonNullable<BundleVerifyResult['complete']> {
+  const [a, b] = bounds;
+  if (a === undefined) return { start: 'open', end: 'open' };
+  if (b === undefined) {
+    // one bound: the receipt after an empty range at the chain's start, or the one before it
+    const afterIt = a.seq === 1 && Date.parse(headerOf(a.bytes).timestamp ?? '') >= Date.parse(manifest.range.until);
+    verifyBound(a, keys, { seq: a.seq - 1, hash: null }, roots, manifest, afterIt ? 'after' : 'before');
+    return afterIt ? { start: 'chain', end: 'bound' } : { start: 'bound', end: 'open' };
+  }
+  if (b.seq !== a.seq + 1) {
+    fail(BUNDLE_FILES.bounds, b.line, b, 'receipt_chain_broken', `the receipts around an empty range must be adjacent: seq ${a.seq} and ${b.seq} are not`);
+  }
+  const head = verifyBound(a, keys, { seq: a.seq - 1, hash: null }, roots, manifest, 'before');
+  verifyBound(b, keys, head, roots, manifest, 'after');
+  return { start: 'bound', end: 'bound' };
+}
+
+function checkEmptyComplete(complete: NonNullable<BundleVerifyResult['complete']>): void {
+  if (complete.start === 'open' || complete.end === 'open') {
+    fail(BUNDLE_FILES.bounds, null, NO_RECEIPT, 'receipt_chain_broken', `the bundle holds no receipts and does not prove its range empty: ${BUNDLE_FILES.bounds} needs the receipts just before and after it (receipts may have been removed; --open-ends accepts this)`);
+  }
 }
 
 function checkComplete(complete: NonNullable<BundleVerifyResult['complete']>, firstSeq: number, lastSeq: number): void {

@@ -152,13 +152,15 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
       const at = Date.parse(header.timestamp);
       if (state === 'before' && at >= o.since) {
         state = at < o.until ? 'in' : 'after';
-        if (state === 'in') {
+        // straight to 'after': the range is empty; the receipts around it prove that when checkpointed
+        if (state === 'in' || record.seq <= latest) {
           tree = new MerkleTree(frontier);
           if (held !== null) {
             tree.append(held.leaf);
             bounds.before = { seq: held.seq, id: held.id, jcs: held.jcs };
             held = null;
           }
+          if (state === 'after') bounds.after = { seq: record.seq, id: header.id, jcs: record.jcs };
         }
       } else if (state === 'in' && at >= o.until) {
         state = 'after';
@@ -189,10 +191,11 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   } finally {
     await out.close();
   }
-  const chain = included.length === 0 ? [] : checkpointsFrom(checkpoints, (included[0] as Included).seq);
+  const firstProven = included[0]?.seq ?? bounds.before?.seq ?? bounds.after?.seq;
+  const chain = firstProven === undefined ? [] : checkpointsFrom(checkpoints, firstProven);
   if (tree !== null && chain.length > 0) checkRoots(tree, chain, o.checkpointsPath);
   await writeProofs(o.outDir, tree, included, chain);
-  const outside = included.length === 0 ? [] : [bounds.before, bounds.after].filter((b): b is Bound => b !== null);
+  const outside = [bounds.before, bounds.after].filter((b): b is Bound => b !== null);
   await writeBounds(o.outDir, tree, outside, chain);
   await writeJson(path.join(o.outDir, BUNDLE_FILES.keys), { keys: o.keys.map((k) => publicJwk(k)) });
 

@@ -152,6 +152,39 @@ describe('a bundle exported from a real service run', () => {
     expect(await verifyBundle(bundle, verificationKeys([key]))).toEqual({ ...expected, keys: 'given' });
   });
 
+  it('an empty range is proven empty by the two receipts around it; an emptied bundle is caught', async () => {
+    const empty = path.join(work, 'empty-range');
+    const m = await exportBundle({
+      source: new JsonlReceiptFiles(svc.receiptsFile),
+      checkpointsPath: path.join(data, 'checkpoints.jsonl'),
+      outDir: empty,
+      since: START + 4 * MINUTE + 30_000,
+      until: START + 4 * MINUTE + 50_000,
+      keys: [key],
+      now: clock.now,
+      tool: TOOL,
+    });
+    expect(m.receipts).toEqual({ count: 0, firstSeq: null, lastSeq: null, firstId: null, lastId: null });
+    expect(lines(path.join(empty, 'bounds.jsonl'))).toEqual([receipts[3], receipts[4]]);
+    expect(await verifyBundle(empty, verificationKeys([key]))).toMatchObject({ ok: true, receipts: 0, complete: { start: 'bound', end: 'bound' } });
+
+    const stripped = path.join(work, 'empty-stripped');
+    cpSync(empty, stripped, { recursive: true });
+    for (const f of ['bounds.jsonl', 'bounds-proofs.jsonl']) writeFileSync(path.join(stripped, f), '');
+    expect((await verifyBundle(stripped, verificationKeys([key]))).firstFailure?.message).toBe(
+      'the bundle holds no receipts and does not prove its range empty: bounds.jsonl needs the receipts just before and after it (receipts may have been removed; --open-ends accepts this)',
+    );
+    expect(await verifyBundle(stripped, verificationKeys([key]), { openEnds: true })).toMatchObject({ ok: true, complete: { start: 'open', end: 'open' } });
+
+    const emptied = await tampered('emptied', (dir) => {
+      for (const f of ['receipts.jsonl', 'proofs.jsonl']) writeFileSync(path.join(dir, f), '');
+      const file = path.join(dir, 'manifest.json');
+      const manifestText = JSON.parse(readFileSync(file, 'utf8')) as BundleManifest;
+      writeFileSync(file, JSON.stringify({ ...manifestText, receipts: { count: 0, firstSeq: null, lastSeq: null, firstId: null, lastId: null } }));
+    });
+    expect(emptied.firstFailure).toMatchObject({ file: 'bounds.jsonl', line: 2, seq: 9, code: 'receipt_chain_broken', message: 'the receipts around an empty range must be adjacent: seq 2 and 9 are not' });
+  });
+
   it('names an altered receipt exactly', async () => {
     const r = await tampered('altered', (dir) => {
       const l = lines(receiptsOf(dir));
