@@ -389,10 +389,11 @@ function verifyEmptyRange(
   const [a, b] = bounds;
   if (a === undefined) return { start: 'open', end: 'open' };
   if (b === undefined) {
-    // one bound: the receipt after an empty range at the chain's start, or the one before it
-    const afterIt = a.seq === 1 && Date.parse(headerOf(a.bytes).timestamp ?? '') >= Date.parse(manifest.range.until);
+    // one bound, on the side its stamp says: the receipt after the range (which starts the chain when
+    // it is seq 1; otherwise the one before was pruned), or the one before it (nothing checkpointed after)
+    const afterIt = Date.parse(headerOf(a.bytes).timestamp ?? '') >= Date.parse(manifest.range.until);
     verifyBound(a, keys, { seq: a.seq - 1, hash: null }, roots, manifest, afterIt ? 'after' : 'before');
-    return afterIt ? { start: 'chain', end: 'bound' } : { start: 'bound', end: 'open' };
+    return afterIt ? { start: a.seq === 1 ? 'chain' : 'open', end: 'bound' } : { start: 'bound', end: 'open' };
   }
   if (b.seq !== a.seq + 1) {
     fail(BUNDLE_FILES.bounds, b.line, b, 'receipt_chain_broken', `the receipts around an empty range must be adjacent: seq ${a.seq} and ${b.seq} are not`);
