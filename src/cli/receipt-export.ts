@@ -198,7 +198,9 @@ function bundleReport(shown: string, r: BundleVerifyResult): string {
     return `${shown}: FAILED\n${formatBundleFailure(r.firstFailure)}\n(${r.receipts} receipt(s) before it verified; ${keys})\n`;
   }
   const receipts =
-    r.receipts === 0 ? 'the bundle holds no receipts' : `${r.receipts} receipt(s) verified, seq ${r.firstSeq} to ${r.lastSeq}, each included in a signed checkpoint`;
+    r.receipts === 0
+      ? 'the bundle holds no receipts'
+      : `${r.receipts} receipt(s) verified, seq ${r.firstSeq} to ${r.lastSeq}${r.chain === null ? '' : ` of chain ${r.chain}`}, each included in a signed checkpoint`;
   const checkpoints =
     r.checkpoints === 0 ? '' : `; ${r.checkpoints} checkpoint(s) up to treeSize ${r.latestTreeSize}, linked and consistent (${r.consistencyProofs} consistency proof(s))`;
   return `${shown}: OK: ${receipts}${checkpoints}\n${r.complete === null ? '' : `${rangeReport(r.complete, r.firstSeq, r.lastSeq)}\n`}${keys}\n`;

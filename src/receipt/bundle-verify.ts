@@ -68,6 +68,8 @@ export interface BundleVerifyResult {
   readonly checkpoints: number;
   readonly latestTreeSize: number | null;
   readonly consistencyProofs: number;
+  /** the chain the receipts belong to (`chn-…`; null for v1 receipts or none): each replica or worker writes its own */
+  readonly chain: string | null;
   /** what proves the range's ends (null when the bundle holds no receipts) */
   readonly complete: { readonly start: RangeEnd; readonly end: RangeEnd } | null;
   /** where the keys came from: the caller, or the bundle's own keys.json (then not pinned) */
@@ -125,6 +127,7 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null, 
     receipts: 0,
     lastSeq: null,
     head: null,
+    chain: null,
     checkpoints: 0,
     latestTreeSize: null,
     consistencyProofs: 0,
@@ -138,6 +141,7 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null, 
     checkpoints: progress.checkpoints,
     latestTreeSize: progress.latestTreeSize,
     consistencyProofs: progress.consistencyProofs,
+    chain: progress.chain,
     complete,
     keys: given === null ? 'bundle' : 'given',
     kids: [...keys.keys()],
@@ -310,6 +314,8 @@ interface Progress {
   lastSeq: number | null;
   /** the last verified receipt */
   head: ChainHead | null;
+  /** the receipts' chain id */
+  chain: string | null;
   firstId?: string | null;
   lastId?: string | null;
 }
@@ -454,6 +460,7 @@ async function verifyReceipts(
     progress.receipts++;
     progress.lastSeq = receipt.seq;
     progress.head = verifier.head;
+    progress.chain = verifier.chain;
     progress.firstId ??= receipt.id;
     progress.lastId = receipt.id;
   }

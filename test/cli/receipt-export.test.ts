@@ -55,6 +55,7 @@ afterAll(async () => {
 });
 
 const idOf = (seq: number): string => (JSON.parse(lines[seq - 1]!) as { id: string }).id;
+const chainOf = (): string => (JSON.parse(lines[0]!) as { chain: string }).chain;
 const RANGE = ['--since', at(3), '--until', at(9), '--file', 'data/receipts.jsonl'];
 
 async function exportTo(out: string, extra: string[] = []): Promise<{ code: number; out: string; err: string }> {
@@ -145,7 +146,7 @@ describe('chio receipt verify DIR', () => {
 
   it('exits 0 and says what was proven, with the bundle keys (not pinned) or pinned ones', async () => {
     const summary =
-      'verify-me: OK: 6 receipt(s) verified, seq 3 to 8, each included in a signed checkpoint; 4 checkpoint(s) up to treeSize 10, linked and consistent (3 consistency proof(s))\n' +
+      `verify-me: OK: 6 receipt(s) verified, seq 3 to 8 of chain ${chainOf()}, each included in a signed checkpoint; 4 checkpoint(s) up to treeSize 10, linked and consistent (3 consistency proof(s))\n` +
       'range seq 3 to 8: the receipt before it is signed, chained and stamped before since; the receipt after it is signed, chained and stamped at or after until\n';
     expect(await verify(['verify-me'])).toEqual({
       code: 0,
@@ -163,6 +164,7 @@ describe('chio receipt verify DIR', () => {
       checkpoints: 4,
       latestTreeSize: 10,
       consistencyProofs: 3,
+      chain: chainOf(),
       complete: { start: 'bound', end: 'bound' },
       keys: 'bundle',
       kids: [kid],
