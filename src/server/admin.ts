@@ -147,6 +147,13 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
       });
   });
   server.headersTimeout = 10_000;
+  // `Expect: 100-continue`: invite the body only from a caller with the token and a body within the
+  // limit; anyone else gets the final answer (401, 413) without being asked to send it first
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const declared = Number(req.headers['content-length'] ?? '0');
+    if (Number.isSafeInteger(declared) && declared <= maxBody && authorized(req, options.token())) res.writeContinue();
+    server.emit('request', req, res);
+  });
   // what node's HTTP parser refuses (malformed requests, oversized headers, timeouts) also gets a JSON error body
   server.on('clientError', (err: NodeJS.ErrnoException, socket: import('node:stream').Duplex) => {
     // as node's own handler: answer only when no response has started on this socket

@@ -176,6 +176,27 @@ describe('methods', () => {
   });
 });
 
+describe('Expect: 100-continue', () => {
+  const expecting = (headers: string, length: number): Promise<RawResponse> =>
+    raw(`POST /v1/revocations HTTP/1.1\r\nHost: admin\r\n${headers}Content-Type: application/json\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\n\r\n`, 600);
+
+  it('without the token: the final 401 at once, the body never invited', async () => {
+    const r = await expecting('', 20);
+    expect(r.status).toBe(401);
+    expect(JSON.parse(r.body)).toEqual(UNAUTHORIZED);
+  });
+
+  it('with the token but a body over the limit: the final 413 at once', async () => {
+    const r = await expecting(bearer, 65 * 1024);
+    expect(r.status).toBe(413);
+    expect(JSON.parse(r.body)).toMatchObject({ error: { code: 'body_too_large' } });
+  });
+
+  it('with the token and a body within the limit: 100 Continue', async () => {
+    expect((await expecting(bearer, 20)).status).toBe(100);
+  });
+});
+
 describe("what node's HTTP parser refuses", () => {
   it('is answered with a JSON error and the connection closed', async () => {
     const badHeader = await raw(`GET /healthz HTTP/1.1\r\nHost: a\r\nX-Bad: \x01\r\n\r\n`);
