@@ -207,8 +207,20 @@ function bundleReport(shown: string, r: BundleVerifyResult): string {
 }
 
 const RANGE_ENDS = {
-  start: { chain: 'it starts the chain (seq 1)', bound: 'the receipt before it is signed, chained and stamped before since', checkpoint: '', open: 'its start is NOT proven (--open-ends)' },
-  end: { chain: '', bound: 'the receipt after it is signed, chained and stamped at or after until', checkpoint: 'it ends at the latest checkpoint', open: 'its end is NOT proven (--open-ends)' },
+  start: {
+    chain: 'it starts the chain (seq 1)',
+    bound: 'the receipt before it is signed, chained and stamped before since',
+    checkpoint: '',
+    pruned: 'the receipts before it were pruned by retention at the signed checkpoint before its first',
+    open: 'its start is NOT proven (--open-ends)',
+  },
+  end: {
+    chain: '',
+    bound: 'the receipt after it is signed, chained and stamped at or after until',
+    checkpoint: 'it ends at the latest checkpoint',
+    pruned: '',
+    open: 'its end is NOT proven (--open-ends)',
+  },
 } as const;
 
 function rangeReport(c: NonNullable<BundleVerifyResult['complete']>, firstSeq: number | null, lastSeq: number | null): string {

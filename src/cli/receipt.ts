@@ -64,7 +64,8 @@ DIR is a bundle from \`chio receipt export\`: every checkpoint's signature and l
 proofs between them, every receipt's signature and chain, and each receipt's inclusion proof
 against a signed checkpoint are checked, and that the range is whole: the receipts just outside it
 (bounds.jsonl) are signed, included, chained to its ends and stamped outside it, or the range
-starts at seq 1 / ends at the latest checkpoint. Without key options the bundle's keys.json is used
+starts at seq 1 / right after retention pruned (retention-checkpoint.jsonl) / ends at the latest
+checkpoint. Without key options the bundle's keys.json is used
 (and reported as not pinned).
   --open-ends        accept a range whose start or end is not proven (e.g. a start pruned by retention)
 --pg-url-env VAR verifies the central PostgreSQL store instead (URL in the environment variable

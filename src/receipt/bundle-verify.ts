@@ -80,9 +80,11 @@ export interface BundleVerifyResult {
 
 /**
  * How an end of the range is known to be its end: `chain` the first receipt is seq 1; `bound` the
- * receipt beyond it is in bounds.jsonl; `checkpoint` the last is the latest checkpoint's; `open` unproven.
+ * receipt beyond it is in bounds.jsonl; `checkpoint` the last is the latest checkpoint's; `pruned`
+ * the receipts before the first were pruned by retention at a signed checkpoint
+ * (retention-checkpoint.jsonl); `open` unproven.
  */
-export type RangeEnd = 'chain' | 'bound' | 'checkpoint' | 'open';
+export type RangeEnd = 'chain' | 'bound' | 'checkpoint' | 'pruned' | 'open';
 
 export interface BundleVerifyOptions {
   /** accept a range whose start or end is not proven (e.g. a start pruned by retention) */
@@ -173,8 +175,9 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null, 
       fail(BUNDLE_FILES.bounds, stray.line, stray, 'receipt_chain_broken', `receipt seq ${stray.seq} is not next to the bundle's receipts (seq ${String(manifest.receipts.firstSeq)} to ${String(progress.lastSeq)})`);
     }
     if (progress.receipts > 0) {
+      const pruned = firstSeq > 1 && before === null && (await prunedBefore(dir, keys, checkpoints, firstSeq));
       complete = {
-        start: firstSeq === 1 ? 'chain' : before !== null ? 'bound' : 'open',
+        start: firstSeq === 1 ? 'chain' : before !== null ? 'bound' : pruned ? 'pruned' : 'open',
         end: after !== null ? 'bound' : progress.lastSeq === progress.latestTreeSize ? 'checkpoint' : 'open',
       };
       if (options.openEnds !== true) checkComplete(complete, firstSeq, progress.lastSeq as number);
@@ -413,6 +416,31 @@ function checkEmptyComplete(complete: NonNullable<BundleVerifyResult['complete']
   if (complete.start === 'open' || complete.end === 'open') {
     fail(BUNDLE_FILES.bounds, null, NO_RECEIPT, 'receipt_chain_broken', `the bundle holds no receipts and does not prove its range empty: ${BUNDLE_FILES.bounds} needs the receipts just before and after it (receipts may have been removed; --open-ends accepts this)`);
   }
+}
+
+/**
+ * retention-checkpoint.jsonl: the signed checkpoint of treeSize firstSeq − 1 that the bundle's first
+ * checkpoint names as its previous (signed link): retention pruned exactly there. False when the
+ * bundle has none; a failure when it has one that is not that.
+ */
+async function prunedBefore(dir: string, keys: VerificationKeys, checkpoints: readonly CheckpointLine[], firstSeq: number): Promise<boolean> {
+  const file = BUNDLE_FILES.retentionCheckpoint;
+  const entries: CheckpointLine[] = [];
+  let failure: CheckpointLogFailure | null;
+  try {
+    failure = await readCheckpointLog(path.join(dir, file), keys, (entry) => entries.push(entry));
+  } catch (err) {
+    if (err instanceof ChioError && err.code === 'file_not_found') return false;
+    throw err;
+  }
+  if (failure !== null) fail(file, failure.line, NO_RECEIPT, failure.code, failure.message);
+  const [at, extra] = entries;
+  if (at === undefined) return false;
+  const next = checkpoints[0]?.signed;
+  if (extra !== undefined || at.signed.checkpoint.treeSize !== firstSeq - 1 || next?.checkpoint.previousCheckpointHash !== at.signed.hash) {
+    fail(file, 1, NO_RECEIPT, 'receipt_chain_broken', `the checkpoint retention pruned at must have treeSize ${firstSeq - 1} (the seq before the bundle's first receipt) and be the one ${BUNDLE_FILES.checkpoints} line 1 names as previous; this one (treeSize ${at.signed.checkpoint.treeSize}) is not`);
+  }
+  return true;
 }
 
 function checkComplete(complete: NonNullable<BundleVerifyResult['complete']>, firstSeq: number, lastSeq: number): void {

@@ -15,6 +15,9 @@
  *                          (stamped before `since`) and seq lastSeq + 1 (stamped at or after `until`),
  *                          each when it exists, is not pruned and is checkpointed
  *   DIR/bounds-proofs.jsonl their inclusion proofs, same order
+ *   DIR/retention-checkpoint.jsonl  when the range starts right after the receipts retention pruned
+ *                          (no receipt before it is left): the signed checkpoint retention pruned at,
+ *                          the one the bundle's first checkpoint names as its previous
  *
  * The bounds make the range provably whole (the manifest is not signed): the receipt before the
  * first is signed, chained to it and stamped before `since`, so no receipt of the range was cut
@@ -59,6 +62,7 @@ export const BUNDLE_FILES = {
   manifest: 'manifest.json',
   bounds: 'bounds.jsonl',
   boundsProofs: 'bounds-proofs.jsonl',
+  retentionCheckpoint: 'retention-checkpoint.jsonl',
 } as const;
 
 export interface InclusionProofLine {
@@ -131,6 +135,7 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   const checkpoints = await loadCheckpoints(o.checkpointsPath, o.keys);
   const latest = checkpoints[checkpoints.length - 1]?.signed.checkpoint.treeSize ?? 0;
   const anchor = await loadAnchor(o.checkpointsPath, checkpoints);
+  const prunedThrough = anchor.size; // (the frontier grows below)
   const kids = new Set(o.keys.map((k) => k.kid));
 
   const out = await BufferedFile.create(path.join(o.outDir, BUNDLE_FILES.receipts));
@@ -197,6 +202,17 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   await writeProofs(o.outDir, tree, included, chain);
   const outside = [bounds.before, bounds.after].filter((b): b is Bound => b !== null);
   await writeBounds(o.outDir, tree, outside, chain);
+  const first0 = included[0];
+  const prunedAt =
+    first0 !== undefined && bounds.before === null && prunedThrough > 0 && first0.seq === prunedThrough + 1
+      ? checkpoints.find((c) => c.signed.checkpoint.treeSize === prunedThrough)
+      : undefined;
+  const retention = await BufferedFile.create(path.join(o.outDir, BUNDLE_FILES.retentionCheckpoint));
+  try {
+    if (prunedAt !== undefined) await retention.write(`${prunedAt.signed.jcs}\n`);
+  } finally {
+    await retention.close();
+  }
   await writeJson(path.join(o.outDir, BUNDLE_FILES.keys), { keys: o.keys.map((k) => publicJwk(k)) });
 
   const first = included[0];

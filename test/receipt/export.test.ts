@@ -129,7 +129,18 @@ describe('a bundle exported from a real service run', () => {
       checkpoints: { count: 4, firstTreeSize: 3, latestTreeSize: 10 },
       notYetCheckpointed: { count: 0, firstSeq: null, lastSeq: null },
     });
-    expect(readdirSync(bundle).sort()).toEqual(['bounds-proofs.jsonl', 'bounds.jsonl', 'checkpoints.jsonl', 'consistency.jsonl', 'keys.json', 'manifest.json', 'proofs.jsonl', 'receipts.jsonl']);
+    expect(readdirSync(bundle).sort()).toEqual([
+      'bounds-proofs.jsonl',
+      'bounds.jsonl',
+      'checkpoints.jsonl',
+      'consistency.jsonl',
+      'keys.json',
+      'manifest.json',
+      'proofs.jsonl',
+      'receipts.jsonl',
+      'retention-checkpoint.jsonl',
+    ]);
+    expect(readFileSync(path.join(bundle, 'retention-checkpoint.jsonl'), 'utf8')).toBe(''); // nothing was pruned
     expect(lines(receiptsOf(bundle))).toEqual(receipts.slice(2, 8));
     // the receipts just outside the range, seq 2 (stamped before since) and seq 9 (at until), with their proofs
     expect(lines(path.join(bundle, 'bounds.jsonl'))).toEqual([receipts[1], receipts[8]]);
@@ -434,17 +445,24 @@ describe('retention', () => {
       const out = path.join(work, 'after-retention');
       const m = await exportBundle({ source: new JsonlReceiptFiles(svc.receiptsFile), checkpointsPath, outDir: out, since: START, until: clock.now + DAY, keys: [svc.service.key], now: clock.now, tool: TOOL });
       expect(m.receipts).toMatchObject({ count: 3, firstSeq: 7, lastSeq: 9 });
-      // its start (seq 6) was pruned: not provable, so verified only with open ends accepted
-      expect(await verifyBundle(out, keys, { openEnds: true })).toMatchObject({ ok: true, receipts: 3, firstSeq: 7, lastSeq: 9, checkpoints: 1, complete: { start: 'open', end: 'checkpoint' } });
-      expect((await verifyBundle(out, keys)).firstFailure).toEqual({
+      // its start: receipts 1..6 were pruned at the signed checkpoint of treeSize 6, which the bundle carries
+      expect(readFileSync(path.join(out, 'retention-checkpoint.jsonl'), 'utf8')).toBe(`${lines(checkpointsPath)[1]}\n`);
+      expect(await verifyBundle(out, keys)).toMatchObject({ ok: true, receipts: 3, firstSeq: 7, lastSeq: 9, checkpoints: 1, complete: { start: 'pruned', end: 'checkpoint' } });
+      const without = path.join(work, 'after-retention-stripped');
+      cpSync(out, without, { recursive: true });
+      writeFileSync(path.join(without, 'retention-checkpoint.jsonl'), '');
+      expect((await verifyBundle(without, keys)).firstFailure).toEqual({
         file: 'bounds.jsonl',
         line: null,
         id: null,
         seq: 6,
         code: 'receipt_chain_broken',
         message:
-          "the bundle does not prove where its range starts: receipt seq 6, the one before its first, is not in bounds.jsonl (receipts may have been cut from the start, or it was pruned by retention; --open-ends accepts this)",
+          'the bundle does not prove where its range starts: receipt seq 6, the one before its first, is not in bounds.jsonl (receipts may have been cut from the start, or it was pruned by retention; --open-ends accepts this)',
       });
+      expect(await verifyBundle(without, keys, { openEnds: true })).toMatchObject({ ok: true, complete: { start: 'open', end: 'checkpoint' } });
+      writeFileSync(path.join(without, 'retention-checkpoint.jsonl'), `${lines(checkpointsPath)[0]}\n`); // the checkpoint of treeSize 3
+      expect((await verifyBundle(without, keys)).firstFailure).toMatchObject({ file: 'retention-checkpoint.jsonl', line: 1, code: 'receipt_chain_broken' });
 
       // and the service starts again on what remains, continuing the tree from its saved state
       const again = await startTestService({ clock: () => clock.now, configText: () => readFileSync(path.join(svc.dir, 'chio.yaml'), 'utf8') });
