@@ -144,13 +144,14 @@ export class RevocationList {
 
   /**
    * Appends a revocation to the file (fsync) and applies it at once. An id already revoked is
-   * not appended again (`created: false`). Throws ChioError('bad_request') without a file.
+   * not appended again (`created: false`). Throws ChioError('not_found') without a file (the
+   * endpoint is not enabled, as capability issuance without an authority seed).
    */
   revoke(id: string, reason: string | null, now: number): Promise<{ revocation: Revocation; created: boolean }> {
     const run = async (): Promise<{ revocation: Revocation; created: boolean }> => {
       const file = this.file;
       if (file === null) {
-        throw new ChioError('bad_request', 'revocation needs capabilities.revocations_file in chio.yaml (a revocation must survive a restart)');
+        throw new ChioError('not_found', 'revocation is not enabled: set capabilities.revocations_file in chio.yaml (a revocation must survive a restart)');
       }
       const existing = this.revoked.get(id);
       if (existing !== undefined) return { revocation: existing, created: false };

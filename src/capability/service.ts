@@ -7,7 +7,7 @@
  *   `{token, capability}`; 400 `{error: {code: issuance_refused, message, field}}`; 404 when no
  *   `capabilities.authority_seed` is configured. Issued under the policy in force.
  * - `POST /v1/revocations` `{id, reason?}` → 201 `{revocation}` (appended to
- *   `capabilities.revocations_file`, applied at once), 200 when already revoked, 400 without a file.
+ *   `capabilities.revocations_file`, applied at once), 200 when already revoked, 404 without a file (not enabled).
  *   With shared revocations (`revocations: {type: postgres}`) it is recorded in PostgreSQL instead
  *   and every replica enforces it within seconds (src/receipt/pg/revocations.ts).
  * - `GET /v1/revocations` → 200 `{revocations: [...]}`.

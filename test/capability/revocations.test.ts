@@ -78,7 +78,10 @@ describe('RevocationList', () => {
   it('without a file: empty, and revoke() refuses (a revocation must survive a restart)', async () => {
     const { list } = open(null);
     expect(list.has(A)).toBe(false);
-    await expect(list.revoke(A, null, NOW)).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(list.revoke(A, null, NOW)).rejects.toMatchObject({
+      code: 'not_found',
+      message: 'revocation is not enabled: set capabilities.revocations_file in chio.yaml (a revocation must survive a restart)',
+    });
   });
 
   it('a missing file is an empty list; revoke() creates it (0600), appends JSON lines and applies at once', async () => {
