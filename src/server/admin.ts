@@ -101,6 +101,10 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
   const handle = async (req: http.IncomingMessage): Promise<AdminResponse> => {
     const url = requestTarget(req.url ?? '/');
     if (url === null) return json(400, { error: { code: 'bad_request', message: 'malformed request target' } });
+    const misencoded = misencodedParameter(url.search);
+    if (misencoded !== null) {
+      return errorResponse(new ChioError('bad_request', `query parameter ${JSON.stringify(misencoded)} is not percent-encoded UTF-8`, { field: misencoded }));
+    }
     const parts = url.pathname.split('/').filter(Boolean);
     // HEAD is GET without the body (RFC 9110 §9.3.2); node's ServerResponse leaves the body out
     const method = req.method === 'HEAD' ? 'GET' : req.method;
@@ -205,6 +209,29 @@ function authorized(req: http.IncomingMessage, expected: string | null): boolean
 function requestTarget(target: string): URL | null {
   try {
     return target.startsWith('/') ? new URL(`http://admin.invalid${target}`) : new URL(target);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The name of the first query parameter whose name or value is not percent-encoded UTF-8 (URLSearchParams
+ * would turn `%ff` into U+FFFD and a filter would then match nothing, silently); null when all are.
+ */
+function misencodedParameter(search: string): string | null {
+  for (const pair of search.replace(/^\?/, '').split('&')) {
+    const [name = '', value = ''] = pair.split(/=(.*)/s);
+    const decodedName = decodeComponent(name);
+    if (decodedName === null) return name; // shown as sent
+    if (decodeComponent(value) === null) return decodedName;
+  }
+  return null;
+}
+
+/** application/x-www-form-urlencoded decoding of one name or value; null when it is not UTF-8. */
+function decodeComponent(text: string): string | null {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, ' '));
   } catch {
     return null;
   }

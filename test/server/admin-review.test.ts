@@ -234,6 +234,21 @@ describe('handled correctly (regression guards)', () => {
     }
   });
 
+  it('a query value that is not percent-encoded UTF-8 is 400 naming its parameter (it was read as U+FFFD and matched nothing)', async () => {
+    for (const [q, field] of [
+      ['rule=%ff', 'rule'],
+      ['workloadUri=spiffe%3A%2F%2Fexample.org%2F%C3', 'workloadUri'],
+      ['limit=5&tool=%E2%82', 'tool'],
+      ['%ff=1', '%ff'],
+    ] as const) {
+      const res = await request('GET', `/v1/receipts/query?${q}`, bearer);
+      expect(res.status, q).toBe(400);
+      expect(JSON.parse(res.body), q).toEqual({ error: { code: 'bad_request', message: `query parameter ${JSON.stringify(field)} is not percent-encoded UTF-8`, field } });
+    }
+    // well-formed multi-byte UTF-8 and '+' for a space are fine
+    expect((await request('GET', '/v1/receipts/query?rule=%C3%A9t%C3%A9+x', bearer)).status).toBe(200);
+  });
+
   it('bodies: duplicate keys, __proto__, deep nesting, huge numbers → 400 JSON, never a 500', async () => {
     const before = internalErrorsLogged();
     const post = (route: string, body: string): Promise<RawResponse> =>
