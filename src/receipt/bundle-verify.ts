@@ -172,7 +172,10 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null, 
     if (after !== null) verifyBound(after, keys, progress.head as ChainHead, roots, manifest, 'after');
     const stray = bounds.find((b) => b !== before && b !== after);
     if (stray !== undefined) {
-      fail(BUNDLE_FILES.bounds, stray.line, stray, 'receipt_chain_broken', `receipt seq ${stray.seq} is not next to the bundle's receipts (seq ${String(manifest.receipts.firstSeq)} to ${String(progress.lastSeq)})`);
+      const last = progress.lastSeq ?? firstSeq - 1;
+      const [from, to] = stray.seq > last ? [last + 1, stray.seq - 1] : [stray.seq + 1, firstSeq - 1];
+      const gap = from <= to ? `: receipt${from === to ? ` seq ${from} is` : `s seq ${from} to ${to} are`} missing from the ${stray.seq > last ? 'end' : 'start'} of the range` : '';
+      fail(BUNDLE_FILES.bounds, stray.line, { id: null, seq: from <= to ? from : stray.seq }, 'receipt_chain_broken', `receipt seq ${stray.seq} is not next to the bundle's receipts (seq ${firstSeq} to ${last})${gap}`);
     }
     if (progress.receipts > 0) {
       const pruned = firstSeq > 1 && before === null && (await prunedBefore(dir, keys, checkpoints, firstSeq));

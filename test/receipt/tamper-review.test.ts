@@ -213,12 +213,21 @@ describe('bundle: what the manifest claims must be what the bundle holds', () =>
     };
     const seen = Object.fromEntries(Object.entries(cases).map(([k, r]) => [k, r.ok ? 'OK' : `${r.firstFailure?.file}: ${r.firstFailure?.message.replace(/ \(.*$|: it belongs.*$|, outside.*$/, '')}`]));
     expect(seen).toEqual({
-      'first dropped': expect.stringMatching(/^bounds\.jsonl: receipt seq \d+ is not next to the bundle's receipts/),
+      'first dropped': "bounds.jsonl: receipt seq 3 is not next to the bundle's receipts",
       'first dropped, its bound removed': expect.stringMatching(/^bounds\.jsonl: the bundle does not prove where its range starts: receipt seq \d+, the one before its first, is not in bounds\.jsonl$/),
       'first moved into bounds': expect.stringMatching(/^bounds\.jsonl: the receipt before the range is stamped .+, inside the manifest's range \[.+\)$/),
-      'last dropped': expect.stringMatching(/^bounds\.jsonl: receipt seq \d+ is not next to the bundle's receipts/),
+      'last dropped': "bounds.jsonl: receipt seq 10 is not next to the bundle's receipts",
       'last dropped, its bound removed': expect.stringMatching(/^bounds\.jsonl: the bundle does not prove where its range ends: receipt seq \d+, the one after its last, is not in bounds\.jsonl and its last is not the latest checkpoint's$/),
       'last moved into bounds': expect.stringMatching(/^bounds\.jsonl: the receipt after the range is stamped .+, inside the manifest's range \[.+\)$/),
+    });
+    // the dropped receipt is named exactly
+    expect(cases['first dropped'].firstFailure).toMatchObject({
+      seq: 4,
+      message: "receipt seq 3 is not next to the bundle's receipts (seq 5 to 9): receipt seq 4 is missing from the start of the range",
+    });
+    expect(cases['last dropped'].firstFailure).toMatchObject({
+      seq: 9,
+      message: "receipt seq 10 is not next to the bundle's receipts (seq 4 to 8): receipt seq 9 is missing from the end of the range",
     });
   });
 });
