@@ -10,7 +10,9 @@
  * ```
  * The file is watched (src/file-watch.ts: fs.watch on its folder, plus a periodic stat as a
  * fallback) and re-read on change: revocations apply without a restart. A file that fails to parse keeps the last good list
- * (and is reported); at start it is an error. A missing file is an empty list (the API creates it).
+ * (and is reported); at start it is an error. A missing file is an empty list (the API creates it),
+ * but a file that goes missing while revocations are in force keeps them (reported): deleting or
+ * moving the file never lifts a revocation.
  * `revoke()` appends one JSON line (O_APPEND, fsync) and applies it at once; appends are serialized.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
@@ -136,6 +138,11 @@ export class RevocationList {
     if (this.file === null) return false;
     this.watch?.markSeen();
     const text = readIfExists(this.file);
+    if (text === null && this.revoked.size > 0) {
+      // A file that vanished (deleted, moved away, an editor's rename-then-write) must not lift every
+      // revocation: only an edit of the file does. Missing at start, or with nothing revoked, is empty.
+      throw new ChioError('io_error', `revocation file ${this.file} is missing; keeping the last ${this.revoked.size} revocation(s)`);
+    }
     const next = text === null ? new Map<string, Revocation>() : parseRevocations(text, this.file);
     const changed = next.size !== this.revoked.size || [...next.keys()].some((id) => !this.revoked.has(id));
     this.revoked = next;

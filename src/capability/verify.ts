@@ -131,10 +131,12 @@ export function checkGrant(token: ParsedCapability, ctx: GrantContext): Capabili
 
 export function checkWindow(token: ParsedCapability, now: number): CapabilityFailure | null {
   const c = token.capability;
-  if (now + CAPABILITY_SKEW_MS < token.issuedAtMs) {
+  // Written so that every comparison must hold to grant: a decision time that is not a number
+  // (NaN) fails them all and denies, where `now + skew < issuedAt` alone would be false and pass.
+  if (!(now + CAPABILITY_SKEW_MS >= token.issuedAtMs)) {
     return { code: 'capability_not_yet_valid', message: `capability ${c.id} is not valid before ${c.issuedAt}` };
   }
-  if (now - CAPABILITY_SKEW_MS >= token.expiresAtMs) {
+  if (!(now - CAPABILITY_SKEW_MS < token.expiresAtMs)) {
     return { code: 'capability_expired', message: `capability ${c.id} expired at ${c.expiresAt}` };
   }
   return null;
