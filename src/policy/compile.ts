@@ -17,7 +17,7 @@ import { plainKeysInFileOrder, yamlError, type YamlSource } from '../yaml-source
 import { parseHostPattern } from './hosts.js';
 import { compileIdentityRequirement } from './identity-requirement.js';
 import { RuleSelector, type SelectableRule } from './rule-selector.js';
-import type { IdentityRequirementDocument, PolicyDocument, RuleDocument, ToolEntryDocument } from './schema.js';
+import { NAME_PATTERN, type IdentityRequirementDocument, type PolicyDocument, type RuleDocument, type ToolEntryDocument } from './schema.js';
 import { ToolResolver, type ToolEntrySpec, type ToolSpec } from './tool-resolver.js';
 import type {
   CompiledPolicy,
@@ -38,15 +38,15 @@ export interface PolicyMeta {
 type Path = ReadonlyArray<string | number>;
 
 export function compileDocument(src: YamlSource, doc: PolicyDocument, meta: PolicyMeta): CompiledPolicy {
-  const toolNames = orderedNames(src, ['tools']);
+  const toolNames = orderedNames(src, ['tools'], 'tool');
   const tools: ToolSpec[] = toolNames.map((name) => ({ name, entries: own(doc.tools, name).map(toolEntrySpec) }));
   const defined = new Set(toolNames);
-  const rules: SelectableRule[] = orderedNames(src, ['rules']).map((name) =>
+  const rules: SelectableRule[] = orderedNames(src, ['rules'], 'rule').map((name) =>
     compileRule(src, name, own(doc.rules, name), defined),
   );
   const assurance = doc.extensions?.runtime_assurance;
   const verifierPath = ['extensions', 'runtime_assurance', 'trusted_verifiers'];
-  const trustedVerifiers = orderedNames(src, verifierPath).map((name) =>
+  const trustedVerifiers = orderedNames(src, verifierPath, 'trusted verifier').map((name) =>
     trustedVerifier(name, own(assurance?.trusted_verifiers ?? {}, name)),
   );
   return new Policy(
@@ -173,10 +173,13 @@ function tierCeilings(doc: TiersDocument): ReadonlyMap<Tier, TierCeiling> {
   return ceilings;
 }
 
-/** The keys of the YAML map at `path`, in file order ([] when the map is absent). */
-function orderedNames(src: YamlSource, path: Path): string[] {
+/**
+ * The keys of the YAML map at `path`, in file order ([] when the map is absent). A key the schema
+ * could not see (`__proto__`: zod's record drops it) is a located policy_invalid, not a TypeError.
+ */
+function orderedNames(src: YamlSource, path: Path, what: string): string[] {
   const plain = plainKeysInFileOrder(src, path); // read fast: keys are strings as written, no tree needed
-  if (plain !== undefined) return plain;
+  if (plain !== undefined) return plain.map((name) => checkedName(src, path, what, name));
   const node = src.doc.getIn(path, true);
   if (!isMap(node)) return [];
   return node.items.map((pair) => {
@@ -187,8 +190,15 @@ function orderedNames(src: YamlSource, path: Path): string[] {
       const written = isScalar(key) && typeof key.source === 'string' ? key.source : name;
       throw policyError(src, path, `name ${JSON.stringify(written)} is read by YAML as ${JSON.stringify(name)}; quote it`);
     }
-    return name;
+    return checkedName(src, path, what, name);
   });
+}
+
+function checkedName(src: YamlSource, path: Path, what: string, name: string): string {
+  if (!NAME_PATTERN.test(name)) {
+    throw policyError(src, [...path, name], `invalid ${what} name ${JSON.stringify(name)}: must match ${NAME_PATTERN.source}`);
+  }
+  return name;
 }
 
 /** `record[name]`, which the schema guarantees for every name found in the YAML map. */

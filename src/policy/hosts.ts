@@ -9,6 +9,7 @@
  *   `example.com` itself. `*` is allowed only as the whole first label.
  * - IPv6 literals are written in brackets, as in a Host header: `[::1]`, `[::1]:8080`.
  * - A request without a host (the L4 network filter) never matches a host pattern.
+ * - A request host with one trailing dot (an absolute DNS name, `a.example.com.`) is that host.
  *
  * {@link HostIndex} finds the patterns matching a host with one map lookup per label of the host,
  * however many patterns are stored.
@@ -95,10 +96,26 @@ function hostnameFault(name: string): string | null {
 /** The naive definition (used to verify single entries and as the oracle in tests). */
 export function hostPatternMatches(pattern: HostPattern, host: string | null, hostname: string | null): boolean {
   if (hostname === null || host === null) return false;
+  if (hasRootDot(hostname)) [host, hostname] = withoutRootDot(host, hostname);
   const target = pattern.withPort ? host : hostname;
   if (!pattern.wildcard) return target === pattern.key;
   const dot = target.length - pattern.key.length - 1;
   return dot > 0 && target.endsWith(pattern.key) && target.charCodeAt(dot) === 0x2e;
+}
+
+/**
+ * An absolute DNS name (`admin.svc.`, one trailing dot: the root label) names the same host as
+ * `admin.svc`, and Envoy forwards it as sent (unless `strip_trailing_host_dot`); it must select the
+ * same rule and tool, or a catch-all rule would govern it instead. Patterns cannot have the dot.
+ */
+function hasRootDot(hostname: string): boolean {
+  return hostname.length > 1 && hostname.charCodeAt(hostname.length - 1) === 0x2e && hostname.charCodeAt(hostname.length - 2) !== 0x2e;
+}
+
+/** `admin.svc.:443`, `admin.svc.` → `admin.svc:443`, `admin.svc`. */
+function withoutRootDot(host: string, hostname: string): [string, string] {
+  const bare = hostname.slice(0, -1);
+  return [host.startsWith(hostname) ? bare + host.slice(hostname.length) : host, bare];
 }
 
 /** Exact hosts and wildcard suffixes → values, for one kind of target (with or without port). */
@@ -151,6 +168,7 @@ export class HostIndex<T> {
   /** Calls `visit` with the value of every stored pattern that matches the request host. */
   visitMatches(host: string | null, hostname: string | null, visit: (value: T) => void): void {
     if (hostname === null || host === null) return;
+    if (hasRootDot(hostname)) [host, hostname] = withoutRootDot(host, hostname);
     this.withoutPort.visit(hostname, visit);
     if (host !== hostname) this.withPort.visit(host, visit);
   }

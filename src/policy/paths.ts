@@ -20,6 +20,35 @@ export function httpPathFault(value: string, what = 'a path prefix'): string | n
 }
 
 /**
+ * Why `value` (valid per {@link httpPathFault}) can never equal a request path as policy matches it,
+ * or null. Request paths are normalized (src/check/envoy.ts `normalizePath`: `//` merged,
+ * dot-segments removed, escapes of unreserved characters decoded, a bad escape is malformed), so a
+ * prefix written otherwise would silently match nothing: a rule meant to restrict would not govern
+ * its requests, a tool meant to be blocked would not be resolved. Fail at load instead.
+ */
+export function unmatchablePathFault(value: string, what = 'a path prefix'): string | null {
+  for (let i = value.indexOf('%'); i !== -1; i = value.indexOf('%', i + 1)) {
+    const hex = value.slice(i + 1, i + 3);
+    if (!/^[0-9a-fA-F]{2}$/.test(hex)) return `${what} has an invalid percent-encoding at index ${i}`;
+    const ch = String.fromCharCode(parseInt(hex, 16));
+    if (/^[A-Za-z0-9._~-]$/.test(ch)) {
+      return `${what} must not percent-encode ${JSON.stringify(ch)} (${JSON.stringify(`%${hex}`)}): requests are matched decoded; write ${JSON.stringify(ch)}`;
+    }
+  }
+  const segments = value.split('/');
+  for (let i = 1; i < segments.length; i++) {
+    const segment = segments[i];
+    if (segment === '' && i < segments.length - 1) {
+      return `${what} must not have an empty segment ("//"): requests are matched with "//" merged`;
+    }
+    if (segment === '.' || segment === '..') {
+      return `${what} must not have a "." or ".." segment: requests are matched with dot-segments removed`;
+    }
+  }
+  return null;
+}
+
+/**
  * A node's children: up to SMALL_FANOUT of them in two parallel arrays (scanned), more in a Map.
  * Most nodes of a big policy have a handful of children; a Map per node made compiling a
  * 50,000-prefix policy allocation- and GC-bound (~30% of its compile time), and a short scan is as

@@ -13,7 +13,7 @@ import { describe } from '../errors.js';
 import { CREDENTIAL_KINDS } from '../identity/identity.js';
 import { TrustDomain, validatePath } from '../spiffe/id.js';
 import { hostPatternFault } from './hosts.js';
-import { httpPathFault } from './paths.js';
+import { httpPathFault, unmatchablePathFault } from './paths.js';
 
 export const POLICY_SCHEMA_ID = 'chio.policy.v1';
 
@@ -62,8 +62,8 @@ function namedMap<V extends z.ZodType>(what: string, value: V) {
 
 const tier = oneOf('tier', TIERS);
 
-const httpPath = checkedString((value) => httpPathFault(value, 'a path'));
-const httpPathPrefix = checkedString((value) => httpPathFault(value));
+const httpPath = checkedString((value) => httpPathFault(value, 'a path') ?? unmatchablePathFault(value, 'a path'));
+const httpPathPrefix = checkedString((value) => httpPathFault(value) ?? unmatchablePathFault(value));
 const hostPattern = checkedString(hostPatternFault);
 
 const trustDomain = checkedString((value) => {

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { CredentialKind, WorkloadIdentity } from '../../src/identity/identity.js';
 import { keyFromSeed, type SigningKey } from '../../src/keys.js';
 import { compilePolicy } from '../../src/policy/load.js';
 import type { CompiledPolicy } from '../../src/policy/types.js';
@@ -94,4 +95,10 @@ export function checkRequest(shape: RequestShape): FixtureRequest {
   }
   if (shape.capability !== undefined) headers[shape.capabilityHeader ?? 'x-chio-capability'] = shape.capability;
   return req;
+}
+
+/** A WorkloadIdentity for a SPIFFE ID (default credential kind x509_svid). */
+export function identity(uri: string, credentialKind: CredentialKind = 'x509_svid'): WorkloadIdentity {
+  const m = /^spiffe:\/\/([^/]+)(.*)$/.exec(uri);
+  return { scheme: 'spiffe', credentialKind, uri, trustDomain: m?.[1] ?? '', path: m?.[2] ?? '' };
 }

@@ -3,22 +3,17 @@ import { capabilityStage, applyCapabilityStage, NO_CAPABILITY_AUTHORITIES, type 
 import { CAPABILITY_SCHEMA, decodeCapability, encodeCapability, signCapability, type CapabilityConstraints } from '../../src/capability/token.js';
 import { CAPABILITY_SKEW_MS, CapabilityVerifier, checkGrant, type GrantContext } from '../../src/capability/verify.js';
 import type { Tier } from '../../src/attestation/tier.js';
-import type { CredentialKind, WorkloadIdentity } from '../../src/identity/identity.js';
+import type { WorkloadIdentity } from '../../src/identity/identity.js';
 import type { IdentityResult } from '../../src/identity/resolve.js';
 import type { SigningKey } from '../../src/keys.js';
 import type { Decision } from '../../src/policy/evaluate.js';
-import { authorityKey, FRONTEND } from './helpers.js';
+import { authorityKey, FRONTEND, identity } from './helpers.js';
 
 const authority = authorityKey(1);
 const stranger = authorityKey(2);
 const ISSUED = Date.parse('2026-12-01T00:00:00.000Z');
 const EXPIRES = ISSUED + 300_000;
 const ID = 'cap-01JDQ8J4Z8V4M9V6K9W0X1Y2Z3';
-
-function identity(uri: string, credentialKind: CredentialKind = 'x509_svid'): WorkloadIdentity {
-  const m = /^spiffe:\/\/([^/]+)(.*)$/.exec(uri);
-  return { scheme: 'spiffe', credentialKind, uri, trustDomain: m?.[1] ?? '', path: m?.[2] ?? '' };
-}
 
 function header(constraints: CapabilityConstraints = {}, key: SigningKey = authority, tools = ['list_orders']): string {
   return encodeCapability(

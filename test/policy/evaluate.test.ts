@@ -6,7 +6,7 @@ import type { WorkloadIdentity } from '../../src/identity/identity.js';
 import { evaluate, type Decision } from '../../src/policy/evaluate.js';
 import { compilePolicy } from '../../src/policy/load.js';
 import type { CompiledPolicy } from '../../src/policy/types.js';
-import { httpRequest, tcpRequest } from './input.js';
+import { httpRequest, tcpRequest, WORKER } from './input.js';
 
 const POLICY = `schema: chio.policy.v1
 tools:
@@ -37,14 +37,6 @@ defaults: { unmatched: deny }
 
 const policy = compilePolicy(POLICY, 'policy.yaml');
 const openPolicy = compilePolicy(POLICY.replace('unmatched: deny', 'unmatched: allow'), 'policy.yaml');
-
-const WORKER: WorkloadIdentity = {
-  scheme: 'spiffe',
-  credentialKind: 'x509_svid',
-  uri: 'spiffe://prod.chio/payments/worker',
-  trustDomain: 'prod.chio',
-  path: '/payments/worker',
-};
 
 const transfer = httpRequest({ method: 'POST', host: 'payments.prod.svc.cluster.local:443', path: '/v1/transfers/9' });
 const report = httpRequest({ method: 'GET', host: 'reports.svc', path: '/reports/daily' });

@@ -3,6 +3,7 @@
  * shaped like the Envoy fixtures in test/fixtures/envoy/check-requests/.
  */
 import type { CheckInput } from '../../src/check/request.js';
+import type { WorkloadIdentity } from '../../src/identity/identity.js';
 
 export interface RequestInit {
   readonly method?: string;
@@ -63,3 +64,12 @@ function splitHost(host: string): { hostname: string; port: string | null } {
   if (!match) return { hostname: host, port: null };
   return { hostname: match[1] ?? host, port: match[2] ?? null };
 }
+
+/** The workload most policy tests decide for: an X.509-SVID of prod.chio/payments/worker. */
+export const WORKER: WorkloadIdentity = {
+  scheme: 'spiffe',
+  credentialKind: 'x509_svid',
+  uri: 'spiffe://prod.chio/payments/worker',
+  trustDomain: 'prod.chio',
+  path: '/payments/worker',
+};
