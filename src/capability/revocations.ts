@@ -15,7 +15,7 @@
  * moving the file never lifts a revocation.
  * `revoke()` appends one JSON line (O_APPEND, fsync) and applies it at once; appends are serialized.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { appendFile, mkdir, open } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
@@ -163,7 +163,10 @@ export class RevocationList {
       const existing = this.revoked.get(id);
       if (existing !== undefined) return { revocation: existing, created: false };
       const revocation: Revocation = { id, reason, revokedAt: new Date(now).toISOString() };
-      await appendLine(file, JSON.stringify(revocation));
+      // the file went missing while revocations are in force (they were kept, see reload): write them
+      // back with the new one, or the next re-read would find only the new one and lift the others
+      const kept = this.revoked.size > 0 && !existsSync(file) ? [...this.revoked.values()].map((r) => JSON.stringify(r)) : [];
+      await appendLine(file, [...kept, JSON.stringify(revocation)].join('\n'));
       this.revoked.set(id, revocation);
       return { revocation, created: true };
     };

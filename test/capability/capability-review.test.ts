@@ -2,7 +2,7 @@
  * Review of workload-bound capabilities: fail closed. Each test pins an input a capability must
  * NOT grant (or must deny with a specific code), beyond what token/verify/revocations tests cover.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -180,6 +180,26 @@ describe('header handling at the stage: a presented bad header is a deny with it
 });
 
 describe('revocation file edits', () => {
+  it('a revocation made while the file is missing writes the kept revocations back with it', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'chio-review-'));
+    const file = path.join(dir, 'revocations.jsonl');
+    const other = 'cap-01JDQ8J4Z8V4M9V6K9W0X1Y2Z4';
+    writeFileSync(file, `${ID}\n`);
+    const list = RevocationList.open(file, { log: recordingLogger(), pollIntervalMs: 10, useFsWatch: false });
+    try {
+      rmSync(file);
+      expect(() => list.reload()).toThrow(ChioError);
+      await list.revoke(other, 'rotated', Date.parse('2026-12-01T00:00:00.000Z'));
+      expect(readFileSync(file, 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id)).toEqual([ID, other]);
+      // a re-read of the recreated file keeps both
+      list.reload();
+      expect([list.has(ID), list.has(other)]).toEqual([true, true]);
+    } finally {
+      await list.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a revocation file that goes missing keeps its revocations (deleting or moving it never lifts them)', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'chio-review-'));
     const file = path.join(dir, 'revocations.jsonl');
