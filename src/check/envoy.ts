@@ -205,15 +205,20 @@ function formatAddress(addr: Address | undefined): string | null {
   return typeof pipe === 'string' && pipe !== '' ? clip(pipe, 256) : null;
 }
 
-const HOST_RE = /^(\[[0-9a-f:.]+\]|[^:\[\]]*)(?::(\d{1,5}))?$/;
+// RFC 3986 §3.2.3: port = *DIGIT, so `host:` (empty port) is the host without a port
+const HOST_RE = /^(\[[0-9a-f:.]+\]|[^:\[\]]*)(?::(\d{0,5}))?$/;
 
 /** `Host:8443` → host `host:8443`, hostname `host`, port `8443`. Unparseable hosts match nothing. */
 export function splitHost(raw: string | null): { host: string | null; hostname: string | null; port: string | null } {
   if (raw === null) return { host: null, hostname: null, port: null };
-  const host = raw.toLowerCase();
-  const m = HOST_RE.exec(host);
-  if (!m) return { host, hostname: null, port: null };
-  return { host, hostname: m[1] || null, port: m[2] ?? null };
+  const lower = raw.toLowerCase();
+  const m = HOST_RE.exec(lower);
+  if (!m) return { host: lower, hostname: null, port: null };
+  const hostname = m[1] || null;
+  // an empty port is no port and leading zeros are not part of it (`admin.svc:`, `admin.svc:0443`):
+  // the host a host pattern is compared with must be the one the upstream sees, or a catch-all decides
+  const port = m[2] === undefined || m[2] === '' ? null : String(Number(m[2]));
+  return { host: hostname === null ? lower : port === null ? hostname : `${hostname}:${port}`, hostname, port };
 }
 
 /** RFC 3986 §2.3 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */

@@ -176,6 +176,10 @@ describe('splitHost', () => {
     ['backend', 'backend', 'backend', null],
     ['[::1]:8080', '[::1]:8080', '[::1]', '8080'],
     ['a:b:c', 'a:b:c', null, null],
+    // an empty port is no port, and a port's leading zeros are dropped (host rules must still match)
+    ['Admin.svc:', 'admin.svc', 'admin.svc', null],
+    ['admin.svc:0443', 'admin.svc:443', 'admin.svc', '443'],
+    ['[::1]:', '[::1]', '[::1]', null],
   ])('%s', (raw, host, hostname, port) => {
     expect(splitHost(raw)).toEqual({ host, hostname, port });
   });

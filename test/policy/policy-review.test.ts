@@ -61,6 +61,13 @@ describe('host matching: an absolute DNS name (trailing dot) is the same host', 
     expect(decide(HOST_POLICY, httpRequest({ host: 'admin.svc.', path: '/x' }), WORKER)).toMatchObject({ verdict: 'allow', rule: 'admin' });
   });
 
+  it('"admin.svc:" (an empty port) and "admin.svc:0443" through the Envoy mapping select the rule of admin.svc', () => {
+    for (const host of ['admin.svc:', 'admin.svc:0443']) {
+      const input = toCheckInput({ attributes: { request: { http: { method: 'GET', host, path: '/x' } } } } as never);
+      expect(decide(HOST_POLICY, input), host).toMatchObject({ verdict: 'deny', rule: 'admin', reason: { code: 'identity_required' } });
+    }
+  });
+
   it('"admin.svc." resolves to the tool of admin.svc (so a block list applies)', () => {
     const input = httpRequest({ host: 'admin.svc.', path: '/admin/users', contextExtensions: { chio_rule: 'public' } });
     expect(HOST_POLICY.resolveTool(input)).toBe('admin_op');
