@@ -42,6 +42,7 @@ import {
 import { ChioError, DenyError } from '../errors.js';
 import { CREDENTIAL_KINDS, type WorkloadIdentity } from '../identity/identity.js';
 import type { TrustedVerifier } from '../policy/types.js';
+import { parseRfc3339 } from '../receipt/query.js';
 import { SpiffeId } from '../spiffe/id.js';
 import { workloadIdentityFault } from './token.js';
 
@@ -62,7 +63,8 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d
 const rfc3339 = z
   .string()
   .regex(RFC3339, 'expected an RFC 3339 time, e.g. 2026-12-01T00:00:00Z')
-  .refine((s) => Number.isFinite(Date.parse(s.toUpperCase())), 'not a real time');
+  // a calendar date that exists (Date.parse would read 2026-02-30 as 2 March)
+  .refine((s) => parseRfc3339(s) !== null, 'not a real time');
 
 export const runtimeAttestationSchema = z.strictObject({
   schema: z.literal(RUNTIME_ATTESTATION_SCHEMA),

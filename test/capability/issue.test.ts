@@ -191,6 +191,8 @@ extensions: { runtime_assurance: { tiers: { attested: { minimum_attestation_tier
     ['an unknown key', { nonce: 'x' }, 'runtimeAttestation.nonce', 'unknown key'],
     ['a bad evidence hash', { evidenceSha256: 'AB'.repeat(32) }, 'runtimeAttestation.evidenceSha256', 'expected 64 lower-case hex digits'],
     ['a time without zone', { issuedAt: '2026-11-30T23:59:00' }, 'runtimeAttestation.issuedAt', 'expected an RFC 3339 time, e.g. 2026-12-01T00:00:00Z'],
+    ['a day that does not exist (read as 2 March by Date.parse)', { expiresAt: '2027-02-30T00:00:00Z' }, 'runtimeAttestation.expiresAt', 'not a real time'],
+    ['an hour that does not exist', { issuedAt: '2026-11-30T24:00:00Z' }, 'runtimeAttestation.issuedAt', 'not a real time'],
   ])('%s', (_name, overrides, field, message) => {
     expect(refusal(request({ runtimeAttestation: attestation(NOW, FRONTEND, overrides) }))).toEqual({ field, message: `${field}: ${message}` });
   });
