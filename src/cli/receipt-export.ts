@@ -15,19 +15,12 @@ import { z } from 'zod';
 import { PACKAGE_ROOT } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
 import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
-import {
-  checkpointCovering,
-  checkpointRootOfSize,
-  formatBundleFailure,
-  latestCheckpoint,
-  verifyBundle,
-  type BundleVerifyResult,
-  type CheckpointAnchor,
-} from '../receipt/bundle-verify.js';
-import { checkpointStatePaths, hashRef, linesBackwards, readFrontierFile } from '../receipt/checkpoint.js';
-import { chainHashOf } from '../receipt/receipt.js';
+import { formatBundleFailure, scanCheckpointLog, verifyBundle, type BundleVerifyResult, type CheckpointLogFacts } from '../receipt/bundle-verify.js';
+import { checkpointStatePaths, hashRef, linesBackwards, readFrontierFile, type CheckpointLogFailure } from '../receipt/checkpoint.js';
 import { exportBundle, type BundleManifest } from '../receipt/export.js';
+import type { MerkleFrontier } from '../receipt/merkle.js';
 import { parseRfc3339 } from '../receipt/query.js';
+import { chainHashOf } from '../receipt/receipt.js';
 import { JsonlReceiptFiles, firstLine, listSegments, receiptSeqOf } from '../receipt/retention.js';
 import type { ChainStart, VerificationKeys } from '../receipt/verify.js';
 import { usageError } from './args.js';
@@ -237,6 +230,8 @@ export interface FileAnchor {
   readonly note: string | null;
   /** the checkpoint log failed its own check: report it, exit 1 */
   readonly failure: string | null;
+  /** a live file's checkpoint log, read once here, for {@link missingAtEnd}; null: not a live file, or no log */
+  readonly end: { readonly log: string; readonly facts: CheckpointLogFacts } | null;
 }
 
 /** checkpoints.jsonl beside the file; for a worker's chain of `chio serve --workers N` (receipts-w2.jsonl), checkpoints-w2.jsonl. */
@@ -247,40 +242,57 @@ function defaultCheckpointsFile(file: string): string {
 
 /**
  * Where `file` may start: a first receipt with seq > 1 is accepted when a signed checkpoint
- * covers the receipts before it (`--checkpoints FILE`, default checkpoints.jsonl beside the file),
- * or when `--from-checkpoint` says so; its prevHash cannot be checked then.
+ * covers the receipts before it (`--checkpoints FILE`, default checkpoints.jsonl beside the file)
+ * and they are accounted for ({@link missingBefore}), or when `--from-checkpoint` says so; its
+ * prevHash cannot be checked then. The checkpoint log is read once, here, for the start and for
+ * the end of a live file.
  */
 export async function anchorForFile(
   file: string,
   options: { readonly checkpoints: string | undefined; readonly fromCheckpoint: boolean },
   keys: VerificationKeys,
 ): Promise<FileAnchor> {
-  const none: FileAnchor = { after: undefined, note: null, failure: null };
+  const none: FileAnchor = { after: undefined, note: null, failure: null, end: null };
   let first: Buffer | null;
   try {
     first = await firstLine(file);
   } catch {
     return none; // the verifier reports an unreadable file
   }
-  const firstSeq = first === null ? null : receiptSeqOf(first);
-  if (firstSeq === null || firstSeq === 1) return none;
+  const firstSeq = first === null ? 1 : receiptSeqOf(first);
+  if (firstSeq === null) return none;
   const log = options.checkpoints ?? path.join(path.dirname(file), defaultCheckpointsFile(file));
-  const anchor = options.checkpoints !== undefined || existsSync(log) ? await checkpointCovering(log, keys, firstSeq) : null;
+  const live = livePathOf(file) === file;
   const after = { seq: firstSeq - 1, hash: null };
-  if (anchor?.kind === 'failed') return { ...none, failure: logFailure(log, anchor) };
-  if (anchor?.kind === 'anchored') {
-    const accounted = await missingBefore(file, firstSeq, { log, anchorPath: checkpointStatePaths(log).anchor, keys });
-    if (typeof accounted === 'string') return { ...none, failure: accounted };
-    const covered = `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.treeSize} (${log} line ${anchor.line})`;
-    if (accounted.hash !== null) {
-      return { after: { seq: firstSeq - 1, hash: accounted.hash }, note: `${covered}; the first receipt's prevHash is checked against the last receipt of ${accounted.segment}`, failure: null };
-    }
-    return { after, note: `${covered}; the first receipt's prevHash is not checked`, failure: null };
+  const unanchored = (): FileAnchor =>
+    firstSeq > 1 && options.fromCheckpoint ? { ...none, after, note: `the file starts at seq ${firstSeq} (--from-checkpoint); the first receipt's prevHash is not checked` } : none;
+  if ((firstSeq === 1 && !live) || (options.checkpoints === undefined && !existsSync(log))) return unanchored();
+  const anchorPath = checkpointStatePaths(log).anchor;
+  // read before the scan (which is asked for the root of its size); a read error counts where it did
+  // before the scan was shared: only once the file is anchored
+  let retentionError: unknown = null;
+  const retention =
+    firstSeq > 1
+      ? await readFrontierFile(anchorPath).catch((err: unknown) => {
+          retentionError = err;
+          return null;
+        })
+      : null;
+  const facts = await scanCheckpointLog(log, keys, { cover: firstSeq, rootOfSize: retention?.size ?? 0 });
+  const end = live ? { log, facts } : null;
+  if (firstSeq === 1) return { ...none, end };
+  const anchor = facts.covering; // the read stops at a failure: a covering checkpoint is before any
+  if (anchor === null) {
+    return facts.failure === null ? { ...unanchored(), end } : { ...none, failure: logFailure(log, facts.failure) };
   }
-  if (options.fromCheckpoint) {
-    return { after, note: `the file starts at seq ${firstSeq} (--from-checkpoint); the first receipt's prevHash is not checked`, failure: null };
+  if (retentionError !== null) throw retentionError;
+  const accounted = await missingBefore(file, firstSeq, { log, anchorPath, retention, facts });
+  if (typeof accounted === 'string') return { ...none, failure: accounted };
+  const covered = `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.signed.checkpoint.treeSize} (${log} line ${anchor.line})`;
+  if (accounted.hash !== null) {
+    return { after: { seq: firstSeq - 1, hash: accounted.hash }, note: `${covered}; the first receipt's prevHash is checked against the last receipt of ${accounted.segment}`, failure: null, end };
   }
-  return none;
+  return { after, note: `${covered}; the first receipt's prevHash is not checked`, failure: null, end };
 }
 
 /** The live file of a rotated segment `<name>-<first>-<last><ext>`; any other file is its own. */
@@ -293,26 +305,30 @@ function livePathOf(file: string): string {
 /**
  * A checkpoint covering the receipts before a file's first says they existed, not where they went.
  * They must be accounted for: pruned by retention (which records the Merkle frontier it pruned
- * through in the anchor file beside the checkpoint log) or held by the rotated segments beside the
- * file. A segment counts only when it holds the range its name says (its first and last receipts
- * have those seqs: an empty or cut file named like a segment accounts for nothing), and only one
- * that ends before the file. Otherwise they were deleted: the failure names the missing seq range.
- * When a segment ends right before the file, its last receipt's chain hash is returned, so the
- * file's first prevHash is checked against it.
+ * through in the anchor file beside the checkpoint log; retention prunes whole segments, which end
+ * at checkpoints, so that frontier must have a signed checkpoint's root) or held by the rotated
+ * segments beside the file. A segment counts only when it holds the range its name says (its first
+ * and last receipts have those seqs: an empty or cut file named like a segment accounts for
+ * nothing), and only one that ends before the file. Otherwise they were deleted: the failure names
+ * the missing seq range. When a segment ends right before the file, its last receipt's chain hash
+ * is returned, so the file's first prevHash is checked against it.
  */
 async function missingBefore(
   file: string,
   firstSeq: number,
-  where: { readonly log: string; readonly anchorPath: string; readonly keys: VerificationKeys },
+  where: { readonly log: string; readonly anchorPath: string; readonly retention: MerkleFrontier | null; readonly facts: CheckpointLogFacts },
 ): Promise<string | { hash: string | null; segment: string | null }> {
-  const { anchorPath } = where;
-  const anchor = await readFrontierFile(anchorPath);
-  const pruned = anchor?.size ?? 0;
-  if (anchor !== null && pruned > 0) {
-    // retention prunes whole segments, which end at checkpoints: the anchor is the frontier of one
-    const signed = await checkpointRootOfSize(where.log, where.keys, pruned);
-    if (signed === null || typeof signed !== 'string' || signed !== hashRef(anchor.root())) {
-      const why = signed === null ? `no signed checkpoint of treeSize ${pruned} is in ${where.log}` : typeof signed === 'string' ? `its root is not the signed root of the checkpoint of treeSize ${pruned}` : `${where.log} line ${signed.line}: ${signed.code}: ${signed.message}`;
+  const { anchorPath, retention, facts } = where;
+  const pruned = retention?.size ?? 0;
+  if (retention !== null && pruned > 0) {
+    const signed = facts.failure ?? facts.rootAtSize;
+    if (signed === null || typeof signed !== 'string' || signed !== hashRef(retention.root())) {
+      const why =
+        signed === null
+          ? `no signed checkpoint of treeSize ${pruned} is in ${where.log}`
+          : typeof signed === 'string'
+            ? `its root is not the signed root of the checkpoint of treeSize ${pruned}`
+            : `${where.log} line ${signed.line}: ${signed.code}: ${signed.message}`;
       return `receipt_chain_broken: the retention anchor ${anchorPath} (pruned through seq ${pruned}) is not one retention wrote: ${why}`;
     }
   }
@@ -363,8 +379,7 @@ async function segmentEnds(file: string): Promise<{ first: number | null; last: 
   }
 }
 
-function logFailure(log: string, failed: Extract<CheckpointAnchor, { kind: 'failed' }>): string {
-  const f = failed.failure;
+function logFailure(log: string, f: CheckpointLogFailure): string {
   return `${log} line ${f.line}${f.treeSize === null ? '' : ` (treeSize ${f.treeSize})`}: ${f.code}: ${f.message}`;
 }
 
@@ -375,14 +390,14 @@ function logFailure(log: string, failed: Extract<CheckpointAnchor, { kind: 'fail
  * otherwise verify as a shorter chain. A segment's end is the next file's start: not checked here.
  * Null when the end is accounted for (or there is no checkpoint log); else the failure.
  */
-export async function missingAtEnd(file: string, checkpoints: string | undefined, keys: VerificationKeys, lastSeq: number | null): Promise<string | null> {
-  if (livePathOf(file) !== file) return null;
-  const log = checkpoints ?? path.join(path.dirname(file), defaultCheckpointsFile(file));
-  if (checkpoints === undefined && !existsSync(log)) return null;
-  const latest = await latestCheckpoint(log, keys);
+export async function missingAtEnd(file: string, anchor: FileAnchor, lastSeq: number | null): Promise<string | null> {
+  if (anchor.end === null) return null;
+  const { log, facts } = anchor.end;
+  if (facts.failure !== null) return logFailure(log, facts.failure);
+  const latest = facts.latest;
   if (latest === null) return null;
-  if (latest.kind === 'failed') return logFailure(log, latest);
+  const treeSize = latest.signed.checkpoint.treeSize;
   const end = lastSeq ?? (await listSegments(file)).at(-1)?.last ?? 0;
-  if (latest.treeSize <= end) return null;
-  return `receipt_chain_broken: the receipts seq ${end + 1} to ${latest.treeSize} are missing: the signed checkpoint of treeSize ${latest.treeSize} (${log} line ${latest.line}) covers them, but the log ends at seq ${end}`;
+  if (treeSize <= end) return null;
+  return `receipt_chain_broken: the receipts seq ${end + 1} to ${treeSize} are missing: the signed checkpoint of treeSize ${treeSize} (${log} line ${latest.line}) covers them, but the log ends at seq ${end}`;
 }

@@ -175,7 +175,7 @@ async function verify(args: string[], io: CliIO): Promise<number> {
       return EXIT_CHECK_FAILED;
     }
     result = await verifyReceiptFile(target, keys, { after: anchor.after });
-    const end = result.ok ? await audit.missingAtEnd(target, checkpoints, keys, result.head?.seq ?? null) : null;
+    const end = result.ok ? await audit.missingAtEnd(target, anchor, result.head?.seq ?? null) : null;
     if (end !== null) {
       io.stdout(values.json ? `${JSON.stringify({ ok: false, receipts: result.receipts, checkpointFailure: end })}\n` : `${file}: FAILED\n${end}\n`);
       return EXIT_CHECK_FAILED;

@@ -19,8 +19,8 @@
  * altered receipt fails its signature and its inclusion; a deleted one is named from its proof
  * line (proofs.jsonl keeps one per receipt); a moved one is found where it went.
  *
- * Also `checkpointCovering`: the anchor for `chio receipt verify FILE` of a file that does not
- * start at seq 1 (older receipts pruned or rotated out).
+ * Also `scanCheckpointLog`: what `chio receipt verify FILE` needs from a checkpoint log (where a file
+ * that does not start at seq 1 is anchored, the retention anchor's root, where a live file must end).
  */
 import { open } from 'node:fs/promises';
 import path from 'node:path';
@@ -631,43 +631,34 @@ export function formatBundleFailure(f: BundleFailure): string {
 
 // ---- FILE mode: anchoring a file that does not start at seq 1 ----
 
-export type CheckpointAnchor =
-  | { readonly kind: 'anchored'; readonly line: number; readonly treeSize: number }
-  | { readonly kind: 'failed'; readonly failure: CheckpointLogFailure };
-
 /**
- * The first checkpoint of the log at `checkpointsPath` that covers the receipts before `firstSeq`
- * (treeSize ≥ firstSeq − 1), every line up to it checked (signature with `keys`, links). Null
- * when none covers them. Throws ChioError file_not_found / io_error.
+ * What `chio receipt verify FILE` needs from a checkpoint log, read in one pass: every line up to the
+ * first failure is checked (form, signature with `keys`, link), and the read stops there.
  */
-export async function checkpointCovering(checkpointsPath: string, keys: VerificationKeys, firstSeq: number): Promise<CheckpointAnchor | null> {
-  let found: CheckpointLine | null = null;
-  const failure = await readCheckpointLog(checkpointsPath, keys, (entry) => {
-    if (found === null && entry.signed.checkpoint.treeSize >= firstSeq - 1) found = entry;
-  });
-  const anchor = found as CheckpointLine | null;
-  if (anchor !== null && (failure === null || failure.line > anchor.line)) {
-    return { kind: 'anchored', line: anchor.line, treeSize: anchor.signed.checkpoint.treeSize };
-  }
-  return failure === null ? null : { kind: 'failed', failure };
+export interface CheckpointLogFacts {
+  /** the first checkpoint that covers the receipts before seq `cover` (treeSize ≥ cover − 1), or null */
+  readonly covering: CheckpointLine | null;
+  /** the last checkpoint that verified, or null */
+  readonly latest: CheckpointLine | null;
+  /** the signed root (`sha256:<hex>`) of the checkpoint of treeSize `rootOfSize`, or null */
+  readonly rootAtSize: string | null;
+  readonly failure: CheckpointLogFailure | null;
 }
 
-/** The last checkpoint of the log at `checkpointsPath` that verifies (none before a failure is skipped); null when the log is empty. */
-export async function latestCheckpoint(checkpointsPath: string, keys: VerificationKeys): Promise<CheckpointAnchor | null> {
-  let last: CheckpointLine | null = null;
+/** Reads the checkpoint log once for {@link CheckpointLogFacts}. Throws ChioError file_not_found / io_error. */
+export async function scanCheckpointLog(
+  checkpointsPath: string,
+  keys: VerificationKeys,
+  want: { readonly cover: number; readonly rootOfSize: number },
+): Promise<CheckpointLogFacts> {
+  let covering: CheckpointLine | null = null;
+  let latest: CheckpointLine | null = null;
+  let rootAtSize: string | null = null;
   const failure = await readCheckpointLog(checkpointsPath, keys, (entry) => {
-    last = entry;
+    const { treeSize, rootHash } = entry.signed.checkpoint;
+    if (covering === null && treeSize >= want.cover - 1) covering = entry;
+    if (treeSize === want.rootOfSize) rootAtSize = rootHash;
+    latest = entry;
   });
-  if (failure !== null) return { kind: 'failed', failure };
-  const found = last as CheckpointLine | null;
-  return found === null ? null : { kind: 'anchored', line: found.line, treeSize: found.signed.checkpoint.treeSize };
-}
-
-/** The signed root of the checkpoint of exactly `treeSize` in the log (`sha256:<hex>`), null when it has none; the log's failure otherwise. */
-export async function checkpointRootOfSize(checkpointsPath: string, keys: VerificationKeys, treeSize: number): Promise<string | null | CheckpointLogFailure> {
-  let root: string | null = null;
-  const failure = await readCheckpointLog(checkpointsPath, keys, (entry) => {
-    if (entry.signed.checkpoint.treeSize === treeSize) root = entry.signed.checkpoint.rootHash;
-  });
-  return failure ?? root;
+  return { covering, latest, rootAtSize, failure };
 }
