@@ -202,9 +202,10 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   await writeProofs(o.outDir, tree, included, chain);
   const outside = [bounds.before, bounds.after].filter((b): b is Bound => b !== null);
   await writeBounds(o.outDir, tree, outside, chain);
-  const first0 = included[0];
+  const first = included[0];
+  const last = included[included.length - 1];
   const prunedAt =
-    first0 !== undefined && bounds.before === null && prunedThrough > 0 && first0.seq === prunedThrough + 1
+    first !== undefined && bounds.before === null && prunedThrough > 0 && first.seq === prunedThrough + 1
       ? checkpoints.find((c) => c.signed.checkpoint.treeSize === prunedThrough)
       : undefined;
   const retention = await BufferedFile.create(path.join(o.outDir, BUNDLE_FILES.retentionCheckpoint));
@@ -215,8 +216,6 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   }
   await writeJson(path.join(o.outDir, BUNDLE_FILES.keys), { keys: o.keys.map((k) => publicJwk(k)) });
 
-  const first = included[0];
-  const last = included[included.length - 1];
   const manifest: BundleManifest = {
     schema: BUNDLE_SCHEMA,
     tool: { name: o.tool.name, version: o.tool.version },
@@ -325,9 +324,7 @@ async function writeProofs(dir: string, tree: MerkleTree | null, included: reado
       let cover = 0;
       for (const { seq, id } of included) {
         while ((chain[cover]?.signed.checkpoint.treeSize ?? Infinity) < seq) cover++;
-        const treeSize = (chain[cover] as CheckpointLine).signed.checkpoint.treeSize;
-        const line: InclusionProofLine = { seq, id, leafIndex: seq - 1, treeSize, auditPath: hexes(tree.inclusionProof(seq - 1, treeSize)) };
-        await proofs.write(`${jcs(line)}\n`);
+        await proofs.write(`${jcs(proofLine(tree, { seq, id }, (chain[cover] as CheckpointLine).signed.checkpoint.treeSize))}\n`);
       }
       for (let i = 0; i < chain.length; i++) {
         const current = (chain[i] as CheckpointLine).signed;
@@ -353,14 +350,17 @@ async function writeBounds(dir: string, tree: MerkleTree | null, bounds: readonl
     for (const b of tree === null ? [] : bounds) {
       const cover = chain.find((c) => c.signed.checkpoint.treeSize >= b.seq);
       if (cover === undefined) continue;
-      const treeSize = cover.signed.checkpoint.treeSize;
-      const line: InclusionProofLine = { seq: b.seq, id: b.id, leafIndex: b.seq - 1, treeSize, auditPath: hexes((tree as MerkleTree).inclusionProof(b.seq - 1, treeSize)) };
       await receipts.write(`${b.jcs}\n`);
-      await proofs.write(`${jcs(line)}\n`);
+      await proofs.write(`${jcs(proofLine(tree as MerkleTree, b, cover.signed.checkpoint.treeSize))}\n`);
     }
   } finally {
     await Promise.all([receipts.close(), proofs.close()]);
   }
+}
+
+/** The inclusion proof line of receipt `seq` against the checkpoint of `treeSize` (proofs.jsonl, bounds-proofs.jsonl). */
+function proofLine(tree: MerkleTree, r: Included, treeSize: number): InclusionProofLine {
+  return { seq: r.seq, id: r.id, leafIndex: r.seq - 1, treeSize, auditPath: hexes(tree.inclusionProof(r.seq - 1, treeSize)) };
 }
 
 function hexes(hashes: readonly Buffer[]): string[] {
