@@ -13,7 +13,7 @@ import { main } from '../../src/cli/index.js';
 import { parseConfig } from '../../src/config/load.js';
 import { startService } from '../../src/main.js';
 import { generateSeedFile, type SigningKey } from '../../src/keys.js';
-import { fakeIO } from '../helpers/cli-io.js';
+import { capture, type CliRun, fakeIO } from '../helpers/cli-io.js';
 import { FIXED_NOW, FIXTURES, recordingLogger, startTestService, type TestService } from '../helpers/service.js';
 import { createRootCa, issueSvid } from '../helpers/test-ca.js';
 import { attestation, authorityKey, CAPABILITY_FIXTURES, checkRequest, fixturePresenter, FRONTEND, POLICY_FILE, type Presenter, type RequestShape } from './helpers.js';
@@ -74,10 +74,8 @@ async function issueHttp(body: Record<string, unknown>): Promise<{ token: string
 }
 
 /** `chio capability issue` with the offline authority, deciding at `now`. */
-async function issueCli(args: string[], now = FIXED_NOW): Promise<{ code: number; out: string; err: string }> {
-  const io = fakeIO(work, {}, () => now);
-  const code = await main(['capability', 'issue', '--authority-seed', 'offline.seed', '--policy', POLICY_FILE, ...args], io);
-  return { code, out: io.out, err: io.err };
+function issueCli(args: string[], now = FIXED_NOW): Promise<CliRun> {
+  return capture(main, ['capability', 'issue', '--authority-seed', 'offline.seed', '--policy', POLICY_FILE, ...args], fakeIO(work, {}, () => now));
 }
 
 async function cliToken(args: string[], now = FIXED_NOW): Promise<string> {

@@ -17,7 +17,7 @@ import type { WorkloadIdentity } from '../../src/identity/identity.js';
 import type { IdentityResult } from '../../src/identity/resolve.js';
 import type { SigningKey } from '../../src/keys.js';
 import type { Decision } from '../../src/policy/evaluate.js';
-import { authorityKey, FRONTEND, identity } from './helpers.js';
+import { ALLOW_LIST_ORDERS, authorityKey, FRONTEND, identity } from './helpers.js';
 
 const authority = authorityKey(21);
 const second = authorityKey(22);
@@ -58,16 +58,7 @@ function verdict(value: string, ctx: GrantContext = grant()): { code: string; me
   return f === null ? null : { code: f.code, message: f.message };
 }
 
-const allow: Decision = {
-  verdict: 'allow',
-  rule: 'orders',
-  tool: 'list_orders',
-  reason: null,
-  httpStatus: null,
-  workloadIdentityMatch: { mode: 'require', matched: true },
-  runtimeAssuranceMatch: null,
-  requireCapability: false,
-};
+const allow: Decision = ALLOW_LIST_ORDERS;
 const presented = (id: WorkloadIdentity | null, tier: IdentityResult['tier'] = 'attested'): IdentityResult => ({ identity: id, tier, verifier: 'envoy', error: null, svid: null });
 const deps: CapabilityStageDeps = { verifier, isRevoked: () => false };
 

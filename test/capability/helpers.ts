@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { CredentialKind, WorkloadIdentity } from '../../src/identity/identity.js';
 import { keyFromSeed, type SigningKey } from '../../src/keys.js';
+import type { Decision } from '../../src/policy/evaluate.js';
 import { compilePolicy } from '../../src/policy/load.js';
 import type { CompiledPolicy } from '../../src/policy/types.js';
 import { FIXTURES, fixturePem, fixtureRequest, type FixtureRequest } from '../helpers/service.js';
@@ -102,3 +103,15 @@ export function identity(uri: string, credentialKind: CredentialKind = 'x509_svi
   const m = /^spiffe:\/\/([^/]+)(.*)$/.exec(uri);
   return { scheme: 'spiffe', credentialKind, uri, trustDomain: m?.[1] ?? '', path: m?.[2] ?? '' };
 }
+
+/** A policy allow of list_orders under rule orders, with the workload identity matched: what the capability stage gets. */
+export const ALLOW_LIST_ORDERS: Decision = {
+  verdict: 'allow',
+  rule: 'orders',
+  tool: 'list_orders',
+  reason: null,
+  httpStatus: null,
+  workloadIdentityMatch: { mode: 'require', matched: true },
+  runtimeAssuranceMatch: null,
+  requireCapability: false,
+};

@@ -7,7 +7,7 @@ import type { WorkloadIdentity } from '../../src/identity/identity.js';
 import type { IdentityResult } from '../../src/identity/resolve.js';
 import type { SigningKey } from '../../src/keys.js';
 import type { Decision } from '../../src/policy/evaluate.js';
-import { authorityKey, FRONTEND, identity } from './helpers.js';
+import { ALLOW_LIST_ORDERS, authorityKey, FRONTEND, identity } from './helpers.js';
 
 const authority = authorityKey(1);
 const stranger = authorityKey(2);
@@ -155,16 +155,7 @@ describe('checkGrant: per-request checks, first failure wins', () => {
 
 describe('capabilityStage', () => {
   const deps: CapabilityStageDeps = { verifier: new CapabilityVerifier({ authorities: [authority] }), isRevoked: () => false };
-  const allow: Decision = {
-    verdict: 'allow',
-    rule: 'orders',
-    tool: 'list_orders',
-    reason: null,
-    httpStatus: null,
-    workloadIdentityMatch: { mode: 'require', matched: true },
-    runtimeAssuranceMatch: null,
-    requireCapability: false,
-  };
+  const allow: Decision = ALLOW_LIST_ORDERS;
   const policyDeny: Decision = { ...allow, verdict: 'deny', tool: 'admin', reason: { code: 'tool_blocked', message: 'blocked' }, httpStatus: 403 };
   const presented = (id: WorkloadIdentity | null, tier: Tier = 'attested'): IdentityResult => ({ identity: id, tier, verifier: 'envoy', error: null, svid: null });
   const now = ISSUED + 1000;

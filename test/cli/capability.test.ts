@@ -6,7 +6,7 @@ import { run } from '../../src/cli/capability.js';
 import { main } from '../../src/cli/index.js';
 import { decodeCapability } from '../../src/capability/token.js';
 import { generateSeedFile, publicJwk, type SigningKey } from '../../src/keys.js';
-import { fakeIO } from '../helpers/cli-io.js';
+import { capture, type CliRun, fakeIO } from '../helpers/cli-io.js';
 import { CAPABILITY_FIXTURES, FRONTEND, POLICY_FILE } from '../capability/helpers.js';
 
 const NOW = Date.parse('2026-12-01T00:00:00.000Z');
@@ -18,10 +18,8 @@ let other: SigningKey;
 let bound: string;
 let unbound: string;
 
-async function cli(args: string[], now = NOW, stdin = '') {
-  const io = fakeIO(cwd, {}, () => now, stdin);
-  const code = await run(args, io);
-  return { code, out: io.out, err: io.err };
+function cli(args: string[], now = NOW, stdin = ''): Promise<CliRun> {
+  return capture(run, args, fakeIO(cwd, {}, () => now, stdin));
 }
 
 async function issue(extra: string[], now = NOW): Promise<string> {

@@ -12,7 +12,7 @@ import { writeFrontierFile } from '../../src/receipt/checkpoint.js';
 import { MerkleFrontier } from '../../src/receipt/merkle.js';
 import { chainHashOf, receiptLeafOf } from '../../src/receipt/receipt.js';
 import { verificationKeys, verifyReceiptText } from '../../src/receipt/verify.js';
-import { fakeIO } from '../helpers/cli-io.js';
+import { capture, type CliRun, fakeIO } from '../helpers/cli-io.js';
 import { fixtureRequest, startTestService, type TestService } from '../helpers/service.js';
 
 const START = Date.parse('2026-12-01T00:00:00Z');
@@ -58,16 +58,12 @@ const idOf = (seq: number): string => (JSON.parse(lines[seq - 1]!) as { id: stri
 const chainOf = (): string => (JSON.parse(lines[0]!) as { chain: string }).chain;
 const RANGE = ['--since', at(3), '--until', at(9), '--file', 'data/receipts.jsonl'];
 
-async function exportTo(out: string, extra: string[] = []): Promise<{ code: number; out: string; err: string }> {
-  const io = fakeIO(cwd, {}, () => clock.now);
-  const code = await run(['export', ...RANGE, '--out', out, ...extra], io);
-  return { code, out: io.out, err: io.err };
+function exportTo(out: string, extra: string[] = []): Promise<CliRun> {
+  return capture(run, ['export', ...RANGE, '--out', out, ...extra], fakeIO(cwd, {}, () => clock.now));
 }
 
-async function verify(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const io = fakeIO(cwd);
-  const code = await run(['verify', ...args], io);
-  return { code, out: io.out, err: io.err };
+function verify(args: string[]): Promise<CliRun> {
+  return capture(run, ['verify', ...args], fakeIO(cwd));
 }
 
 describe('chio receipt export', () => {

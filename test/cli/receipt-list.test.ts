@@ -9,7 +9,7 @@ import { run } from '../../src/cli/receipt.js';
 import type { SealedReceipt } from '../../src/receipt/receipt.js';
 import { SqliteReceiptStore } from '../../src/receipt/store.js';
 import { pathHasSegmentPrefix } from '../../src/spiffe/id.js';
-import { fakeIO } from '../helpers/cli-io.js';
+import { capture, type CliRun, fakeIO } from '../helpers/cli-io.js';
 import { fixtureRequest } from '../helpers/service.js';
 import { sealedReceipts, tempDir } from '../receipt/helpers.js';
 import { startStoreService, TOKEN, type StoreService } from '../receipt/store-service.js';
@@ -26,10 +26,8 @@ beforeAll(async () => {
   store.close();
 });
 
-async function list(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const io = fakeIO(cwd, env);
-  const code = await run(['list', ...args], io);
-  return { code, out: io.out, err: io.err };
+function list(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
+  return capture(run, ['list', ...args], fakeIO(cwd, env));
 }
 
 describe('chio receipt list --store', () => {

@@ -14,3 +14,16 @@ export function fakeIO(cwd: string, env: NodeJS.ProcessEnv = {}, now = () => 0, 
   };
   return io;
 }
+
+/** What a command returned and printed. */
+export interface CliRun {
+  readonly code: number;
+  readonly out: string;
+  readonly err: string;
+}
+
+/** Runs a command module's `run` (or `main`) with `io` and returns its exit code and what it printed. */
+export async function capture(command: (args: string[], io: CliIO) => Promise<number>, args: string[], io: ReturnType<typeof fakeIO>): Promise<CliRun> {
+  const code = await command(args, io);
+  return { code, out: io.out, err: io.err };
+}

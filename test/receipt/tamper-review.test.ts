@@ -15,7 +15,7 @@ import { merkleRoot } from '../../src/receipt/merkle.js';
 import { receiptLeafOf } from '../../src/receipt/receipt.js';
 import { JsonlReceiptFiles } from '../../src/receipt/retention.js';
 import { verificationKeys } from '../../src/receipt/verify.js';
-import { fakeIO } from '../helpers/cli-io.js';
+import { capture, type CliRun, fakeIO } from '../helpers/cli-io.js';
 import { CHAIN as CHAIN_ID, KEY, T0, sealedReceipts, tempDir } from './helpers.js';
 
 const MINUTE = 60_000;
@@ -85,10 +85,8 @@ function editManifest(dir: string, change: (m: Record<string, any>) => void): vo
   writeFileSync(file(dir, 'manifest.json'), `${JSON.stringify(m, null, 2)}\n`);
 }
 
-async function verifyCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const io = fakeIO(work);
-  const code = await run(['verify', ...args], io);
-  return { code, out: io.out, err: io.err };
+function verifyCli(args: string[]): Promise<CliRun> {
+  return capture(run, ['verify', ...args], fakeIO(work));
 }
 
 describe('bundle: what the manifest claims must be what the bundle holds', () => {
