@@ -20,7 +20,8 @@ import { z } from 'zod';
 import { ChioError, describe, DenyError, deny } from '../errors.js';
 import { DerError, DerReader, DerTag, type Tlv } from './der.js';
 import { TrustDomain } from './id.js';
-import { readCertificateFacts } from './x509-svid.js';
+import type { ConstrainedNames, NameConstraints } from './name-constraints.js';
+import { readCertificateFacts, unprocessedCriticalExtension } from './x509-svid.js';
 
 /** A CA certificate (bundle root or intermediate) with the facts chain verification needs. */
 export interface CaCertificate {
@@ -38,6 +39,14 @@ export interface CaCertificate {
   readonly keyCertSign: boolean;
   /** basicConstraints pathLenConstraint, null when absent */
   readonly pathLen: number | null;
+  /** nameConstraints (RFC 5280 §4.2.1.10), null when absent: bound the names of every certificate below it */
+  readonly nameConstraints: NameConstraints | null;
+  /** the first critical extension chio does not process (dotted OID), null when none: such a CA never signs a path */
+  readonly unprocessedCritical: string | null;
+  /** its own names, which the constraints of CAs above it bound */
+  readonly names: ConstrainedNames;
+  /** subject = issuer (RFC 5280 §6.1: a self-issued intermediate's names are not checked) */
+  readonly selfIssued: boolean;
 }
 
 /** What one source delivers for one trust domain. */
@@ -101,6 +110,10 @@ export function parseCaCertificate(der: Uint8Array): CaCertificate {
     isCa: facts.isCa,
     keyCertSign: facts.keyUsage === null ? true : facts.keyUsage.keyCertSign,
     pathLen: facts.pathLen,
+    nameConstraints: facts.nameConstraints,
+    unprocessedCritical: unprocessedCriticalExtension(facts, 'ca'),
+    names: Object.freeze({ uris: Object.freeze([...facts.uriSans]), dns: Object.freeze([...facts.dnsSans]) }),
+    selfIssued: x509.subject === x509.issuer,
   });
 }
 

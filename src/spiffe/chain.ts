@@ -11,7 +11,10 @@
  * - be a CA (basicConstraints cA=true) with keyCertSign (X509-SVID §4.3);
  * - be within its validity at the decision time;
  * - allow the number of intermediates below it (pathLenConstraint), and the whole path is at
- *   most {@link MAX_PATH_INTERMEDIATES} intermediates long.
+ *   most {@link MAX_PATH_INTERMEDIATES} intermediates long;
+ * - carry no critical extension chio does not process (RFC 5280 §6.1.4 (o));
+ * - permit, by its nameConstraints, the URI and DNS names of the leaf and of every intermediate
+ *   below it that is not self-issued (RFC 5280 §6.1.3 (b)(c); ./name-constraints.ts).
  * Roots are the anchors of the trust domain's bundle only: never another trust domain's.
  *
  * Failures are `deny('untrusted_svid', why)`; a bundle whose X.509 roots all expired is
@@ -22,6 +25,7 @@
 import type { X509Certificate } from 'node:crypto';
 import { deny, DenyError } from '../errors.js';
 import { parseCaCertificate, type BundleSet, type CaCertificate, type TrustBundle } from './bundle.js';
+import { nameConstraintsProblem, type ConstrainedNames, type NameConstraints } from './name-constraints.js';
 import { checkValidity, parseSvidLeaf, type SvidLeaf } from './x509-svid.js';
 
 /** More intermediates than this between leaf and root is not a sane SPIFFE PKI. */
@@ -83,6 +87,7 @@ class PathSearch {
     private readonly pool: readonly CaCertificate[],
     now: number,
     private readonly leafName: string,
+    private readonly leafNames: ConstrainedNames,
   ) {
     this.window = new ValidityWindow(now);
   }
@@ -104,7 +109,7 @@ class PathSearch {
     for (const root of this.bundle.x509Authorities) {
       if (cert.issuer !== root.x509.subject) continue;
       candidates++;
-      const problem = this.issuerProblem(cert, name, root, 'root', depth);
+      const problem = this.issuerProblem(cert, name, root, 'root', below);
       if (problem === null) return { root, intermediates: below };
       this.fail(depth, problem);
     }
@@ -115,7 +120,7 @@ class PathSearch {
         this.fail(depth, `path from ${this.leafName} is longer than ${MAX_PATH_INTERMEDIATES} intermediates`);
         continue;
       }
-      const problem = this.issuerProblem(cert, name, ca, 'intermediate', depth);
+      const problem = this.issuerProblem(cert, name, ca, 'intermediate', below);
       if (problem !== null) {
         this.fail(depth, problem);
         continue;
@@ -136,10 +141,20 @@ class PathSearch {
   }
 
   /** Why `ca` cannot be the issuer of `cert` with `below` intermediates under it, or null. */
-  private issuerProblem(cert: X509Certificate, name: string, ca: CaCertificate, role: 'root' | 'intermediate', below: number): string | null {
+  private issuerProblem(
+    cert: X509Certificate,
+    name: string,
+    ca: CaCertificate,
+    role: 'root' | 'intermediate',
+    belowCas: readonly CaCertificate[],
+  ): string | null {
     const who = caName(ca, role);
+    const below = belowCas.length;
     if (!ca.isCa) return `${who} is not a CA (basicConstraints cA=false)`;
     if (!ca.keyCertSign) return `${who} lacks keyUsage keyCertSign`;
+    if (ca.unprocessedCritical !== null) {
+      return `${who} has a critical extension chio does not process (${ca.unprocessedCritical}); RFC 5280 §6.1.4 requires rejecting it`;
+    }
     const validity = this.window.validity(ca.notBefore, ca.notAfter);
     if (validity === 'expired') return `${who} expired (notAfter ${iso(ca.notAfter)})`;
     if (validity === 'not_yet_valid') return `${who} is not yet valid (notBefore ${iso(ca.notBefore)})`;
@@ -148,6 +163,22 @@ class PathSearch {
     }
     if (!cert.checkIssued(ca.x509)) return `${name} names ${who} as issuer but its authority key identifier does not match`;
     if (!cert.verify(ca.x509.publicKey)) return `bad signature: ${name} is not signed by the key of ${who}`;
+    if (ca.nameConstraints !== null) {
+      const problem = this.constraintsProblem(ca.nameConstraints, belowCas);
+      if (problem !== null) return `${who} ${problem}`;
+    }
+    return null;
+  }
+
+  /** The leaf's names, then those of each intermediate below the constrained CA (self-issued ones excepted). */
+  private constraintsProblem(nc: NameConstraints, belowCas: readonly CaCertificate[]): string | null {
+    const leaf = nameConstraintsProblem(nc, this.leafNames, this.leafName);
+    if (leaf !== null) return leaf;
+    for (const ca of belowCas) {
+      if (ca.selfIssued) continue;
+      const problem = nameConstraintsProblem(nc, ca.names, caName(ca, 'intermediate'));
+      if (problem !== null) return problem;
+    }
     return null;
   }
 }
@@ -184,7 +215,8 @@ function verifyChainWithin(
   }
   checkBundleUsable(bundle, window);
   const pool = presented.length === 0 ? bundle.intermediates : [...presented, ...bundle.intermediates];
-  const search = new PathSearch(bundle, pool, nowMs, `the SVID ${JSON.stringify(leaf.spiffeId.uri)}`);
+  const leafNames = { uris: [leaf.spiffeId.uri], dns: leaf.dnsSans };
+  const search = new PathSearch(bundle, pool, nowMs, `the SVID ${JSON.stringify(leaf.spiffeId.uri)}`, leafNames);
   try {
     return search.run(leaf.x509);
   } finally {

@@ -17,6 +17,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { deny, DenyError } from '../errors.js';
 import { contextTag, DerError, DerReader, DerTag, tagName, type Tlv } from './der.js';
 import { quoteUntrusted, SpiffeId } from './id.js';
+import { OID_NAME_CONSTRAINTS, readNameConstraints, type NameConstraints } from './name-constraints.js';
 
 /** What the Check path needs from a peer certificate, computed once per distinct certificate. */
 export interface SvidLeaf {
@@ -27,6 +28,8 @@ export interface SvidLeaf {
   readonly notAfter: number;
   /** lower-case hex SHA-256 of the DER (the XFCC `Hash=`) */
   readonly sha256: string;
+  /** DNS SANs (latin1), which a CA's nameConstraints also bound */
+  readonly dnsSans: readonly string[];
   readonly der: Buffer;
   /**
    * node:crypto view, for chain verification: parsed again at each access, not kept. An
@@ -63,6 +66,8 @@ export interface CertificateFacts {
   readonly keyUsage: KeyUsageBits | null;
   /** OIDs of the extensions marked critical, in certificate order */
   readonly criticalExtensions: readonly string[];
+  /** the nameConstraints extension (RFC 5280 §4.2.1.10), null when absent */
+  readonly nameConstraints: NameConstraints | null;
   /** ms since epoch */
   readonly notBefore: number;
   /** ms since epoch */
@@ -173,6 +178,7 @@ interface ExtensionFacts {
   pathLen: number | null;
   keyUsage: KeyUsageBits | null;
   criticalExtensions: string[];
+  nameConstraints: NameConstraints | null;
 }
 
 function walkCertificate(r: DerReader): CertificateFacts {
@@ -210,7 +216,7 @@ function walkCertificate(r: DerReader): CertificateFacts {
 }
 
 function readExtensions(r: DerReader, wrapper: Tlv | undefined): ExtensionFacts {
-  const facts: ExtensionFacts = { hasSubjectAltName: false, uriSans: [], dnsSans: [], isCa: false, pathLen: null, keyUsage: null, criticalExtensions: [] };
+  const facts: ExtensionFacts = { hasSubjectAltName: false, uriSans: [], dnsSans: [], isCa: false, pathLen: null, keyUsage: null, criticalExtensions: [], nameConstraints: null };
   if (wrapper === undefined) return facts;
   const [list, ...rest] = r.children(wrapper);
   if (rest.length > 0) throw new DerError('extensions [3] holds more than one element', wrapper.offset);
@@ -227,6 +233,8 @@ function readExtensions(r: DerReader, wrapper: Tlv | undefined): ExtensionFacts 
       ({ isCa: facts.isCa, pathLen: facts.pathLen } = readBasicConstraints(r, r.wrapped(value)));
     } else if (oid === OID_KEY_USAGE) {
       facts.keyUsage = readKeyUsage(r, r.wrapped(value));
+    } else if (oid === OID_NAME_CONSTRAINTS) {
+      facts.nameConstraints = readNameConstraints(r, r.wrapped(value), critical);
     }
   }
   return facts;
@@ -348,13 +356,23 @@ const LEAF_CRITICAL_ALLOWED: ReadonlySet<string> = new Set([
   '2.5.29.32', // certificatePolicies
 ]);
 
+/** A CA may also mark nameConstraints critical: chain verification processes them (./name-constraints.ts). */
+const CA_CRITICAL_ALLOWED: ReadonlySet<string> = new Set([...LEAF_CRITICAL_ALLOWED, OID_NAME_CONSTRAINTS]);
+
 /**
- * RFC 5280 §4.2: a certificate with a critical extension the relying party does not process must
- * be rejected (go-spiffe does, through Go's x509 `UnhandledCriticalExtension`).
+ * The first critical extension a leaf (or a CA) carries that chio does not process, or null.
+ * RFC 5280 §4.2 / §6.1.4 (o): a certificate with one must be rejected (go-spiffe does, through
+ * Go's x509 `UnhandledCriticalExtension`). Policy constraints, policy mappings and inhibitAnyPolicy
+ * are among them: chio does no certificate policy processing.
  */
+export function unprocessedCriticalExtension(facts: CertificateFacts, role: 'leaf' | 'ca'): string | null {
+  const allowed = role === 'leaf' ? LEAF_CRITICAL_ALLOWED : CA_CRITICAL_ALLOWED;
+  return facts.criticalExtensions.find((oid) => !allowed.has(oid)) ?? null;
+}
+
 function checkCriticalExtensions(facts: CertificateFacts): void {
-  const unknown = facts.criticalExtensions.find((oid) => !LEAF_CRITICAL_ALLOWED.has(oid));
-  if (unknown !== undefined) {
+  const unknown = unprocessedCriticalExtension(facts, 'leaf');
+  if (unknown !== null) {
     throw deny('malformed_certificate', `certificate has a critical extension chio does not process (${unknown}); RFC 5280 §4.2 requires rejecting it`);
   }
 }
@@ -411,6 +429,7 @@ export function parseSvidLeaf(der: Buffer): SvidLeaf {
     notBefore: facts.notBefore,
     notAfter: facts.notAfter,
     sha256: createHash('sha256').update(copy).digest('hex'),
+    dnsSans: Object.freeze([...facts.dnsSans]),
     der: copy,
     get x509(): X509Certificate {
       return parseWithNode(copy);

@@ -69,6 +69,8 @@ export interface CaOptions {
   pathLength?: number;
   /** Reuse a key pair instead of generating one. */
   keys?: CryptoKeyPair;
+  /** Extra extensions appended as-is (nameConstraints, unknown critical ones: see `rawExtension`). */
+  extensions?: x509.Extension[];
 }
 
 export type KeyUsageName = 'digitalSignature' | 'keyCertSign' | 'cRLSign' | 'keyEncipherment' | 'keyAgreement';
@@ -168,7 +170,7 @@ async function caExtensions(
     await x509.AuthorityKeyIdentifierExtension.create(issuerKeys.publicKey),
   ];
   if (uri !== null) extensions.push(new x509.SubjectAlternativeNameExtension([{ type: 'url', value: uri }], false));
-  return extensions;
+  return [...extensions, ...(opts.extensions ?? [])];
 }
 
 async function createCa(parent: TestCa | undefined, opts: CaOptions, defaultName: string): Promise<TestCa> {
@@ -250,4 +252,36 @@ export async function issueSvid(issuer: TestCa, opts: SvidOptions = {}): Promise
     chain: [leaf, ...intermediates.map((ca) => ca.cert)],
     chainPem: [pem, ...intermediates.map((ca) => ca.pem)].join(''),
   };
+}
+
+/** One base name of a name-constraint subtree (RFC 5280 §4.2.1.10). */
+export type ConstraintName =
+  | { readonly uri: string }
+  | { readonly dns: string }
+  /** an empty directoryName (a kind chio does not process) */
+  | { readonly directoryName: true }
+  /** an iPAddress range: 4-byte address + 4-byte mask */
+  | { readonly ip: string };
+
+function constraintBase(name: ConstraintName): Buffer {
+  if ('uri' in name) return derTlv(0x86, Buffer.from(name.uri, 'latin1'));
+  if ('dns' in name) return derTlv(0x82, Buffer.from(name.dns, 'latin1'));
+  if ('ip' in name) return derTlv(0x87, Buffer.from(name.ip, 'hex'));
+  return derTlv(0xa4, derTlv(0x30));
+}
+
+/**
+ * A nameConstraints extension (OID 2.5.29.30) with DER built by hand: `permitted` / `excluded`
+ * subtrees (omitted when empty); `withMinimum` adds `minimum [0] 1` to every subtree.
+ */
+export function nameConstraintsExtension(
+  subtrees: { permitted?: readonly ConstraintName[]; excluded?: readonly ConstraintName[]; withMinimum?: boolean },
+  critical = true,
+): x509.Extension {
+  const subtree = (n: ConstraintName): Buffer =>
+    derTlv(0x30, constraintBase(n), ...(subtrees.withMinimum === true ? [derTlv(0x80, Buffer.from([1]))] : []));
+  const parts: Buffer[] = [];
+  if ((subtrees.permitted ?? []).length > 0) parts.push(derTlv(0xa0, ...(subtrees.permitted ?? []).map(subtree)));
+  if ((subtrees.excluded ?? []).length > 0) parts.push(derTlv(0xa1, ...(subtrees.excluded ?? []).map(subtree)));
+  return rawExtension('2.5.29.30', critical, derTlv(0x30, ...parts));
 }

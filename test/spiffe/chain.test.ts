@@ -11,6 +11,8 @@ import {
   createIntermediateCa,
   createRootCa,
   issueSvid,
+  nameConstraintsExtension,
+  rawExtension,
   TEST_NOW,
   type IssuedSvid,
   type TestCa,
@@ -244,6 +246,113 @@ describe('verifySvid: chain faults → untrusted_svid', () => {
   it('a bundle without X.509 authorities verifies nothing', () => {
     const bundle = bundleOf(contentOf('a.test', []));
     expectDeny(() => verifySvid([leafDirect.der], () => bundle, TEST_NOW), 'untrusted_svid', 'the trust bundle of a.test has no X.509 authorities');
+  });
+});
+
+describe('verifySvid: CA name constraints and critical extensions (RFC 5280 §4.2.1.10, §6.1.4)', () => {
+  const bundleWith = (root: TestCa) => {
+    const bundle = bundleOf(contentOf('a.test', [root]));
+    return () => bundle;
+  };
+
+  it('an intermediate permitted the trust domain verifies its SVIDs; one permitted only hosts below it does not', async () => {
+    const exact = await createIntermediateCa(rootA, { name: 'Exact TD', extensions: [nameConstraintsExtension({ permitted: [{ uri: 'a.test' }] })] });
+    const ok = await issueSvid(exact, { uris: ['spiffe://a.test/ok'] });
+    expect(verifySvid(ders(ok), bundlesAB(), TEST_NOW).chain?.intermediates).toHaveLength(1);
+
+    const below = await createIntermediateCa(rootA, { name: 'Below TD', extensions: [nameConstraintsExtension({ permitted: [{ uri: '.a.test' }] })] });
+    const leaf = await issueSvid(below, { uris: ['spiffe://a.test/x'] });
+    expectDeny(
+      () => verifySvid(ders(leaf), bundlesAB(), TEST_NOW),
+      'untrusted_svid',
+      'intermediate "CN=Below TD, O=chio test" does not permit the URI SAN "spiffe://a.test/x" of the SVID "spiffe://a.test/x" (permitted URI subtrees: ".a.test")',
+    );
+  });
+
+  it("a root's excluded subtree bounds the leaf under its intermediates", async () => {
+    const root = await createRootCa({ trustDomain: 'a.test', name: 'Excluding Root', extensions: [nameConstraintsExtension({ excluded: [{ uri: 'a.test' }] })] });
+    const inter = await createIntermediateCa(root, { name: 'Under Excluding', uri: null });
+    const leaf = await issueSvid(inter, { uris: ['spiffe://a.test/x'] });
+    expectDeny(
+      () => verifySvid(ders(leaf), bundleWith(root), TEST_NOW),
+      'untrusted_svid',
+      'root "CN=Excluding Root, O=chio test" excludes the URI SAN "spiffe://a.test/x" of the SVID "spiffe://a.test/x" (excluded URI subtree "a.test")',
+    );
+  });
+
+  it("a root's constraints bound the names of the intermediates below it too; a self-issued one is not checked", async () => {
+    const root = await createRootCa({ trustDomain: 'a.test', name: 'Permitting Root', extensions: [nameConstraintsExtension({ permitted: [{ uri: 'a.test' }] })] });
+    const stray = await createIntermediateCa(root, { name: 'Stray SAN', uri: 'spiffe://b.test' });
+    const leaf = await issueSvid(stray, { uris: ['spiffe://a.test/x'] });
+    expectDeny(
+      () => verifySvid(ders(leaf), bundleWith(root), TEST_NOW),
+      'untrusted_svid',
+      'root "CN=Permitting Root, O=chio test" does not permit the URI SAN "spiffe://b.test" of intermediate "CN=Stray SAN, O=chio test" (permitted URI subtrees: "a.test")',
+    );
+    // self-issued (subject = issuer, a new key: a rollover certificate): its own names are exempt
+    const rollover = await createIntermediateCa(root, { name: 'Permitting Root', uri: 'spiffe://b.test' });
+    const underRollover = await issueSvid(rollover, { uris: ['spiffe://a.test/y'] });
+    expect(verifySvid(ders(underRollover), bundleWith(root), TEST_NOW).chain?.intermediates).toHaveLength(1);
+  });
+
+  it('DNS subtrees bound the DNS SANs of an SVID', async () => {
+    const inter = await createIntermediateCa(rootA, {
+      name: 'DNS Bound',
+      extensions: [nameConstraintsExtension({ permitted: [{ uri: 'a.test' }, { dns: 'prod.svc' }] })],
+    });
+    const inside = await issueSvid(inter, { uris: ['spiffe://a.test/api'], dns: ['api.prod.svc'] });
+    expect(verifySvid(ders(inside), bundlesAB(), TEST_NOW).leaf.dnsSans).toEqual(['api.prod.svc']);
+    const outside = await issueSvid(inter, { uris: ['spiffe://a.test/api'], dns: ['api.dev.svc'] });
+    expectDeny(
+      () => verifySvid(ders(outside), bundlesAB(), TEST_NOW),
+      'untrusted_svid',
+      'intermediate "CN=DNS Bound, O=chio test" does not permit the DNS SAN "api.dev.svc" of the SVID "spiffe://a.test/api" (permitted DNS subtrees: "prod.svc")',
+    );
+  });
+
+  it('critical constraints of a kind chio does not process make the CA unusable; non-critical ones are ignored', async () => {
+    const critical = await createIntermediateCa(rootA, { name: 'DN Bound', extensions: [nameConstraintsExtension({ permitted: [{ directoryName: true }] })] });
+    const leaf = await issueSvid(critical, { uris: ['spiffe://a.test/x'] });
+    expectDeny(
+      () => verifySvid(ders(leaf), bundlesAB(), TEST_NOW),
+      'untrusted_svid',
+      'intermediate "CN=DN Bound, O=chio test" has critical nameConstraints with directoryName, which chio does not process (RFC 5280 §4.2 requires rejecting it)',
+    );
+    const lax = await createIntermediateCa(rootA, { name: 'DN Hint', extensions: [nameConstraintsExtension({ permitted: [{ directoryName: true }] }, false)] });
+    expect(verifySvid(ders(await issueSvid(lax, { uris: ['spiffe://a.test/x'] })), bundlesAB(), TEST_NOW).chain?.intermediates).toHaveLength(1);
+  });
+
+  it('an intermediate or a root with a critical extension chio does not process signs no path; non-critical, it does', async () => {
+    const odd = await createIntermediateCa(rootA, { name: 'Odd Inter', extensions: [rawExtension('1.2.3.4', true, Buffer.from('0500', 'hex'))] });
+    const underOdd = await issueSvid(odd, { uris: ['spiffe://a.test/x'] });
+    expectDeny(
+      () => verifySvid(ders(underOdd), bundlesAB(), TEST_NOW),
+      'untrusted_svid',
+      'intermediate "CN=Odd Inter, O=chio test" has a critical extension chio does not process (1.2.3.4); RFC 5280 §6.1.4 requires rejecting it',
+    );
+    // policyConstraints (requireExplicitPolicy 0): chio does no policy processing, so it cannot honour it
+    const policyRoot = await createRootCa({ trustDomain: 'a.test', name: 'Policy Root', extensions: [rawExtension('2.5.29.36', true, Buffer.from('3003800100', 'hex'))] });
+    const underPolicy = await issueSvid(policyRoot, { uris: ['spiffe://a.test/x'] });
+    expectDeny(
+      () => verifySvid([underPolicy.der], bundleWith(policyRoot), TEST_NOW),
+      'untrusted_svid',
+      'root "CN=Policy Root, O=chio test" has a critical extension chio does not process (2.5.29.36); RFC 5280 §6.1.4 requires rejecting it',
+    );
+    const mild = await createIntermediateCa(rootA, { name: 'Mild Inter', extensions: [rawExtension('1.2.3.4', false, Buffer.from('0500', 'hex'))] });
+    expect(verifySvid(ders(await issueSvid(mild, { uris: ['spiffe://a.test/x'] })), bundlesAB(), TEST_NOW).chain?.intermediates).toHaveLength(1);
+  });
+
+  it('the Check path verifier denies the same way (X509ChainVerifier)', async () => {
+    const below = await createIntermediateCa(rootA, { name: 'Below TD 2', extensions: [nameConstraintsExtension({ permitted: [{ uri: '.a.test' }] })] });
+    const leaf = await issueSvid(below, { uris: ['spiffe://a.test/x'] });
+    const { set } = bundleSetOf(contentOf('a.test', [rootA], { intermediates: [below] }));
+    const verifier = new X509ChainVerifier(set);
+    const svid = svidFromEnvoyCertificate(leaf.envoyEncoded);
+    expectDeny(
+      () => verifier.verify(svid, '', () => [], TEST_NOW),
+      'untrusted_svid',
+      'intermediate "CN=Below TD 2, O=chio test" does not permit the URI SAN "spiffe://a.test/x" of the SVID "spiffe://a.test/x" (permitted URI subtrees: ".a.test")',
+    );
   });
 });
 

@@ -508,6 +508,7 @@ describe('readCertificateFacts on hand-built structures', () => {
       pathLen: null,
       keyUsage: null,
       criticalExtensions: [],
+      nameConstraints: null,
       notBefore: Date.parse('2024-01-01T00:00:00Z'),
       notAfter: Date.parse('2025-01-01T00:00:00Z'),
     });
