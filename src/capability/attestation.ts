@@ -97,6 +97,8 @@ export interface AttestedWorkload {
   readonly trustedVerifier: string | null;
   /** why the evidence was not promoted by a matching entry (too old), else null */
   readonly note: string | null;
+  /** the attestation's expiresAt (ms): a capability it binds expires no later */
+  readonly expiresAtMs: number;
 }
 
 /** Checks an attestation (already shaped by {@link runtimeAttestationSchema}) and resolves its tier at `now`. */
@@ -105,16 +107,18 @@ export function resolveAttestation(att: RuntimeAttestation, trusted: readonly Tr
   if (att.evidenceSchema !== EVIDENCE_SCHEMA_OF[att.attestationType]) {
     throw refused('evidenceSchema', `${att.evidenceSchema} is not the evidence schema of attestationType ${att.attestationType}`);
   }
-  checkTimes(att, now);
-  return { workloadIdentity, ...tierOf(att, trusted, now) };
+  const expiresAtMs = checkTimes(att, now);
+  return { workloadIdentity, ...tierOf(att, trusted, now), expiresAtMs };
 }
 
-function checkTimes(att: RuntimeAttestation, now: number): void {
+/** The attestation's expiresAt (ms), once its times are consistent and it has not expired at `now`. */
+function checkTimes(att: RuntimeAttestation, now: number): number {
   const issuedAt = Date.parse(att.issuedAt.toUpperCase());
   const expiresAt = Date.parse(att.expiresAt.toUpperCase());
   if (issuedAt - ATTESTATION_SKEW_MS > now) throw refused('issuedAt', `${att.issuedAt} is in the future`);
   if (expiresAt <= issuedAt) throw refused('expiresAt', `${att.expiresAt} is not after issuedAt ${att.issuedAt}`);
   if (expiresAt <= now) throw refused('expiresAt', `the evidence expired at ${att.expiresAt}`);
+  return expiresAt;
 }
 
 /** The workload the capability is bound to: the explicit workloadIdentity, else the raw runtimeIdentity. */

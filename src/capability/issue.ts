@@ -13,7 +13,9 @@
  *    reach its `minimum_attestation_tier`; `max_scope.ttl_seconds` caps the TTL;
  *    `max_scope.operations` lists the tools allowed at that tier (`invoke` = any tool);
  * 5. sign: constraints carry `minimumRuntimeAssuranceTier` (the resolved tier) and
- *    `workloadIdentity` when an attestation was given.
+ *    `workloadIdentity` when an attestation was given, and the capability expires at now + TTL, or
+ *    at the attestation's `expiresAt` when that comes first (a grant bound to evidence does not
+ *    outlive it; SPIRE caps an SVID at its CA's expiry the same way).
  */
 import { monotonicFactory } from 'ulid';
 import { z } from 'zod';
@@ -64,7 +66,12 @@ export interface IssuedCapability {
   readonly token: string;
   readonly capability: Capability;
   /** the resolved tier and who promoted it; null without an attestation */
-  readonly attestation: Omit<AttestedWorkload, 'workloadIdentity'> | null;
+  readonly attestation: Pick<AttestedWorkload, 'tier' | 'trustedVerifier' | 'note'> | null;
+  /**
+   * `runtimeAttestation.expiresAt` when the attestation expires before the requested TTL ends: the
+   * capability then expires with it (a grant bound to evidence does not outlive the evidence); else null
+   */
+  readonly expiryCappedBy: 'runtimeAttestation.expiresAt' | null;
 }
 
 const ulid = monotonicFactory();
@@ -81,6 +88,9 @@ export function issueCapability(body: unknown, ctx: IssuanceContext): IssuedCapa
   checkCeiling(ctx.policy, tier, tools, request.ttlSeconds);
   const constraints: CapabilityConstraints =
     attested === null ? {} : { minimumRuntimeAssuranceTier: attested.tier, workloadIdentity: attested.workloadIdentity };
+  const requestedExpiry = ctx.now + request.ttlSeconds * 1000;
+  const capped = attested !== null && attested.expiresAtMs < requestedExpiry;
+  const expiresAtMs = capped ? attested.expiresAtMs : requestedExpiry;
   const capability = signCapability(
     {
       schema: CAPABILITY_SCHEMA,
@@ -89,7 +99,7 @@ export function issueCapability(body: unknown, ctx: IssuanceContext): IssuedCapa
       subject: request.subject,
       tools,
       issuedAt: new Date(ctx.now).toISOString(),
-      expiresAt: new Date(ctx.now + request.ttlSeconds * 1000).toISOString(),
+      expiresAt: new Date(expiresAtMs).toISOString(),
       constraints,
     },
     ctx.authority,
@@ -99,7 +109,7 @@ export function issueCapability(body: unknown, ctx: IssuanceContext): IssuedCapa
     throw issuanceRefused('tools', `the capability would be ${token.length} characters long; a header holds at most ${MAX_CAPABILITY_HEADER_LENGTH}`);
   }
   const attestation = attested === null ? null : { tier: attested.tier, trustedVerifier: attested.trustedVerifier, note: attested.note };
-  return { token, capability, attestation };
+  return { token, capability, attestation, expiryCappedBy: capped ? 'runtimeAttestation.expiresAt' : null };
 }
 
 /** The request's shape; the first zod issue becomes the refusal, its path the field. */

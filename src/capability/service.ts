@@ -108,7 +108,7 @@ async function issue(req: AdminRequest, authority: SigningKey | null, options: C
   const issued = issueCapability(body, { authority, policy: options.policy(), now: options.clock() });
   const c = issued.capability;
   options.log.info(
-    { capabilityId: c.id, subject: c.subject, tools: c.tools, expiresAt: c.expiresAt, tier: issued.attestation?.tier ?? null, workload: c.constraints.workloadIdentity?.uri ?? null },
+    { capabilityId: c.id, subject: c.subject, tools: c.tools, expiresAt: c.expiresAt, tier: issued.attestation?.tier ?? null, workload: c.constraints.workloadIdentity?.uri ?? null, expiryCappedBy: issued.expiryCappedBy },
     'capability issued',
   );
   return json(201, { token: issued.token, capability: c });

@@ -108,9 +108,28 @@ extensions:
   });
 
   it('without a policy: any tool name, no ceilings, no promotion', () => {
-    const issued = issueCapability(request({ tools: ['anything'], ttlSeconds: 86_400, runtimeAttestation: attestation(NOW, FRONTEND, { verifier: 'https://spire.test' }) }), { ...ctx, policy: null });
+    const evidence = attestation(NOW, FRONTEND, { verifier: 'https://spire.test', expiresAt: '2026-12-03T00:00:00Z' });
+    const issued = issueCapability(request({ tools: ['anything'], ttlSeconds: 86_400, runtimeAttestation: evidence }), { ...ctx, policy: null });
     expect(issued.attestation?.tier).toBe('attested');
     expect(issued.capability.expiresAt).toBe('2026-12-02T00:00:00.000Z');
+    expect(issued.expiryCappedBy).toBeNull();
+  });
+
+  it('a capability bound to an attestation expires no later than the attestation: the TTL is cut to its expiresAt', () => {
+    // the helper's evidence expires at NOW + 1 h
+    const long = issueCapability(request({ ttlSeconds: 600, runtimeAttestation: attestation(NOW, FRONTEND, { expiresAt: '2026-12-01T00:04:00.5Z' }) }), ctx);
+    expect([long.capability.issuedAt, long.capability.expiresAt, long.expiryCappedBy]).toEqual([
+      '2026-12-01T00:00:00.000Z',
+      '2026-12-01T00:04:00.500Z',
+      'runtimeAttestation.expiresAt',
+    ]);
+    expect(decodeCapability(long.token).expiresAtMs).toBe(Date.parse('2026-12-01T00:04:00.500Z'));
+    const short = issueCapability(request({ ttlSeconds: 300, runtimeAttestation: attestation(NOW) }), ctx);
+    expect([short.capability.expiresAt, short.expiryCappedBy]).toEqual(['2026-12-01T00:05:00.000Z', null]);
+    // exactly at the attestation's expiry: not cut
+    const equal = issueCapability(request({ ttlSeconds: 240, runtimeAttestation: attestation(NOW, FRONTEND, { expiresAt: '2026-12-01T00:04:00Z' }) }), ctx);
+    expect([equal.capability.expiresAt, equal.expiryCappedBy]).toEqual(['2026-12-01T00:04:00.000Z', null]);
+    expect(issueCapability(request({ ttlSeconds: 600 }), ctx).expiryCappedBy).toBeNull();
   });
 });
 
