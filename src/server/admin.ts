@@ -142,7 +142,9 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Run
         return json(500, { error: { code: 'internal_error', message: 'internal error' } });
       })
       .then((out) => {
-        res.writeHead(out.status, { 'cache-control': 'no-store', ...out.headers });
+        // a body over the limit is not read to its end: the answer closes the connection (RFC 9110 §15.5.14)
+        const close = out.status === 413 && !req.complete ? { connection: 'close' } : {};
+        res.writeHead(out.status, { 'cache-control': 'no-store', ...out.headers, ...close });
         res.end(out.body);
       })
       .catch((err: unknown) => {

@@ -192,6 +192,16 @@ describe('Expect: 100-continue', () => {
     expect(JSON.parse(r.body)).toMatchObject({ error: { code: 'body_too_large' } });
   });
 
+  it('a body over the limit, sent without waiting: 413 and the connection closed, the rest never read', async () => {
+    const head = `POST /v1/revocations HTTP/1.1\r\nHost: admin\r\n${bearer}Content-Type: application/json\r\n`;
+    const declared = await raw(`${head}Content-Length: ${10 * 1024 * 1024}\r\n\r\n${'x'.repeat(1024)}`, 2000);
+    expect([declared.status, declared.headers['connection'], declared.closed]).toEqual([413, 'close', true]);
+    expect(JSON.parse(declared.body)).toEqual({ error: { code: 'body_too_large', message: 'request body is larger than 65536 bytes' } });
+    const chunk = 'y'.repeat(70 * 1024);
+    const chunked = await raw(`${head}Transfer-Encoding: chunked\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n`, 2000);
+    expect([chunked.status, chunked.headers['connection'], chunked.closed]).toEqual([413, 'close', true]);
+  });
+
   it('with the token and a body within the limit: 100 Continue', async () => {
     expect((await expecting(bearer, 20)).status).toBe(100);
   });
