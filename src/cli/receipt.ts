@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ChioError, describe } from '../errors.js';
 import { loadSeedFile, parsePublicKey, publicKeyFromJwk, type PublicKeyInfo } from '../keys.js';
-import { RECEIPT_ID_PATTERN } from '../receipt/receipt.js';
+import { CHAIN_ID_PATTERN, RECEIPT_ID_PATTERN } from '../receipt/receipt.js';
 import { formatFailure, readReceiptLines, verificationKeys, verifyReceiptFile, type VerifyResult } from '../receipt/verify.js';
 import { dispatch, usageError } from './args.js';
 import type { FileAnchor } from './receipt-export.js';
@@ -203,6 +203,9 @@ async function verifyPg(urlEnv: string, values: VerifyValues, positionals: reado
   if (positionals.length > 0) return usageError(io, 'receipt verify', 'give FILE|DIR or --pg-url-env, not both', VERIFY_HELP);
   if (values.checkpoints !== undefined || values['from-checkpoint'] === true) {
     return usageError(io, 'receipt verify', '--checkpoints and --from-checkpoint are for files, not --pg-url-env', VERIFY_HELP);
+  }
+  if (values.chain !== undefined && !CHAIN_ID_PATTERN.test(values.chain)) {
+    return usageError(io, 'receipt verify', `--chain ${JSON.stringify(values.chain)} is not a chain id (chn- and a ULID, as \`chio db status\` lists them)`, VERIFY_HELP);
   }
   let keys: ReturnType<typeof verificationKeys>;
   try {

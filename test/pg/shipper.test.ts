@@ -337,6 +337,12 @@ describe.skipIf(SKIP_PG)('chio db prune and chio receipt verify --pg-url-env', (
       const noKey = fakeIO(dir, env);
       expect(await main(['receipt', 'verify', '--pg-url-env', 'PG'], noKey)).toBe(2);
       expect(noKey.err).toContain('no public key to verify with');
+      const notAChain = fakeIO(dir, env);
+      expect(await main(['receipt', 'verify', '--pg-url-env', 'PG', '--chain', 'nope', ...keyArgs], notAChain)).toBe(2);
+      expect(notAChain.err).toContain('chio receipt verify: --chain "nope" is not a chain id (chn- and a ULID, as `chio db status` lists them)');
+      const absent = fakeIO(dir, env);
+      expect(await main(['receipt', 'verify', '--pg-url-env', 'PG', '--chain', 'chn-01JD0000000000000000000000', ...keyArgs], absent)).toBe(1);
+      expect(absent.out).toBe(`${schema.url}: OK\nno chain chn-01JD0000000000000000000000 in the store\n`);
       expect(await main(['db', 'prune', '--url-env', 'PG'], fakeIO('/', env))).toBe(2);
     } finally {
       await s.close(0);
