@@ -6,23 +6,25 @@
  * Order (the first failure wins; every one is a DenyError):
  * 1. compact JWS shape and a JSON header (`jwt_svid_invalid`);
  * 2. `alg` on the allow-list RS/ES/PS 256/384/512: never `none`, never HS*
- *    (`jwt_svid_alg_not_allowed`), checked before any key is touched; `typ` JWT or JOSE; no `crit`;
- * 3. `sub` a valid SPIFFE ID (`malformed_spiffe_id`); it selects the trust domain;
+ *    (`jwt_svid_alg_not_allowed`), checked before any key is touched; `typ` JWT or JOSE; no `crit`
+ *    and no header parameter but alg, kid and typ (JWT-SVID §2: `jku`, `jwk`, `x5c`, `cty`, … refused);
+ * 3. `sub` a valid SPIFFE ID with a path (`malformed_spiffe_id`); it selects the trust domain;
  * 4. `kid` looked up in the JWT authorities of THAT trust domain's bundle only
  *    (`jwt_svid_unknown_key`; a key of another trust domain never verifies);
  * 5. the key fits `alg` (RSA ≥ 2048 bits for RS/PS, the curve of ES*), and the signature
  *    verifies (`jwt_svid_invalid`);
  * 6. claims: `exp` required (`jwt_svid_invalid`) and not past beyond the leeway
- *    (`jwt_svid_expired`); `nbf`, if any, not in the future beyond the leeway; `aud` required and
+ *    (`jwt_svid_expired`); `nbf` and `iat`, if any, not in the future beyond the leeway; every
+ *    NumericDate within what a Date can hold; `aud` required and
  *    containing a configured audience exactly, string or array, never a substring
  *    (`jwt_svid_audience_mismatch`).
  *
  * jose is used to decode the header and the payload; the signature is checked with node:crypto
  * because jose's verify functions are asynchronous and the Check path is synchronous. The
- * {@link JwtSvidVerifier} caches steps 1–5 and the audience per (token, bundle generation); the
- * time checks run on every use.
+ * {@link JwtSvidVerifier} caches steps 1–5 and the audience per (token's SHA-256, bundle
+ * generation); the time checks run on every use.
  */
-import { constants, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { constants, hash as oneShotHash, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { base64url, decodeJwt, decodeProtectedHeader } from 'jose';
 import { z } from 'zod';
 import { deny, describe, DenyError } from '../errors.js';
@@ -90,7 +92,12 @@ const invalid = (message: string): DenyError => deny('jwt_svid_invalid', `JWT-SV
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 
-const numericDate = z.number().finite();
+/** ±8.64e12 s: the NumericDates a JavaScript Date can hold (ECMA-262 §21.4.1.1), so every one can be shown as a time. */
+export const MAX_NUMERIC_DATE_SECONDS = 8.64e12;
+const numericDate = z
+  .number()
+  .finite()
+  .refine((v) => Math.abs(v) <= MAX_NUMERIC_DATE_SECONDS, { message: 'out of range' });
 const claimsSchema = z.looseObject({
   sub: z.string().optional(),
   aud: z.union([z.string(), z.array(z.string())]).optional(),
@@ -99,11 +106,13 @@ const claimsSchema = z.looseObject({
   nbf: numericDate.optional(),
 });
 
+/** The header parameters a JWT-SVID may carry (JWT-SVID §2: "Any header not described here … MUST NOT be included"). */
+const HEADER_PARAMETERS: ReadonlySet<string> = new Set(['alg', 'kid', 'typ']);
+
 const headerSchema = z.looseObject({
   alg: z.unknown(),
   kid: z.string().optional(),
   typ: z.string().optional(),
-  crit: z.unknown().optional(),
 });
 
 type Claims = z.infer<typeof claimsSchema>;
@@ -123,6 +132,11 @@ function decodeHeader(token: string): z.infer<typeof headerSchema> {
   }
   const parsed = headerSchema.safeParse(header);
   if (!parsed.success) throw invalid('header is not a JSON object with string kid and typ');
+  if (Object.hasOwn(parsed.data, 'crit')) throw invalid('header has "crit"; no JWS extension is understood');
+  const extra = Object.keys(parsed.data).find((name) => !HEADER_PARAMETERS.has(name));
+  if (extra !== undefined) {
+    throw invalid(`header has ${quoteUntrusted(extra, 32)}; a JWT-SVID header holds only alg, kid and typ (JWT-SVID §2)`);
+  }
   return parsed.data;
 }
 
@@ -135,7 +149,9 @@ function decodeClaims(token: string): Claims {
   }
   const parsed = claimsSchema.safeParse(payload);
   if (!parsed.success) {
-    const at = parsed.error.issues[0]?.path.join('.') ?? '';
+    const issue = parsed.error.issues[0];
+    const at = issue?.path.join('.') ?? '';
+    if (issue?.code === 'custom') throw invalid(`claim ${JSON.stringify(at)} is out of range (a NumericDate within ±${MAX_NUMERIC_DATE_SECONDS} seconds)`);
     throw invalid(`claim ${JSON.stringify(at)} has the wrong type`);
   }
   return parsed.data;
@@ -150,18 +166,21 @@ function checkAlgorithm(header: z.infer<typeof headerSchema>): JwtSvidAlgorithm 
   if (header.typ !== undefined && header.typ !== 'JWT' && header.typ !== 'JOSE') {
     throw invalid(`typ ${quoteUntrusted(header.typ, 32)} must be "JWT" or "JOSE"`);
   }
-  if (header.crit !== undefined) throw invalid('header has "crit"; no JWS extension is understood');
   return alg;
 }
 
 function subjectOf(claims: Claims): SpiffeId {
   if (claims.sub === undefined) throw invalid('has no "sub" claim');
+  let id: SpiffeId;
   try {
-    return SpiffeId.parse(claims.sub);
+    id = SpiffeId.parse(claims.sub);
   } catch (err) {
     if (err instanceof DenyError) throw deny('malformed_spiffe_id', `JWT-SVID sub: ${err.message}`, { cause: err });
     throw err;
   }
+  // JWT-SVID §3.1: sub is the SPIFFE ID of the workload; a bare trust domain names none (as for X509-SVIDs)
+  if (id.path === '') throw deny('malformed_spiffe_id', `JWT-SVID sub ${quoteUntrusted(id.uri, 300)} has no path; a workload's SPIFFE ID must have one`);
+  return id;
 }
 
 function keyFor(bundle: TrustBundle | undefined, td: string, kid: string | undefined): KeyObject {
@@ -194,7 +213,12 @@ function signatureVerifies(alg: JwtSvidAlgorithm, key: KeyObject, token: string)
   const profile = PROFILES[alg];
   const dot = token.lastIndexOf('.');
   const signingInput = Buffer.from(token.slice(0, dot), 'ascii');
-  const signature = Buffer.from(base64url.decode(token.slice(dot + 1)));
+  let signature: Buffer;
+  try {
+    signature = Buffer.from(base64url.decode(token.slice(dot + 1)));
+  } catch {
+    throw invalid('signature is not valid base64url (RFC 7515 §5.2)');
+  }
   switch (profile.family) {
     case 'RS':
       return cryptoVerify(profile.hash, signingInput, { key, padding: constants.RSA_PKCS1_PADDING }, signature);
@@ -265,6 +289,10 @@ export function checkJwtSvidTimes(svid: JwtSvid, nowMs: number, leewaySeconds: n
   if (svid.notBefore !== null && nowMs + leeway < svid.notBefore) {
     throw invalid(`is not valid before ${new Date(svid.notBefore).toISOString()} (nbf, leeway ${leewaySeconds}s)`);
   }
+  // an issue time ahead of the clock would make the evidence look younger than it is (max_evidence_age_seconds)
+  if (svid.issuedAt !== null && nowMs + leeway < svid.issuedAt) {
+    throw invalid(`was issued in the future: iat ${new Date(svid.issuedAt).toISOString()} (leeway ${leewaySeconds}s)`);
+  }
 }
 
 /** The whole validation at `nowMs`, uncached (the CLI's). */
@@ -288,7 +316,7 @@ interface CacheEntry {
 }
 
 /**
- * JWT-SVID validation for the Check path with a bounded LRU per (token, bundle generation):
+ * JWT-SVID validation for the Check path with a bounded LRU per (token's SHA-256, bundle generation):
  * a repeated token costs two Map lookups and the time checks. Entries of expired tokens are
  * dropped when next seen.
  */
@@ -309,17 +337,19 @@ export class JwtSvidVerifier {
 
   /** Throws DenyError. */
   verify(token: string, nowMs: number): JwtSvid {
-    let entry = this.entries.get(token);
+    // keyed by the token's SHA-256, not the token: 10,000 entries of 16 KiB garbage would pin ~160 MiB
+    const key = oneShotHash('sha256', token, 'base64');
+    let entry = this.entries.get(key);
     if (entry !== undefined && !this.fresh(entry, nowMs)) {
-      this.entries.delete(token);
+      this.entries.delete(key);
       entry = undefined;
     }
     if (entry === undefined) {
       entry = this.evaluate(token);
-      if (token.length <= MAX_JWT_SVID_LENGTH) this.remember(token, entry);
+      if (token.length <= MAX_JWT_SVID_LENGTH) this.remember(key, entry);
     } else {
-      this.entries.delete(token);
-      this.entries.set(token, entry);
+      this.entries.delete(key);
+      this.entries.set(key, entry);
     }
     if (entry.outcome instanceof DenyError) throw entry.outcome;
     checkJwtSvidTimes(entry.outcome, nowMs, this.options.leewaySeconds);
@@ -354,8 +384,8 @@ export class JwtSvidVerifier {
     return { trustDomain, bundle, outcome };
   }
 
-  private remember(token: string, entry: CacheEntry): void {
-    this.entries.set(token, entry);
+  private remember(key: string, entry: CacheEntry): void {
+    this.entries.set(key, entry);
     if (this.entries.size > this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (oldest.done !== true) this.entries.delete(oldest.value);

@@ -9,6 +9,7 @@ import { DenyError } from '../../src/errors.js';
 import {
   bearerToken,
   JwtSvidVerifier,
+  MAX_NUMERIC_DATE_SECONDS,
   verifyJwtSvid,
   type JwtSvidOptions,
 } from '../../src/spiffe/jwt-svid.js';
@@ -232,6 +233,54 @@ function rsaToken(key: JwtKeyPair, claims: JWTPayload): string {
   const sig = base64url.encode(nodeSign('sha256', Buffer.from(`${header}.${payload}`), key.privateKey));
   return `${header}.${payload}.${sig}`;
 }
+
+describe('JWT-SVID: review of 2026-11-26 (each failure a specific deny, never a throw)', () => {
+  const b64 = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const verifier = (): JwtSvidVerifier => new JwtSvidVerifier(lookup, OPTIONS);
+  const expectDenyBoth = (token: string, code: string, message: string): void => {
+    expectDeny(token, code, message);
+    const err = denyOf(() => verifier().verify(token, NOW));
+    expect({ code: err.code, message: err.message }).toEqual({ code, message });
+  };
+
+  it('a signature part that is not base64url (length 4n+1) → jwt_svid_invalid, not a TypeError', async () => {
+    const [h, p] = (await sign(keyA)).split('.');
+    expectDenyBoth(`${h}.${p}.AAAAA`, 'jwt_svid_invalid', 'JWT-SVID signature is not valid base64url (RFC 7515 §5.2)');
+    expectDenyBoth(`${h}.${p}.AAAA`, 'jwt_svid_invalid', 'JWT-SVID signature does not verify');
+  });
+
+  it('a NumericDate outside what a Date can hold → jwt_svid_invalid, not a RangeError', async () => {
+    const range = 'is out of range (a NumericDate within ±8640000000000 seconds)';
+    expectDenyBoth(await sign(keyA, { nbf: 1e13 }), 'jwt_svid_invalid', `JWT-SVID claim "nbf" ${range}`);
+    expectDenyBoth(await sign(keyA, { exp: -1e13 }), 'jwt_svid_invalid', `JWT-SVID claim "exp" ${range}`);
+    expectDenyBoth(await sign(keyA, { iat: -1e13 }), 'jwt_svid_invalid', `JWT-SVID claim "iat" ${range}`);
+    expect(verifyJwtSvid(await sign(keyA, { exp: MAX_NUMERIC_DATE_SECONDS }), lookup, OPTIONS, NOW).expiresAt).toBe(8.64e15);
+  });
+
+  it('a sub without a path (a bare trust domain) names no workload → malformed_spiffe_id', async () => {
+    expectDenyBoth(
+      await sign(keyA, { sub: 'spiffe://a.test' }),
+      'malformed_spiffe_id',
+      'JWT-SVID sub "spiffe://a.test" has no path; a workload\'s SPIFFE ID must have one',
+    );
+  });
+
+  it('a header parameter other than alg, kid and typ → jwt_svid_invalid naming it (JWT-SVID §2); crit keeps its own message', async () => {
+    const only = 'a JWT-SVID header holds only alg, kid and typ (JWT-SVID §2)';
+    const jku = await new SignJWT({ sub: 'spiffe://a.test/workload', aud: 'chio', exp: NOW_S + 300 })
+      .setProtectedHeader({ alg: 'ES256', kid: keyA.kid, typ: 'JWT', jku: 'https://evil.example/keys' })
+      .sign(keyA.privateKey);
+    expectDenyBoth(jku, 'jwt_svid_invalid', `JWT-SVID header has "jku"; ${only}`);
+    const [, p, sig] = (await sign(keyA)).split('.');
+    expectDenyBoth(`${b64({ alg: 'ES256', kid: keyA.kid, cty: 'JWT' })}.${p}.${sig}`, 'jwt_svid_invalid', `JWT-SVID header has "cty"; ${only}`);
+    expectDenyBoth(`${b64({ alg: 'ES256', kid: keyA.kid, crit: [] })}.${p}.${sig}`, 'jwt_svid_invalid', 'JWT-SVID header has "crit"; no JWS extension is understood');
+  });
+
+  it('an iat ahead of the clock beyond the leeway → jwt_svid_invalid (it would make the evidence look fresh)', async () => {
+    expectDenyBoth(await sign(keyA, { iat: NOW_S + 31 }), 'jwt_svid_invalid', 'JWT-SVID was issued in the future: iat 2030-06-15T12:00:31.000Z (leeway 30s)');
+    expect(verifyJwtSvid(await sign(keyA, { iat: NOW_S + 30 }), lookup, OPTIONS, NOW).issuedAt).toBe(NOW + 30_000);
+  });
+});
 
 describe('bearerToken', () => {
   it('takes the token of a Bearer authorization value, scheme case-insensitive', () => {
