@@ -6,6 +6,11 @@
  * fallback where watch events do not arrive (network filesystems, some containers). The callback
  * runs when the (inode, size, mtime) of any file differs from the last look; it decides itself
  * whether the content really changed.
+ *
+ * The look a read is compared against must be taken BEFORE the read: a write that lands between a
+ * read and a later look would otherwise be taken as seen and never loaded. So a caller that reads
+ * the files before watching them passes `seen` (a {@link statKeyOf} taken before its read), and one
+ * that re-reads them calls `markSeen()` before reading.
  */
 import { statSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
@@ -19,6 +24,22 @@ export interface FileWatchOptions {
   readonly useFsWatch?: boolean;
   /** a folder could not be watched; the stat fallback still works */
   readonly onWatchError?: (dir: string, err: unknown) => void;
+  /** the look the caller's first read corresponds to ({@link statKeyOf} before it read); default: now */
+  readonly seen?: string;
+}
+
+/** The (inode, size, mtime) of each file, as one comparable string ('missing' for a file that is not there). */
+export function statKeyOf(files: readonly string[]): string {
+  return files
+    .map((f) => {
+      try {
+        const s = statSync(f);
+        return `${s.ino}:${s.size}:${s.mtimeMs}`;
+      } catch {
+        return 'missing';
+      }
+    })
+    .join('|');
 }
 
 export class FileWatch {
@@ -33,7 +54,7 @@ export class FileWatch {
     private readonly onChange: () => void,
     private readonly options: FileWatchOptions = {},
   ) {
-    this.last = this.statKey();
+    this.last = options.seen ?? statKeyOf(files);
     const dirs = options.useFsWatch === false ? [] : new Set(files.map((f) => path.dirname(f)));
     for (const dir of dirs) {
       try {
@@ -48,9 +69,9 @@ export class FileWatch {
     this.poll.unref();
   }
 
-  /** Call after reading the files yourself, so the next look compares against what you read. */
+  /** Call BEFORE reading the files yourself, so the next look compares against what you read. */
   markSeen(): void {
-    this.last = this.statKey();
+    this.last = statKeyOf(this.files);
   }
 
   close(): void {
@@ -69,22 +90,9 @@ export class FileWatch {
 
   private check(): void {
     if (this.closed) return;
-    const now = this.statKey();
+    const now = statKeyOf(this.files);
     if (now === this.last) return;
     this.last = now;
     this.onChange();
-  }
-
-  private statKey(): string {
-    return this.files
-      .map((f) => {
-        try {
-          const s = statSync(f);
-          return `${s.ino}:${s.size}:${s.mtimeMs}`;
-        } catch {
-          return 'missing';
-        }
-      })
-      .join('|');
   }
 }

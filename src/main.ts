@@ -24,7 +24,7 @@ import { ReceiptWriter } from './receipt/writer.js';
 import { json, startAdminServer, type RunningAdminServer, type Route } from './server/admin.js';
 import { startGrpcServer, type RunningGrpcServer } from './server/grpc.js';
 import { startCheckListenerTls } from './server/tls.js';
-import { FileWatch } from './file-watch.js';
+import { FileWatch, statKeyOf } from './file-watch.js';
 import { BundleSet, type BundleSource } from './spiffe/bundle.js';
 import { createBundleSources } from './spiffe/bundle-sources.js';
 import { SvidCache } from './spiffe/x509-svid.js';
@@ -73,6 +73,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
 
   // the policy first: a start that fails on a bad policy leaves no new signing key behind
+  const policySeen = statKeyOf([config.policy]); // before the read: an edit during start-up is still noticed
   let policy = loadPolicyFile(config.policy);
   metrics.policyReloads.inc({ result: 'ok' });
   const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
@@ -203,13 +204,17 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       throw err;
     }
   };
-  const policyWatch = new FileWatch([config.policy], () => {
-    try {
-      reloadPolicy(true);
-    } catch {
-      /* logged and counted by reloadPolicy */
-    }
-  });
+  const policyWatch = new FileWatch(
+    [config.policy],
+    () => {
+      try {
+        reloadPolicy(true);
+      } catch {
+        /* logged and counted by reloadPolicy */
+      }
+    },
+    { seen: policySeen },
+  );
   const routes: Route[] = [
     {
       method: 'GET',

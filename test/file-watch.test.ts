@@ -2,7 +2,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FileWatch } from '../src/file-watch.js';
+import { FileWatch, statKeyOf } from '../src/file-watch.js';
 
 const dirs: string[] = [];
 const watches: FileWatch[] = [];
@@ -68,5 +68,27 @@ describe('FileWatch', () => {
     c.watch.markSeen();
     await new Promise((r) => setTimeout(r, 100));
     expect(c.count()).toBe(0);
+  });
+});
+
+describe('FileWatch: the look a read is compared against is taken before the read', () => {
+  it('`seen` taken before a write that precedes the watch: the write is a change (a start-up read that raced an edit)', async () => {
+    const { file } = setup();
+    const seen = statKeyOf([file]);
+    writeFileSync(file, 'a longer text'); // lands after the caller's read, before it starts watching
+    const c = changes(file, { pollIntervalMs: 20, useFsWatch: false, seen });
+    await until(() => c.count() === 1);
+    // without `seen`, the watch starts from the file as it is now: the same write is not a change
+    const { file: other } = setup();
+    writeFileSync(other, 'a longer text');
+    const d = changes(other, { pollIntervalMs: 20, useFsWatch: false });
+    await new Promise((r) => setTimeout(r, 150));
+    expect(d.count()).toBe(0);
+  });
+
+  it('statKeyOf: inode, size and mtime per file; "missing" for a file that is not there', () => {
+    const { dir, file } = setup();
+    const key = statKeyOf([file, path.join(dir, 'absent.yaml')]);
+    expect(key).toMatch(/^\d+:1:[\d.]+\|missing$/);
   });
 });

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { z } from 'zod';
 import { ChioError, DenyError, describe } from '../errors.js';
-import { FileWatch } from '../file-watch.js';
+import { FileWatch, statKeyOf } from '../file-watch.js';
 import { pathHasSegmentPrefix, SpiffeId, TrustDomain, validatePath } from '../spiffe/id.js';
 import { splitDerCertificates } from '../spiffe/bundle.js';
 import { WorkloadApiStream } from '../spiffe/workload-api.js';
@@ -162,9 +162,11 @@ export interface RunningTlsSource {
 /** Files, watched: a bad new file keeps the last good material. */
 export function startFileTls(files: { certFile: string; keyFile: string; clientCaFile: string }, log: TlsLogger, pollIntervalMs?: number): RunningTlsSource {
   const provider = new PushedCertificateProvider();
+  const watched = [files.certFile, files.keyFile, files.clientCaFile];
+  const seen = statKeyOf(watched); // before the read: a rotation during it is still noticed
   provider.update(readTlsFiles(files));
   const watch = new FileWatch(
-    [files.certFile, files.keyFile, files.clientCaFile],
+    watched,
     () => {
       try {
         provider.update(readTlsFiles(files));
@@ -173,7 +175,7 @@ export function startFileTls(files: { certFile: string; keyFile: string; clientC
         log.error({ err: describe(err) }, 'Check listener TLS files unreadable; keeping the previous certificate');
       }
     },
-    pollIntervalMs === undefined ? {} : { pollIntervalMs },
+    pollIntervalMs === undefined ? { seen } : { pollIntervalMs, seen },
   );
   return { provider, close: () => watch.close() };
 }

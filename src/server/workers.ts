@@ -31,7 +31,7 @@ import type { Logger } from '../check/pipeline.js';
 import { startCapabilities, type RunningCapabilities } from '../capability/service.js';
 import { PACKAGE_ROOT, type Config } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
-import { FileWatch } from '../file-watch.js';
+import { FileWatch, statKeyOf } from '../file-watch.js';
 import { loadOrCreateSeedFile, publicJwk } from '../keys.js';
 import { adminTokenReader, startService, type RunningService } from '../main.js';
 import { loadPolicyFile } from '../policy/load.js';
@@ -189,6 +189,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   // the key once, before the workers race to create it
   const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
   if (created) log.info({ path: config.keys.receipt_signing_seed, kid: key.kid }, 'created a new receipt signing key');
+  const policySeen = statKeyOf([config.policy]); // before the read: an edit during start-up is still noticed
   let policy = loadPolicyFile(config.policy);
   // POST /v1/revocations is answered here: with `revocations: {type: postgres}` it is recorded there,
   // and every worker (each listening on its own connection) enforces it as every replica does
@@ -201,7 +202,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
       log.error({ err: describe(err) }, 'policy reload failed in the primary; keeping the last good policy');
     }
   };
-  const policyWatch = new FileWatch([config.policy], reloadOwnPolicy);
+  const policyWatch = new FileWatch([config.policy], reloadOwnPolicy, { seen: policySeen });
 
   cluster.setupPrimary({
     exec: path.join(PACKAGE_ROOT, 'bin', 'chio.js'),

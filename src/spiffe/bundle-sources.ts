@@ -16,7 +16,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { FileWatch } from '../file-watch.js';
+import { FileWatch, statKeyOf } from '../file-watch.js';
 import { bundleKind, type TrustConfig } from '../config/trust.js';
 import { ChioError, describe } from '../errors.js';
 import {
@@ -98,8 +98,10 @@ export class FileBundleSource implements BundleSource {
   }
 
   async start(): Promise<void> {
+    const seen = statKeyOf(this.files); // before the first read: a write during it is still noticed
     this.reload();
     this.watch = new FileWatch(this.files, () => this.refresh(), {
+      seen,
       pollIntervalMs: this.options.pollIntervalMs,
       debounceMs: this.options.debounceMs,
       onWatchError: (dir, err) =>
@@ -115,9 +117,9 @@ export class FileBundleSource implements BundleSource {
   /** Re-reads now; returns whether the bundle changed. Throws on a bad file (the old bundle stays). */
   reload(): boolean {
     const what = `trust bundle ${this.label} (${this.options.trustDomain})`;
+    this.watch?.markSeen(); // before reading: a write landing after the read is a change still to load
     const text = readText(this.options.file, what);
     const intermediatesText = this.options.intermediatesFile === undefined ? '' : readText(this.options.intermediatesFile, `${what} intermediates`);
-    this.watch?.markSeen();
     const digest = createHash('sha256').update(text).update('\0').update(intermediatesText).digest('hex');
     if (digest === this.lastDigest) return false;
     const content = parseBundleFile(text, this.options.format, this.options.trustDomain, `${what}: ${this.options.file}`);
