@@ -143,6 +143,14 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     await capabilities.close();
     throw err;
   }
+  const sourcesUsed = new Set(config.identity.sources);
+  if (sourcesUsed.has('xfcc') && !sourcesUsed.has('certificate') && !sourcesUsed.has('principal')) {
+    log.warn(
+      { sources: config.identity.sources },
+      'identity.sources has xfcc without certificate or principal: nothing Envoy authenticated corroborates the XFCC element, ' +
+        'and Envoy does not escape the SAN values it writes there (SECURITY.md "XFCC only behind a sanitizing proxy")',
+    );
+  }
   const svidCache = new SvidCache(config.identity.svid_cache_size);
   metrics.sources.svidCacheEntries = () => svidCache.size;
   const jwtSvid = config.identity.jwt_svid;

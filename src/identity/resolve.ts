@@ -146,7 +146,7 @@ export class IdentityResolver {
     if (this.use.has('principal') && input.principal !== null) claims.push(this.principalClaim(input.principal, fromCertificate));
     const xfcc = this.use.has('xfcc') ? input.headers.get(XFCC_HEADER) : undefined;
     if (xfcc !== undefined) {
-      const claim = this.xfccClaim(xfcc, ctx);
+      const claim = this.xfccClaim(xfcc, fromCertificate, ctx);
       if (claim) claims.push(claim);
     }
     const authorization = this.jwt !== null && this.options.jwtSvid ? input.headers.get(this.options.jwtSvid.header) : undefined;
@@ -205,14 +205,23 @@ export class IdentityResolver {
     return { source: 'principal', id, kind: 'uri', tier: 'attested', verifier: ENVOY, svid: null };
   }
 
-  private xfccClaim(header: string, ctx: Context): Claim | null {
+  private xfccClaim(header: string, fromCertificate: Claim | null, ctx: Context): Claim | null {
     const element = trustedXfccElement(header);
+    // the certificate Envoy authenticated (source.certificate) is the one the trusted element must describe
+    const authenticated = fromCertificate?.svid ?? null;
+    if (element.hash !== null && authenticated !== null && element.hash.toLowerCase() !== authenticated.sha256) {
+      throw deny('identity_conflict', 'x-forwarded-client-cert Hash is not the SHA-256 of source.certificate (the peer certificate Envoy authenticated)');
+    }
     const uri = xfccUri(element);
     const leafText = element.cert ?? firstChainCertificate(element.chain);
     if (leafText === null) {
-      return uri === null ? null : { source: 'xfcc', id: uri, kind: 'uri', tier: 'basic', verifier: null, svid: null };
+      if (uri === null) {
+        noXfccUri(element);
+        return null;
+      }
+      return { source: 'xfcc', id: uri, kind: 'uri', tier: 'basic', verifier: null, svid: null };
     }
-    const svid = this.options.svidCache.get(leafText);
+    const svid = xfccLeaf(() => this.options.svidCache.get(leafText));
     if (element.hash !== null && element.hash.toLowerCase() !== svid.sha256) {
       throw deny('malformed_xfcc', 'x-forwarded-client-cert: Hash does not match the SHA-256 of Cert');
     }
@@ -279,6 +288,32 @@ function stronger(a: Claim, b: Claim): boolean {
 }
 
 /** The SPIFFE ID of an XFCC element's URI (empty values ignored), or null. */
+/**
+ * An element that describes a certificate (Envoy always writes `Hash=` for one) but names no URI:
+ * the peer presented a certificate without a URI SAN, which every other source denies. A presented
+ * credential that fails validation is a deny, never "no identity".
+ */
+function noXfccUri(element: XfccElement): void {
+  const dns = element.dns.filter((d) => d !== '');
+  if (dns.length > 0) {
+    throw deny('svid_dns_san_only', `x-forwarded-client-cert element describes a certificate with ${dns.length} DNS SAN(s) but no URI SAN; an X509-SVID has exactly one URI SAN`);
+  }
+  if (element.hash !== null) {
+    throw deny('svid_no_uri_san', 'x-forwarded-client-cert element describes a certificate (Hash) with no URI SAN; an X509-SVID has exactly one URI SAN');
+  }
+}
+
+/** The XFCC Cert's leaf; a fault names the header, not source.certificate (the SvidCache's wording). */
+function xfccLeaf(parse: () => SvidLeaf): SvidLeaf {
+  try {
+    return parse();
+  } catch (err) {
+    if (!(err instanceof DenyError)) throw err;
+    const message = err.message.replace(/^certificate: /, '').replace('source.certificate', 'the value');
+    throw deny(err.code, `x-forwarded-client-cert Cert: ${message}`, { cause: err });
+  }
+}
+
 function xfccUri(element: XfccElement): SpiffeId | null {
   const uris = element.uri.filter((u) => u !== '');
   if (uris.length > 1) {

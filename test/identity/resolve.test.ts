@@ -178,6 +178,33 @@ describe('XFCC source', () => {
     expect(summary(resolver().resolve(xfcc('Subject="CN=x";URI=')))).toEqual({ uri: null, kind: null, tier: 'none', verifier: null, error: null });
   });
 
+  it('an element that describes a certificate without a URI SAN is denied as the other sources deny it (was: no identity)', () => {
+    const sha = leaf.x509.fingerprint256.replace(/:/g, '').toLowerCase();
+    expect(summary(resolver().resolve(xfcc(`By=spiffe://a.test/me;Hash=${sha};Subject="";URI=;DNS=api.a.test`))).error).toBe(
+      'svid_dns_san_only: x-forwarded-client-cert element describes a certificate with 1 DNS SAN(s) but no URI SAN; an X509-SVID has exactly one URI SAN',
+    );
+    expect(summary(resolver().resolve(xfcc(`By=spiffe://a.test/me;Hash=${sha};Subject="CN=x";URI=`))).error).toBe(
+      'svid_no_uri_san: x-forwarded-client-cert element describes a certificate (Hash) with no URI SAN; an X509-SVID has exactly one URI SAN',
+    );
+  });
+
+  it('with source.certificate, the trusted element must describe that certificate (its Hash), or identity_conflict', async () => {
+    const sha = leaf.x509.fingerprint256.replace(/:/g, '').toLowerCase();
+    const other = await issueSvid(root, { uris: ['spiffe://a.test/admin'] });
+    const otherSha = other.x509.fingerprint256.replace(/:/g, '').toLowerCase();
+    const both = (header: string): CheckInput => input({ certificate: leaf.envoyEncoded, headerList: { 'x-forwarded-client-cert': header } });
+    expect(summary(resolver().resolve(both(`By=spiffe://a.test/me;Hash=${sha};URI=${ID}`))).uri).toBe(ID);
+    // a tail spliced in through an unescaped SAN value, naming another workload and carrying its public certificate
+    const spliced = `By=spiffe://a.test/me;Hash=${sha};URI=${ID};DNS=x.a.test,By=spiffe://a.test/me;Hash=${otherSha};Cert="${other.envoyEncoded}";URI=spiffe://a.test/admin`;
+    expect(summary(resolver({ sources: ['certificate', 'xfcc'] }).resolve(both(spliced))).error).toBe(
+      'identity_conflict: x-forwarded-client-cert Hash is not the SHA-256 of source.certificate (the peer certificate Envoy authenticated)',
+    );
+  });
+
+  it("a Cert fault names the header, not source.certificate", () => {
+    expect(summary(resolver().resolve(xfcc('Cert="%E0%A4%A"'))).error).toBe('malformed_certificate: x-forwarded-client-cert Cert: the value has invalid percent-encoding');
+  });
+
   it('is read only when enabled', () => {
     const off = resolver({ sources: ['certificate', 'principal'] });
     expect(off.resolve(xfcc(`URI=${ID}`)).identity).toBeNull();

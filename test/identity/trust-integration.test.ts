@@ -394,3 +394,23 @@ describe('SPIFFE Workload API source through the service', () => {
     expect(svc.log.entries.map((e) => e.msg)).toContain('SPIFFE Workload API stream lost; reconnecting (bundles stay in force)');
   });
 });
+
+describe('start-up warning: xfcc without a source Envoy authenticated', () => {
+  const warnings = async (sources: string): Promise<string[]> => {
+    const svc = await startTestService({ configExtra: `identity: { sources: ${sources} }` });
+    try {
+      return svc.log.entries.filter((e) => e.level === 'warn' && e.msg.startsWith('identity.sources has xfcc')).map((e) => e.msg);
+    } finally {
+      await svc.close();
+    }
+  };
+
+  it('warns for [xfcc] alone, not for [certificate, xfcc] or [principal, xfcc]', async () => {
+    expect(await warnings('[xfcc]')).toEqual([
+      'identity.sources has xfcc without certificate or principal: nothing Envoy authenticated corroborates the XFCC element, ' +
+        'and Envoy does not escape the SAN values it writes there (SECURITY.md "XFCC only behind a sanitizing proxy")',
+    ]);
+    expect(await warnings('[certificate, xfcc]')).toEqual([]);
+    expect(await warnings('[principal, xfcc]')).toEqual([]);
+  });
+});
