@@ -43,7 +43,9 @@ const federationSchema = z.strictObject({
   url: z
     .string()
     .regex(/^https:\/\/[^\s]+$/, 'expected an https:// URL of a SPIFFE bundle endpoint')
-    .refine((s) => URL.canParse(s), 'not a valid URL'),
+    .refine((s) => URL.canParse(s), 'not a valid URL')
+    // SPIFFE Federation §5.2.1.1: the endpoint URL MUST NOT carry userinfo (it would also be logged with every fetch)
+    .refine((s) => !URL.canParse(s) || (new URL(s).username === '' && new URL(s).password === ''), 'must not contain userinfo (user:password@)'),
   profile: z.literal('https_web', { error: (issue) => `unsupported profile ${JSON.stringify(issue.input)}: only "https_web"` }).default('https_web'),
   ca_file: nonEmpty.optional(),
 });

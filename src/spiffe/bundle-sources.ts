@@ -235,9 +235,10 @@ export class FederationBundleSource implements BundleSource {
   }
 }
 
-/** GET an https URL: 200 only, no redirects, bounded size and time. */
+/** GET an https URL: 200 only, no redirects, bounded size and time (the whole exchange, not only each idle gap). */
 function httpsGet(url: string, ca: string | undefined, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
+  let deadline: NodeJS.Timeout | undefined;
+  const fetched = new Promise<string>((resolve, reject) => {
     const req = request(url, { method: 'GET', ...(ca === undefined ? {} : { ca }), timeout: timeoutMs, headers: { accept: 'application/json' } }, (res) => {
       if (res.statusCode !== 200) {
         res.resume();
@@ -257,10 +258,14 @@ function httpsGet(url: string, ca: string | undefined, timeoutMs: number): Promi
       res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
       res.on('error', reject);
     });
+    // `timeout` fires only after timeoutMs of silence: a server trickling a byte at a time would hold
+    // the fetch (and a start-up waiting for it) forever without this deadline on the whole exchange
+    deadline = setTimeout(() => req.destroy(new ChioError('io_error', `GET ${url}: not complete within ${timeoutMs} ms`)), timeoutMs);
     req.on('timeout', () => req.destroy(new ChioError('io_error', `GET ${url}: no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end();
   });
+  return fetched.finally(() => clearTimeout(deadline));
 }
 
 export interface CreateSourcesOptions {

@@ -219,11 +219,18 @@ const jwkSchema = z.looseObject({
 const bundleDocumentSchema = z.looseObject({
   keys: z.array(z.unknown()).max(MAX_BUNDLE_KEYS),
   spiffe_sequence: z.number().int().min(0).optional(),
-  spiffe_refresh_hint: z.number().int().min(0).optional(),
+  // a hint that is not a non-negative integer is ignored (the default interval applies), not a reason to refuse the bundle
+  spiffe_refresh_hint: z.unknown().optional(),
 });
 
 /** Key types a JWT-SVID `alg` can use (JWT-SVID §2.1: RS*, ES*, PS*). */
 const JWT_KEY_TYPES: ReadonlySet<string> = new Set(['RSA', 'EC']);
+/** The key types of RFC 7518 §6.1 and RFC 8037; an element of another type is ignored whole (Bundle §4.2.1). */
+const KNOWN_KEY_TYPES: ReadonlySet<string> = new Set(['RSA', 'EC', 'OKP', 'oct']);
+
+function refreshHint(value: unknown): number | null {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? value : null;
+}
 
 function parseJson(text: string, what: string): unknown {
   if (text.length > MAX_BUNDLE_BYTES) throw invalid(what, `larger than ${MAX_BUNDLE_BYTES} bytes`);
@@ -265,6 +272,10 @@ function parseJwkSet(text: string, trustDomain: string, what: string, defaultUse
   const roots: Buffer[] = [];
   const jwt = new Map<string, KeyObject>();
   doc.keys.forEach((raw, i) => {
+    // RFC 7517 §5 / Bundle §4.2.1: an element that is not a JWK, or of a key type not understood, is ignored
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return;
+    const kty = (raw as { kty?: unknown }).kty;
+    if (typeof kty !== 'string' || !KNOWN_KEY_TYPES.has(kty)) return;
     const entry = jwkSchema.safeParse(raw);
     if (!entry.success) throw invalid(what, `keys[${i}]: ${zodMessage(entry.error)}`);
     const key = entry.data;
@@ -282,7 +293,7 @@ function parseJwkSet(text: string, trustDomain: string, what: string, defaultUse
     jwtAuthorities: jwt,
     intermediates: [],
     sequence: doc.spiffe_sequence ?? null,
-    refreshHintSeconds: doc.spiffe_refresh_hint ?? null,
+    refreshHintSeconds: refreshHint(doc.spiffe_refresh_hint),
   };
 }
 

@@ -12,8 +12,11 @@
  * whole (logged, counted) and the previous set stays.
  *
  * When a stream fails or ends, it is reopened after an exponential backoff with full jitter
- * (reset by the next message); bundles already received keep working meanwhile. `connected`
- * reports 1 while both streams are delivering, 0 otherwise.
+ * (reset by the next message); bundles already received keep working meanwhile, except after
+ * PERMISSION_DENIED: the agent no longer entitles us to them (§5.2.2, §6.2.2: "the client SHOULD
+ * cease using" them), so that stream's bundles are withdrawn until it delivers again. A message
+ * with no bundle (the agent's own trust domain is always in it) or naming a trust domain twice is
+ * refused whole. `connected` reports 1 while both streams are delivering accepted messages.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,7 +109,7 @@ export class WorkloadApiStream {
     private readonly method: WorkloadApiStreamMethod,
     private readonly options: WorkloadApiStreamOptions,
     private readonly onData: (message: unknown) => void,
-    private readonly onLost: (reason: string) => void,
+    private readonly onLost: (reason: string, code: grpc.status | null) => void,
   ) {}
 
   open(): void {
@@ -118,17 +121,17 @@ export class WorkloadApiStream {
     const call = this.client[this.method]({}, metadata);
     this.call = call;
     let finished = false;
-    const finish = (reason: string): void => {
+    const finish = (reason: string, code: grpc.status | null): void => {
       if (finished) return;
       finished = true;
-      this.retry(reason);
+      this.retry(reason, code);
     };
     call.on('data', (message: unknown) => {
       this.attempt = 0;
       this.onData(message);
     });
-    call.on('error', (err: Error) => finish(describe(err)));
-    call.on('end', () => finish('stream ended'));
+    call.on('error', (err: Error) => finish(describe(err), typeof (err as Partial<grpc.ServiceError>).code === 'number' ? (err as grpc.ServiceError).code : null));
+    call.on('end', () => finish('stream ended', null));
   }
 
   close(): void {
@@ -138,12 +141,12 @@ export class WorkloadApiStream {
     this.client?.close();
   }
 
-  private retry(reason: string): void {
+  private retry(reason: string, code: grpc.status | null): void {
     this.call = undefined;
     this.client?.close();
     this.client = undefined;
     if (this.closed) return;
-    this.onLost(reason);
+    this.onLost(reason, code);
     const initial = this.options.initialBackoffMs ?? 250;
     const max = this.options.maxBackoffMs ?? 30_000;
     const bound = Math.min(max, initial * 2 ** Math.min(this.attempt, 30));
@@ -174,7 +177,7 @@ export class WorkloadApiBundleSource implements BundleSource {
     this.label = options.label;
     this.index = set.addSource({ source: options.label, verifier: options.verifier });
     const stream = (kind: StreamKind): WorkloadApiStream =>
-      new WorkloadApiStream(METHODS[kind], options, (m) => this.received(kind, m), (reason) => this.lost(kind, reason));
+      new WorkloadApiStream(METHODS[kind], options, (m) => this.received(kind, m), (reason, code) => this.lost(kind, reason, code));
     this.streams = { x509: stream('x509'), jwt: stream('jwt') };
   }
 
@@ -206,12 +209,12 @@ export class WorkloadApiBundleSource implements BundleSource {
 
   /** A stream message: the complete bundle set of its kind. */
   received(kind: StreamKind, message: unknown): void {
-    this.streams[kind].up = true;
     try {
       const next = this.parse(kind, message);
       if (kind === 'x509') this.x509 = next;
       else this.jwt = next;
       this.publish();
+      this.streams[kind].up = true; // up once a message was accepted, not merely received
       this.hooks.refreshed(this.label, 'ok');
     } catch (err) {
       this.hooks.refreshed(this.label, 'error');
@@ -221,10 +224,24 @@ export class WorkloadApiBundleSource implements BundleSource {
   }
 
   /** A stream failed or ended; it will be reopened. */
-  lost(kind: StreamKind, reason: string): void {
+  lost(kind: StreamKind, reason: string, code: grpc.status | null = null): void {
     const wasUp = this.streams[kind].up;
     this.streams[kind].up = false;
-    if (wasUp) this.hooks.log.warn({ source: this.label, stream: METHODS[kind], reason }, 'SPIFFE Workload API stream lost; reconnecting (bundles stay in force)');
+    if (code === grpc.status.PERMISSION_DENIED) {
+      const held = kind === 'x509' ? (this.x509?.size ?? 0) : this.jwt.size;
+      if (kind === 'x509') this.x509 = this.x509 === null ? null : new Map();
+      else this.jwt = new Map();
+      this.publish();
+      if (held > 0 || wasUp) {
+        this.hooks.refreshed(this.label, 'error');
+        this.hooks.log.error(
+          { source: this.label, stream: METHODS[kind], reason },
+          'SPIFFE Workload API denied the stream (PERMISSION_DENIED); its bundles are withdrawn until it delivers again',
+        );
+      }
+    } else if (wasUp) {
+      this.hooks.log.warn({ source: this.label, stream: METHODS[kind], reason }, 'SPIFFE Workload API stream lost; reconnecting (bundles stay in force)');
+    }
     this.updateConnected();
   }
 
@@ -232,8 +249,12 @@ export class WorkloadApiBundleSource implements BundleSource {
     const parsed = bundlesMessage.safeParse(message);
     if (!parsed.success) throw new TypeError(`malformed ${METHODS[kind]} message`);
     const out = new Map<string, BundleContent>();
-    for (const [key, bytes] of Object.entries(parsed.data.bundles)) {
+    const entries = Object.entries(parsed.data.bundles);
+    // §5.2.2 / §6.2.2: the map holds at least the agent's own trust domain; an empty one is a default-valued message (§4.5)
+    if (entries.length === 0) throw new TypeError(`${METHODS[kind]} message holds no bundle (it must hold at least the agent's own trust domain)`);
+    for (const [key, bytes] of entries) {
       const td = trustDomainName(key, `${METHODS[kind]} bundle key`);
+      if (out.has(td)) throw new TypeError(`${METHODS[kind]} message names trust domain ${td} twice`);
       const what = `${METHODS[kind]} bundle of ${td}`;
       out.set(td, kind === 'x509' ? parseDerBundle(bytes, td, what) : parseJwks(Buffer.from(bytes).toString('utf8'), td, what));
     }

@@ -83,6 +83,9 @@ describe('trust.bundles', () => {
     expect(errorOf('trust:', '  bundles:', '    - { trust_domain: a.test, federation: { url: http://a.test/b }, verifier: v }')).toMatch(
       /trust\.bundles\[0\]\.federation\.url: expected an https:\/\/ URL of a SPIFFE bundle endpoint$/,
     );
+    expect(errorOf('trust:', '  bundles:', '    - { trust_domain: a.test, federation: { url: "https://user:secret@a.test/b" }, verifier: v }')).toMatch(
+      /trust\.bundles\[0\]\.federation\.url: must not contain userinfo \(user:password@\)$/,
+    );
     expect(errorOf('trust:', '  bundles:', '    - { trust_domain: a.test, federation: { url: https://a.test/b, profile: https_spiffe }, verifier: v }')).toMatch(
       /federation\.profile: unsupported profile "https_spiffe": only "https_web"$/,
     );

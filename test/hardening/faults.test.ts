@@ -334,7 +334,7 @@ describe('SPIFFE Workload API socket flapping', () => {
     root = await createRootCa({ trustDomain: 'example.org' });
     svid = await issueSvid(root, { uris: [FRONTEND] });
     agent = new FakeWorkloadApiAgent();
-    agent.setBundles({ x509: new Map([['example.org', [root]]]), jwt: new Map() });
+    agent.setBundles({ x509: new Map([['example.org', [root]]]), jwt: new Map([['example.org', JSON.stringify({ keys: [] })]]) });
     await agent.start();
     svc = await startTestService({
       policy: DEMO_POLICY,

@@ -43,6 +43,7 @@ export class FakeWorkloadApiAgent {
   private readonly open = { x509: new Set<StreamCall>(), jwt: new Set<StreamCall>(), svid: new Set<StreamCall>() };
   private bundles: AgentBundles = { x509: new Map(), jwt: new Map() };
   private svid: AgentSvid | null = null;
+  private refusal: grpc.status | null = null;
 
   constructor() {
     this.dir = mkdtempSync(path.join(tmpdir(), 'chio-agent-'));
@@ -94,6 +95,24 @@ export class FakeWorkloadApiAgent {
     for (const call of this.open.jwt) call.write(this.jwtMessage());
   }
 
+  /**
+   * From now on every bundle stream ends at once with `code` (e.g. PERMISSION_DENIED: the workload is
+   * no longer entitled), the open ones included; null serves again (reconnecting clients get bundles).
+   */
+  refuse(code: grpc.status | null): void {
+    this.refusal = code;
+    if (code === null) return;
+    for (const kind of ['x509', 'jwt'] as const) {
+      for (const call of this.open[kind]) fail(call, code, 'refused by the fake agent');
+      this.open[kind].clear();
+    }
+  }
+
+  /** Sends one raw message on every open stream of `kind` (a malformed or empty message). */
+  push(kind: 'x509' | 'jwt', message: object): void {
+    for (const call of this.open[kind]) call.write(message);
+  }
+
   /** Sets the workload's own X509-SVID (FetchX509SVID) and pushes it to every open stream. */
   setSvid(svid: AgentSvid): void {
     this.svid = svid;
@@ -109,6 +128,10 @@ export class FakeWorkloadApiAgent {
     if (call.metadata.get(SECURITY_HEADER)[0] !== 'true') {
       this.rejectedCalls++;
       fail(call, grpc.status.INVALID_ARGUMENT, 'security header missing from request');
+      return;
+    }
+    if (this.refusal !== null && kind !== 'svid') {
+      fail(call, this.refusal, 'refused by the fake agent');
       return;
     }
     this.accepted[kind]++;

@@ -358,7 +358,7 @@ describe('SPIFFE Workload API source through the service', () => {
     // phase 1: [old] → [old, new]; the old SVID must be allowed throughout
     const phase1 = [load('old', svidOld), load('old', svidOld)];
     await new Promise((r) => setTimeout(r, 50));
-    agent.setBundles({ x509: new Map([['example.org', [rootOld, rootNew]]]), jwt: new Map() });
+    agent.setBundles({ x509: new Map([['example.org', [rootOld, rootNew]]]), jwt: new Map([['example.org', spiffeBundleJson([])]]) });
     await until(async () => (await decide(svc, requestWith(svidNew, FRONTEND))).verdict === 'allow', 'the new root');
     await new Promise((r) => setTimeout(r, 50));
     stop = true;
@@ -367,7 +367,7 @@ describe('SPIFFE Workload API source through the service', () => {
     stop = false;
     const phase2 = [load('new', svidNew), load('new', svidNew)];
     await new Promise((r) => setTimeout(r, 50));
-    agent.setBundles({ x509: new Map([['example.org', [rootNew]]]), jwt: new Map() });
+    agent.setBundles({ x509: new Map([['example.org', [rootNew]]]), jwt: new Map([['example.org', spiffeBundleJson([])]]) });
     await until(async () => (await decide(svc, requestWith(svidOld, FRONTEND))).reason === 'untrusted_svid', 'the old root withdrawn');
     await new Promise((r) => setTimeout(r, 50));
     stop = true;
@@ -385,7 +385,7 @@ describe('SPIFFE Workload API source through the service', () => {
     expect((await decide(svc, requestWith(svidNew, FRONTEND))).verdict).toBe('allow');
     expect((await decide(svc, requestWith(svidOld, FRONTEND))).reason).toBe('untrusted_svid');
 
-    agent.setBundles({ x509: new Map([['example.org', [rootOld]]]), jwt: new Map() });
+    agent.setBundles({ x509: new Map([['example.org', [rootOld]]]), jwt: new Map([['example.org', spiffeBundleJson([])]]) });
     await agent.start();
     await until(async () => metricValue(await metricsText(svc), 'chio_workload_api_connected{source="workload_api#0"}') === 1, 'gauge 1', 15_000);
     expect(agent.accepted.x509).toBeGreaterThan(acceptedBefore);

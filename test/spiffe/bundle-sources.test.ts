@@ -223,6 +223,32 @@ describe('FederationBundleSource (https_web)', () => {
     expect(set.isPending('a.test')).toBe(true);
   });
 
+  it('an endpoint that trickles its answer is cut at the deadline of the whole exchange; start() does not hang', async () => {
+    const server: Server = createServer({ key: tlsKey, cert: tlsCert }, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const drip = setInterval(() => res.write(' '), 50); // never idle for timeoutMs, never done
+      res.on('close', () => clearInterval(drip));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }));
+    const url = `https://localhost:${(server.address() as AddressInfo).port}/bundle`;
+    const hooks = recordingHooks();
+    const source = new FederationBundleSource(
+      new BundleSet(),
+      { label: 'federation#2', verifier: 'v', trustDomain: 'a.test', url, caFile: caFile(webCa), timeoutMs: 400, minRefreshMs: 60_000 },
+      hooks,
+    );
+    cleanups.push(() => source.close());
+    const started = Date.now();
+    await source.start();
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(hooks.refreshes).toEqual(['federation#2:error']);
+    expect(hooks.messages).toEqual(['federation bundle fetch failed; keeping the last good bundle']);
+  });
+
   it('only takes https URLs', () => {
     expect(() => new FederationBundleSource(new BundleSet(), { label: 'f', verifier: 'v', trustDomain: 'a.test', url: 'http://a.test/bundle' })).toThrow(TypeError);
   });

@@ -115,10 +115,21 @@ describe('SPIFFE bundles (JWKS)', () => {
     expect([...parseJwks(doc, 'a.test', 'b').jwtAuthorities.keys()]).toEqual(['plain']);
   });
 
+  it('ignores elements that are not JWKs or of a key type it does not know (Bundle §4.2.1, RFC 7517 §5), and a refresh hint that is not a count of seconds', () => {
+    const doc = (keys: unknown[], extra: object = {}): string => JSON.stringify({ keys, ...extra });
+    const root = { kty: 'EC', use: 'x509-svid', x5c: [rootA.der.toString('base64')] };
+    const content = parseSpiffeBundle(doc([{ ...root, kty: 'FOO-UNKNOWN' }, 7, null, { use: 'x509-svid' }, root]), 'a.test', 'b.json');
+    expect(content.x509Authorities.map((c) => c.sha256)).toEqual([parseCaCertificate(rootA.der).sha256]);
+    for (const hint of [-1, 1e20, 300.5, '300']) {
+      expect(parseSpiffeBundle(doc([root], { spiffe_refresh_hint: hint }), 'a.test', 'b.json').refreshHintSeconds).toBeNull();
+    }
+    expect(parseSpiffeBundle(doc([root], { spiffe_refresh_hint: 300 }), 'a.test', 'b.json').refreshHintSeconds).toBe(300);
+  });
+
   it('rejects malformed documents with the place at fault', () => {
     expectInvalid(() => parseSpiffeBundle('{', 'a.test', 'b.json'), /^b\.json: not valid JSON/);
     expectInvalid(() => parseSpiffeBundle('{"keys":{}}', 'a.test', 'b.json'), 'b.json: not a SPIFFE bundle: keys: Invalid input: expected array, received object');
-    expectInvalid(() => parseSpiffeBundle('{"keys":[{"use":"x509-svid"}]}', 'a.test', 'b.json'), 'b.json: keys[0]: kty: Invalid input: expected string, received undefined');
+    expectInvalid(() => parseSpiffeBundle('{"keys":[{"kty":"EC","use":"x509-svid","x5c":"AAAA"}]}', 'a.test', 'b.json'), 'b.json: keys[0]: x5c: Invalid input: expected array, received string');
     const jwt = ecKeyPair('k');
     const jwk = { ...jwt.publicKey.export({ format: 'jwk' }), use: 'jwt-svid' };
     expectInvalid(() => parseSpiffeBundle(JSON.stringify({ keys: [jwk] }), 'a.test', 'b.json'), 'b.json keys[0]: a jwt-svid key must have a "kid"');

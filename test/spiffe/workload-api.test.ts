@@ -105,7 +105,7 @@ describe('WorkloadApiBundleSource', () => {
   it('applies a rotation pushed mid-stream, and withdraws a trust domain the agent stops sending', async () => {
     const h = await harness();
     const before = h.set.get('a.test')?.generation;
-    h.agent.setBundles({ x509: new Map([['a.test', [rootA, rootA2]]]), jwt: new Map() });
+    h.agent.setBundles({ x509: new Map([['a.test', [rootA, rootA2]]]), jwt: new Map([['a.test', spiffeBundleJson([])]]) });
     await until(() => h.set.get('a.test')?.x509Authorities.length === 2 && h.set.get('a.test')?.jwtAuthorities.size === 0, 'rotation');
     expect(h.set.get('a.test')?.generation).not.toBe(before);
     await until(() => h.set.get('b.test') === undefined, 'b.test withdrawn');
@@ -121,6 +121,60 @@ describe('WorkloadApiBundleSource', () => {
     expect(h.logs).toContain('Workload API bundle update refused; keeping the previous bundles');
   });
 
+  it('PERMISSION_DENIED withdraws the bundles (Workload API §5.2.2: cease using them) until the agent serves again', async () => {
+    const h = await harness();
+    expect(h.set.trustDomains()).toEqual(['a.test', 'b.test']);
+    h.agent.refuse(grpc.status.PERMISSION_DENIED);
+    await until(() => h.set.get('a.test') === undefined && h.set.get('b.test') === undefined, 'bundles withdrawn');
+    expect(h.source.isConnected).toBe(false);
+    expect(h.logs).toContain('SPIFFE Workload API denied the stream (PERMISSION_DENIED); its bundles are withdrawn until it delivers again');
+    expect(h.refreshes).toContain('workload_api#0:error');
+    h.agent.refuse(null);
+    await until(() => h.source.isConnected && h.set.get('a.test')?.x509Authorities.length === 1, 'bundles again');
+    expect([...(h.set.get('a.test')?.jwtAuthorities.keys() ?? [])]).toEqual(['a-jwt-1']);
+  });
+
+  it('a stream that merely fails (UNAVAILABLE) keeps the bundles in force', async () => {
+    const h = await harness();
+    const bundle = h.set.get('a.test');
+    h.agent.refuse(grpc.status.UNAVAILABLE);
+    await until(() => !h.source.isConnected, 'disconnect');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(h.set.get('a.test')).toBe(bundle);
+  });
+
+  it('refuses a message with no bundle, or naming a trust domain twice, and keeps the previous set', async () => {
+    const h = await harness();
+    const good = h.set.get('a.test');
+    h.agent.push('x509', { crl: [], bundles: {} });
+    await until(() => h.refreshes.includes('workload_api#0:error'), 'refused empty');
+    h.agent.push('x509', { crl: [], bundles: { 'spiffe://a.test': rootA.der, 'a.test': rootB.der } });
+    await until(() => h.refreshes.filter((r) => r === 'workload_api#0:error').length === 2, 'refused duplicate');
+    expect(h.set.get('a.test')).toBe(good);
+    expect(h.set.get('b.test')?.x509Authorities).toHaveLength(1);
+  });
+
+  it('is not connected while the agent sends only messages it refuses', async () => {
+    const agent = new FakeWorkloadApiAgent();
+    agent.setBundles({ x509: new Map(), jwt: new Map([['a.test', spiffeBundleJson([])]]) }); // an empty X.509 map: refused
+    await agent.start();
+    const set = new BundleSet();
+    const connected: boolean[] = [];
+    const source = new WorkloadApiBundleSource(set, {
+      label: 'workload_api#0',
+      verifier: 'https://spire.test',
+      address: agent.address,
+      startupTimeoutMs: 300,
+      onConnected: (c) => void connected.push(c),
+    });
+    cleanups.push(async () => {
+      await source.close();
+      await agent.close();
+    });
+    await source.start();
+    expect([source.isConnected, connected, set.trustDomains()]).toEqual([false, [false], []]);
+  });
+
   it('keeps the bundles while the agent is away and reconnects when it comes back', async () => {
     const h = await harness();
     const bundle = h.set.get('a.test');
@@ -131,7 +185,7 @@ describe('WorkloadApiBundleSource', () => {
     await new Promise((r) => setTimeout(r, 150)); // a few failed reconnect attempts
     expect(h.set.get('a.test')).toBe(bundle);
 
-    h.agent.setBundles({ x509: new Map([['a.test', [rootA2]]]), jwt: new Map() });
+    h.agent.setBundles({ x509: new Map([['a.test', [rootA2]]]), jwt: new Map([['a.test', spiffeBundleJson([])]]) });
     await h.agent.start();
     await until(() => h.source.isConnected, 'reconnect');
     expect(h.connected).toEqual([false, true, false, true]);
