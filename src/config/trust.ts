@@ -13,6 +13,9 @@
  *     - { workload_api: unix:///run/spire/sockets/agent.sock, verifier: https://spire.prod.internal }
  *     - { trust_domain: other.example, federation: { url: https://other.example/bundle, profile: https_web,
  *         ca_file: ./web-ca.pem }, verifier: https://other.example/bundle }
+ *     - { trust_domain: peer.example, federation: { url: https://spire.peer.example:8443, profile: https_spiffe,
+ *         endpoint_spiffe_id: spiffe://peer.example/spire/server, endpoint_bundle: ./peer.example.json },
+ *         verifier: https://spire.peer.example }
  *   file_poll_interval_seconds: 5              # stat fallback of the file watchers
  * ```
  *
@@ -23,7 +26,7 @@
  */
 import { z } from 'zod';
 import { DenyError } from '../errors.js';
-import { TrustDomain } from '../spiffe/id.js';
+import { SpiffeId, TrustDomain } from '../spiffe/id.js';
 import { MAX_LEEWAY_SECONDS } from '../spiffe/jwt-svid.js';
 
 const nonEmpty = z.string().min(1);
@@ -39,16 +42,47 @@ const trustDomain = z.string().superRefine((value, ctx) => {
 
 const verifier = z.string().min(1).max(512);
 
-const federationSchema = z.strictObject({
-  url: z
-    .string()
-    .regex(/^https:\/\/[^\s]+$/, 'expected an https:// URL of a SPIFFE bundle endpoint')
-    .refine((s) => URL.canParse(s), 'not a valid URL')
-    // SPIFFE Federation §5.2.1.1: the endpoint URL MUST NOT carry userinfo (it would also be logged with every fetch)
-    .refine((s) => !URL.canParse(s) || (new URL(s).username === '' && new URL(s).password === ''), 'must not contain userinfo (user:password@)'),
-  profile: z.literal('https_web', { error: (issue) => `unsupported profile ${JSON.stringify(issue.input)}: only "https_web"` }).default('https_web'),
-  ca_file: nonEmpty.optional(),
+const spiffeIdWithPath = z.string().superRefine((value, ctx) => {
+  try {
+    if (SpiffeId.parse(value).path === '') ctx.addIssue({ code: 'custom', message: 'the endpoint presents an X509-SVID, whose SPIFFE ID has a path' });
+  } catch (err) {
+    if (!(err instanceof DenyError)) throw err;
+    ctx.addIssue({ code: 'custom', message: err.message });
+  }
 });
+
+/**
+ * SPIFFE Federation §5.2: `https_web` authenticates the endpoint with web PKI (`ca_file`: a private
+ * web CA); `https_spiffe` by the endpoint's X509-SVID, which must be `endpoint_spiffe_id` and chain
+ * to the bundle of that ID's trust domain: for a self-serving endpoint (its ID in the trust domain
+ * fetched) `endpoint_bundle` bootstraps the first fetch, then the latest fetched bundle is used; for
+ * another endpoint, the bundle chio holds for its trust domain (another trust.bundles entry).
+ */
+const federationSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^https:\/\/[^\s]+$/, 'expected an https:// URL of a SPIFFE bundle endpoint')
+      .refine((s) => URL.canParse(s), 'not a valid URL')
+      // SPIFFE Federation §5.2.1.1: the endpoint URL MUST NOT carry userinfo (it would also be logged with every fetch)
+      .refine((s) => !URL.canParse(s) || (new URL(s).username === '' && new URL(s).password === ''), 'must not contain userinfo (user:password@)'),
+    profile: z
+      .enum(['https_web', 'https_spiffe'], { error: (issue) => `unsupported profile ${JSON.stringify(issue.input)}: "https_web" or "https_spiffe"` })
+      .default('https_web'),
+    ca_file: nonEmpty.optional(),
+    endpoint_spiffe_id: spiffeIdWithPath.optional(),
+    endpoint_bundle: nonEmpty.optional(),
+  })
+  .superRefine((f, ctx) => {
+    if (f.profile === 'https_web') {
+      for (const key of ['endpoint_spiffe_id', 'endpoint_bundle'] as const) {
+        if (f[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} is for profile https_spiffe` });
+      }
+      return;
+    }
+    if (f.ca_file !== undefined) ctx.addIssue({ code: 'custom', path: ['ca_file'], message: 'ca_file is for profile https_web (https_spiffe trusts the endpoint trust domain bundle)' });
+    if (f.endpoint_spiffe_id === undefined) ctx.addIssue({ code: 'custom', path: ['endpoint_spiffe_id'], message: 'profile https_spiffe needs the SPIFFE ID of the bundle endpoint server' });
+  });
 
 export const BUNDLE_KINDS = ['pem', 'spiffe_bundle', 'workload_api', 'federation'] as const;
 export type BundleKind = (typeof BUNDLE_KINDS)[number];
@@ -79,6 +113,24 @@ const bundleEntrySchema = z
       }
     } else if (entry.trust_domain === undefined) {
       ctx.addIssue({ code: 'custom', path: ['trust_domain'], message: `a ${kind} source needs trust_domain (bundles are per trust domain)` });
+    }
+    const f = entry.federation;
+    if (f?.profile === 'https_spiffe' && f.endpoint_spiffe_id !== undefined && entry.trust_domain !== undefined) {
+      const selfServing = SpiffeId.parse(f.endpoint_spiffe_id).trustDomain === entry.trust_domain;
+      if (selfServing && f.endpoint_bundle === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['federation', 'endpoint_bundle'],
+          message: `the endpoint is self-serving (its SPIFFE ID is in ${entry.trust_domain}): endpoint_bundle must hold a bundle of ${entry.trust_domain} to authenticate the first fetch`,
+        });
+      }
+      if (!selfServing && f.endpoint_bundle !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['federation', 'endpoint_bundle'],
+          message: `the endpoint's SPIFFE ID is not in ${entry.trust_domain}: it is authenticated with the bundle chio holds for its trust domain (another trust.bundles entry), not endpoint_bundle`,
+        });
+      }
     }
     if (entry.intermediates !== undefined && kind !== 'pem' && kind !== 'spiffe_bundle') {
       ctx.addIssue({ code: 'custom', path: ['intermediates'], message: 'intermediates are only for pem and spiffe_bundle sources' });
@@ -147,7 +199,7 @@ export function resolveTrustPaths(trust: TrustConfig, resolve: (p: string) => st
       pem: opt(b.pem),
       spiffe_bundle: opt(b.spiffe_bundle),
       intermediates: opt(b.intermediates),
-      federation: b.federation === undefined ? undefined : { ...b.federation, ca_file: opt(b.federation.ca_file) },
+      federation: b.federation === undefined ? undefined : { ...b.federation, ca_file: opt(b.federation.ca_file), endpoint_bundle: opt(b.federation.endpoint_bundle) },
     })),
   };
 }

@@ -5,9 +5,13 @@
  *   on the folder, which also sees Kubernetes ConfigMap symlink swaps, plus a periodic stat
  *   fallback). A bad new file keeps the last good bundle, is logged and counted.
  * - {@link FederationBundleSource}: a SPIFFE federation bundle endpoint, profile `https_web`
- *   (SPIFFE Federation §5.2.1 / Bundle §5.2.1 Web PKI; `ca_file` replaces the public roots for a
- *   private web CA), polled at its `spiffe_refresh_hint` bounded to [min, max]. A bundle with a
- *   lower `spiffe_sequence` than the one held is refused (no rollback).
+ *   (SPIFFE Federation §5.2.1 Web PKI; `ca_file` replaces the public roots for a private web CA)
+ *   or `https_spiffe` (§5.2.2: the endpoint's certificate must be an X509-SVID of the configured
+ *   endpoint SPIFFE ID, verified by chio's own X509-SVID rules against the bundle of that ID's trust
+ *   domain: for a self-serving endpoint the bootstrap `endpoint_bundle` until the first fetch, then
+ *   the latest fetched bundle; otherwise the bundle chio holds for that trust domain), polled at its
+ *   `spiffe_refresh_hint` bounded to [min, max]. A bundle with a lower `spiffe_sequence` than the
+ *   one held is refused (no rollback).
  * The SPIFFE Workload API source lives in ./workload-api.ts.
  *
  * Every source registers itself with the set in config order (the first source delivering a
@@ -16,6 +20,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
+import type { PeerCertificate } from 'node:tls';
 import { FileWatch, statKeyOf } from '../file-watch.js';
 import { bundleKind, type TrustConfig } from '../config/trust.js';
 import { ChioError, describe } from '../errors.js';
@@ -26,12 +31,16 @@ import {
   parsePemBundle,
   parseSpiffeBundle,
   pemCertificates,
+  sealBundle,
   NO_HOOKS,
   type BundleContent,
+  type TrustBundle,
   type BundleSet,
   type BundleSource,
   type SourceHooks,
 } from './bundle.js';
+import { verifySvid } from './chain.js';
+import { SpiffeId } from './id.js';
 import { WorkloadApiBundleSource } from './workload-api.js';
 
 function readText(file: string, what: string): string {
@@ -159,6 +168,10 @@ export interface FederationBundleSourceOptions {
   readonly defaultRefreshMs?: number;
   /** request timeout (default 10 s) */
   readonly timeoutMs?: number;
+  /** profile https_spiffe: the endpoint server's SPIFFE ID; for a self-serving endpoint, the bootstrap bundle file */
+  readonly spiffe?: { readonly endpointId: string; readonly bootstrapFile?: string | undefined } | undefined;
+  /** ms since epoch, for the endpoint SVID's validity (default Date.now) */
+  readonly clock?: () => number;
 }
 
 /** A SPIFFE federation bundle endpoint (`https_web`), polled at its refresh hint. */
@@ -169,6 +182,8 @@ export class FederationBundleSource implements BundleSource {
   private closed = false;
   private sequence: number | null = null;
   private digest = '';
+  /** https_spiffe, self-serving: the latest bundle fetched, which authenticates the next fetch */
+  private latest: BundleContent | null = null;
 
   constructor(
     private readonly set: BundleSet,
@@ -223,23 +238,87 @@ export class FederationBundleSource implements BundleSource {
       .update(JSON.stringify([content.sequence, content.x509Authorities.map((a) => a.sha256), [...content.jwtAuthorities.keys()]]))
       .digest('hex');
     this.set.replace(this.index, [content]);
+    this.latest = content;
     if (digest !== this.digest) this.hooks.log.info({ source: this.label, trustDomain: this.options.trustDomain, sequence: content.sequence }, 'federation bundle updated');
     this.digest = digest;
     this.sequence = content.sequence ?? this.sequence;
   }
 
   private async fetchOnce(): Promise<BundleContent> {
-    const ca = this.options.caFile === undefined ? undefined : readText(this.options.caFile, `federation ${this.label} ca_file`);
-    const body = await httpsGet(this.options.url, ca, this.options.timeoutMs ?? 10_000);
+    const timeoutMs = this.options.timeoutMs ?? 10_000;
+    let body: string;
+    if (this.options.spiffe !== undefined) {
+      const { ca, check } = this.spiffeAuthentication(this.options.spiffe);
+      body = await httpsGet(this.options.url, ca, timeoutMs, check);
+    } else {
+      const ca = this.options.caFile === undefined ? undefined : readText(this.options.caFile, `federation ${this.label} ca_file`);
+      body = await httpsGet(this.options.url, ca, timeoutMs);
+    }
     return parseSpiffeBundle(body, this.options.trustDomain, `federation bundle ${this.options.url}`);
+  }
+
+  /** The bundle that authenticates an https_spiffe endpoint now (Federation §5.2.2.4). */
+  private endpointBundle(endpointId: SpiffeId, bootstrapFile: string | undefined): TrustBundle {
+    const td = endpointId.trustDomain;
+    if (td !== this.options.trustDomain) {
+      const held = this.set.get(td);
+      if (held === undefined) throw new ChioError('io_error', `no trust bundle of ${td} to authenticate the bundle endpoint ${endpointId.uri}`);
+      return held;
+    }
+    let content = this.latest;
+    if (content === null) {
+      if (bootstrapFile === undefined) throw new TypeError(`federation ${this.label}: a self-serving https_spiffe endpoint needs a bootstrap bundle`);
+      const what = `federation ${this.label} endpoint_bundle`;
+      content = parseBundleFile(readText(bootstrapFile, what), 'auto', td, `${what}: ${bootstrapFile}`);
+    }
+    return sealBundle(content, { source: this.label, verifier: this.options.verifier }, 0);
+  }
+
+  /** TLS trust for an https_spiffe fetch: the bundle's roots for OpenSSL, then chio's X509-SVID rules and the endpoint ID. */
+  private spiffeAuthentication(spiffe: NonNullable<FederationBundleSourceOptions['spiffe']>): { ca: string; check: ServerCheck } {
+    const endpointId = SpiffeId.parse(spiffe.endpointId);
+    const bundle = this.endpointBundle(endpointId, spiffe.bootstrapFile);
+    if (bundle.x509Authorities.length === 0) throw new ChioError('io_error', `the bundle of ${bundle.trustDomain} has no X.509 root to authenticate ${endpointId.uri}`);
+    const ca = bundle.x509Authorities.map((a) => a.x509.toString()).join('\n');
+    const now = this.options.clock ?? Date.now;
+    const check: ServerCheck = (_host, cert) => {
+      try {
+        const { leaf } = verifySvid(presentedChain(cert), (td) => (td === bundle.trustDomain ? bundle : undefined), now());
+        if (leaf.spiffeId.uri !== endpointId.uri) {
+          return new Error(`the bundle endpoint presented an X509-SVID for ${leaf.spiffeId.uri}, not ${endpointId.uri}`);
+        }
+        return undefined;
+      } catch (err) {
+        return new Error(`the bundle endpoint's certificate is not a valid X509-SVID of ${bundle.trustDomain}: ${describe(err)}`);
+      }
+    };
+    return { ca, check };
   }
 }
 
+/** node:tls `checkServerIdentity`: an Error refuses the server. */
+type ServerCheck = (host: string, cert: PeerCertificate) => Error | undefined;
+
+/** The certificates of a verified TLS peer, leaf first (node gives the chain through `issuerCertificate`). */
+function presentedChain(cert: PeerCertificate): Buffer[] {
+  const out: Buffer[] = [];
+  let at: PeerCertificate | undefined = cert;
+  while (at !== undefined && out.length < 10) {
+    out.push(at.raw);
+    const next: PeerCertificate | undefined = (at as PeerCertificate & { issuerCertificate?: PeerCertificate }).issuerCertificate;
+    if (next === undefined || next === at || next.raw.equals(at.raw)) break;
+    at = next;
+  }
+  return out;
+}
+
 /** GET an https URL: 200 only, no redirects, bounded size and time (the whole exchange, not only each idle gap). */
-function httpsGet(url: string, ca: string | undefined, timeoutMs: number): Promise<string> {
+function httpsGet(url: string, ca: string | undefined, timeoutMs: number, checkServerIdentity?: ServerCheck): Promise<string> {
   let deadline: NodeJS.Timeout | undefined;
   const fetched = new Promise<string>((resolve, reject) => {
-    const req = request(url, { method: 'GET', ...(ca === undefined ? {} : { ca }), timeout: timeoutMs, headers: { accept: 'application/json' } }, (res) => {
+    const tls = { ...(ca === undefined ? {} : { ca }), ...(checkServerIdentity === undefined ? {} : { checkServerIdentity }) };
+    // agent: false: a fresh connection per poll, so each one is authenticated with the trust of that poll (no pooled socket)
+    const req = request(url, { method: 'GET', ...tls, agent: false, timeout: timeoutMs, headers: { accept: 'application/json' } }, (res) => {
       if (res.statusCode !== 200) {
         res.resume();
         reject(new ChioError('io_error', `GET ${url}: HTTP ${res.statusCode ?? '?'}`));
@@ -301,7 +380,17 @@ export function createBundleSources(trust: TrustConfig, set: BundleSet, hooks: S
       case 'federation':
         return new FederationBundleSource(
           set,
-          { label, verifier: entry.verifier, trustDomain, url: entry.federation?.url ?? '', caFile: entry.federation?.ca_file },
+          {
+            label,
+            verifier: entry.verifier,
+            trustDomain,
+            url: entry.federation?.url ?? '',
+            caFile: entry.federation?.ca_file,
+            spiffe:
+              entry.federation?.profile === 'https_spiffe' && entry.federation.endpoint_spiffe_id !== undefined
+                ? { endpointId: entry.federation.endpoint_spiffe_id, bootstrapFile: entry.federation.endpoint_bundle }
+                : undefined,
+          },
           hooks,
         );
       case 'workload_api':

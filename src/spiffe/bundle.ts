@@ -372,6 +372,19 @@ export interface BundleSourceInfo {
   readonly verifier: string;
 }
 
+/** A content as the verifiers see it (a BundleSet seals what it publishes; a source may seal one for its own use). */
+export function sealBundle(content: BundleContent, info: BundleSourceInfo, generation: number): TrustBundle {
+  const notAfters = content.x509Authorities.map((a) => a.notAfter);
+  return Object.freeze({
+    ...content,
+    verifier: info.verifier,
+    source: info.source,
+    generation,
+    x509ExpiresAt: notAfters.length === 0 ? null : Math.max(...notAfters),
+    x509FirstExpiry: notAfters.length === 0 ? null : Math.min(...notAfters),
+  });
+}
+
 export interface BundleChange {
   readonly trustDomain: string;
   /** the bundle now in force, undefined when the trust domain lost its bundle */
@@ -443,15 +456,7 @@ export class BundleSet {
   }
 
   private seal(content: BundleContent, info: BundleSourceInfo): TrustBundle {
-    const notAfters = content.x509Authorities.map((a) => a.notAfter);
-    return Object.freeze({
-      ...content,
-      verifier: info.verifier,
-      source: info.source,
-      generation: ++this.generation,
-      x509ExpiresAt: notAfters.length === 0 ? null : Math.max(...notAfters),
-      x509FirstExpiry: notAfters.length === 0 ? null : Math.min(...notAfters),
-    });
+    return sealBundle(content, info, ++this.generation);
   }
 
   private recompute(td: string): void {

@@ -86,8 +86,8 @@ describe('trust.bundles', () => {
     expect(errorOf('trust:', '  bundles:', '    - { trust_domain: a.test, federation: { url: "https://user:secret@a.test/b" }, verifier: v }')).toMatch(
       /trust\.bundles\[0\]\.federation\.url: must not contain userinfo \(user:password@\)$/,
     );
-    expect(errorOf('trust:', '  bundles:', '    - { trust_domain: a.test, federation: { url: https://a.test/b, profile: https_spiffe }, verifier: v }')).toMatch(
-      /federation\.profile: unsupported profile "https_spiffe": only "https_web"$/,
+    expect(errorOf('trust:', '  bundles:', '    - { trust_domain: a.test, federation: { url: https://a.test/b, profile: https_cert }, verifier: v }')).toMatch(
+      /federation\.profile: unsupported profile "https_cert": "https_web" or "https_spiffe"$/,
     );
     expect(errorOf('trust:', '  bundles:', '    - { workload_api: /run/agent.sock, verifier: v }')).toMatch(/workload_api: expected unix:\/\/\/<absolute socket path>$/);
     expect(errorOf('trust:', '  bundles:', '    - { workload_api: unix:///a.sock, verifier: v, intermediates: i.pem }')).toMatch(
@@ -95,6 +95,42 @@ describe('trust.bundles', () => {
     );
     expect(errorOf('trust:', '  bundles:', '    - { trust_domain: a.test, pem: a.pem }')).toMatch(/trust\.bundles\[0\]\.verifier: /);
     expect(errorOf('trust:', '  bundle: []')).toMatch(/trust\.bundle: unknown key "bundle"$/);
+  });
+});
+
+describe('trust: federation profile https_spiffe', () => {
+  const entry = (federation: string, td = 'a.test'): string[] => ['trust:', '  bundles:', `    - { trust_domain: ${td}, federation: ${federation}, verifier: v }`];
+
+  it('self-serving with a bootstrap bundle, and not self-serving without one; paths resolve against the config folder', () => {
+    const self = load(...entry('{ url: https://spire.a.test/b, profile: https_spiffe, endpoint_spiffe_id: spiffe://a.test/spire/server, endpoint_bundle: ./a.json }'));
+    expect(self.trust.bundles[0]?.federation).toEqual({
+      url: 'https://spire.a.test/b',
+      profile: 'https_spiffe',
+      endpoint_spiffe_id: 'spiffe://a.test/spire/server',
+      endpoint_bundle: '/etc/chio/a.json',
+      ca_file: undefined,
+    });
+    const other = load(...entry('{ url: https://hub.b.test/a, profile: https_spiffe, endpoint_spiffe_id: spiffe://b.test/bundle-server }'));
+    expect(other.trust.bundles[0]?.federation?.endpoint_bundle).toBeUndefined();
+  });
+
+  it('refuses what cannot authenticate the endpoint, naming the key', () => {
+    expect(errorOf(...entry('{ url: https://x/b, profile: https_spiffe }'))).toMatch(
+      /federation\.endpoint_spiffe_id: profile https_spiffe needs the SPIFFE ID of the bundle endpoint server$/,
+    );
+    expect(errorOf(...entry('{ url: https://x/b, profile: https_spiffe, endpoint_spiffe_id: spiffe://a.test/s }'))).toMatch(
+      /federation\.endpoint_bundle: the endpoint is self-serving \(its SPIFFE ID is in a\.test\): endpoint_bundle must hold a bundle of a\.test to authenticate the first fetch$/,
+    );
+    expect(errorOf(...entry('{ url: https://x/b, profile: https_spiffe, endpoint_spiffe_id: spiffe://b.test/s, endpoint_bundle: b.json }'))).toMatch(
+      /federation\.endpoint_bundle: the endpoint's SPIFFE ID is not in a\.test: it is authenticated with the bundle chio holds for its trust domain \(another trust\.bundles entry\), not endpoint_bundle$/,
+    );
+    expect(errorOf(...entry('{ url: https://x/b, profile: https_spiffe, endpoint_spiffe_id: spiffe://a.test }'))).toMatch(
+      /federation\.endpoint_spiffe_id: the endpoint presents an X509-SVID, whose SPIFFE ID has a path$/,
+    );
+    expect(errorOf(...entry('{ url: https://x/b, profile: https_spiffe, endpoint_spiffe_id: spiffe://a.test/s, endpoint_bundle: a.json, ca_file: ca.pem }'))).toMatch(
+      /federation\.ca_file: ca_file is for profile https_web \(https_spiffe trusts the endpoint trust domain bundle\)$/,
+    );
+    expect(errorOf(...entry('{ url: https://x/b, endpoint_spiffe_id: spiffe://a.test/s }'))).toMatch(/federation\.endpoint_spiffe_id: endpoint_spiffe_id is for profile https_spiffe$/);
   });
 });
 
