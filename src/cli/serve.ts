@@ -7,10 +7,11 @@
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { resolveConfig, type Config } from '../config/load.js';
+import path from 'node:path';
+import { parseConfig, resolveConfigSource, type Config } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
 import { startService } from '../main.js';
-import { runWorker, startPrimary, workerIndex } from '../server/workers.js';
+import { runWorker, startPrimary, workerConfigText, workerIndex } from '../server/workers.js';
 import type { Logger } from '../check/pipeline.js';
 import { EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
 
@@ -44,11 +45,23 @@ export const run: Command = async (args, io) => {
     return EXIT_USAGE;
   }
   const worker = workerIndex(io.env);
+  // signals are heard from now on (a worker hears its own in runWorker): a SIGTERM during a start that
+  // takes seconds (workers, a federation fetch) stops the service once it is up, a SIGHUP is ignored
+  const signals = worker === null ? new ServeSignals() : null;
   let service;
   let config;
+  let configText: string | null;
   let log;
   try {
-    config = resolveConfig(values.config, io.env, io.cwd);
+    const inherited = worker === null ? null : workerConfigText(io.env);
+    if (inherited !== null && values.config !== undefined) {
+      // a worker runs the text its primary read, whatever the file holds now
+      const file = path.resolve(io.cwd, values.config);
+      config = parseConfig(inherited, file, path.dirname(file));
+      configText = inherited;
+    } else {
+      ({ config, text: configText } = resolveConfigSource(values.config, io.env, io.cwd));
+    }
     log = pino({
       name: 'chio-authz',
       level: config.log.level,
@@ -57,9 +70,11 @@ export const run: Command = async (args, io) => {
       redact: { paths: ['*.token', '*.authorization', '*.seed', '*.privateKey', '*.password'], censor: '[redacted]' },
     });
     if (worker !== null) return await runWorker(config, worker, log);
-    if (workers > 1) return await runPrimary(config, workers, log, io);
+    if (signals === null) throw new TypeError('serve: no signal handling in the primary');
+    if (workers > 1) return await runPrimary(config, configText, workers, log, io, signals);
     service = await startService(config, { log });
   } catch (err) {
+    signals?.dispose();
     if (err instanceof ChioError) {
       io.stderr(`chio serve: ${err.code}: ${err.message}\n`);
       return EXIT_USAGE;
@@ -67,7 +82,7 @@ export const run: Command = async (args, io) => {
     throw err;
   }
   announce(io, log, config, { grpcPort: service.grpcPort, adminPort: service.adminPort, policyHash: service.policy().hash, kernelKey: service.key.kid });
-  return untilSignal(
+  return signals.until(
     log,
     () => service.close().then(() => true),
     () => {
@@ -88,10 +103,10 @@ function workerCount(text: string | undefined): number | null {
 }
 
 /** `--workers N` with N > 1: the primary (src/server/workers.ts) starts the workers and the admin listener. */
-async function runPrimary(config: Config, workers: number, log: Logger, io: CliIO): Promise<number> {
-  const primary = await startPrimary({ config, workers, log, cwd: io.cwd, env: io.env });
+async function runPrimary(config: Config, configText: string | null, workers: number, log: Logger, io: CliIO, signals: ServeSignals): Promise<number> {
+  const primary = await startPrimary({ config, configText, workers, log, cwd: io.cwd, env: io.env });
   announce(io, log, config, { grpcPort: primary.grpcPort, adminPort: primary.adminPort, policyHash: primary.policy().hash, kernelKey: primary.kernelKey, workers, workerPids: primary.workerPids() });
-  return untilSignal(log, () => primary.close(), () => primary.reload());
+  return signals.until(log, () => primary.close(), () => primary.reload());
 }
 
 /** The `chio-authz ready` log line (the bench and tests read the bound ports from it) and the banner. */
@@ -116,21 +131,50 @@ function announce(
   );
 }
 
-/** Runs until SIGTERM/SIGINT (then `close`; exit 0 when it shut down cleanly); SIGHUP calls `reload`. */
-function untilSignal(log: Logger, close: () => Promise<boolean>, reload: () => void): Promise<number> {
-  return new Promise<number>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, 'shutting down');
-      close().then(
-        (clean) => resolve(clean ? EXIT_OK : 1),
-        (err: unknown) => {
-          log.error({ err: describe(err) }, 'shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', reload);
-  });
+/**
+ * SIGTERM/SIGINT/SIGHUP from the moment `chio serve` runs: before the service is up a stop signal is
+ * held (acted on as soon as it is up) and SIGHUP is ignored, instead of the default action killing a
+ * process that is still starting (a reload sidecar's SIGHUP, a quick rollout's SIGTERM).
+ */
+class ServeSignals {
+  private held: string | null = null;
+  private onStop: ((signal: string) => void) | null = null;
+  private onReload: (() => void) | null = null;
+  private readonly handlers: Array<[NodeJS.Signals, () => void]> = [
+    ['SIGTERM', () => this.stop('SIGTERM')],
+    ['SIGINT', () => this.stop('SIGINT')],
+    ['SIGHUP', () => this.onReload?.()],
+  ];
+
+  constructor() {
+    for (const [signal, handler] of this.handlers) process.on(signal, handler);
+  }
+
+  /** Runs until SIGTERM/SIGINT (then `close`; exit 0 when it shut down cleanly); SIGHUP calls `reload`. */
+  until(log: Logger, close: () => Promise<boolean>, reload: () => void): Promise<number> {
+    return new Promise<number>((resolve) => {
+      this.onReload = reload;
+      this.onStop = (signal) => {
+        this.dispose();
+        log.info({ signal }, 'shutting down');
+        close().then(
+          (clean) => resolve(clean ? EXIT_OK : 1),
+          (err: unknown) => {
+            log.error({ err: describe(err) }, 'shutdown failed');
+            resolve(1);
+          },
+        );
+      };
+      if (this.held !== null) this.onStop(this.held);
+    });
+  }
+
+  dispose(): void {
+    for (const [signal, handler] of this.handlers) process.off(signal, handler);
+  }
+
+  private stop(signal: string): void {
+    if (this.onStop !== null) this.onStop(signal);
+    else this.held ??= signal;
+  }
 }

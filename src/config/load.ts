@@ -29,6 +29,11 @@ export function parseConfig(text: string, file: string, baseDir: string): Config
 }
 
 export function loadConfigFile(file: string): Config {
+  return loadConfigSource(file).config;
+}
+
+/** A config file and the text it was parsed from (what `--workers` hands to its workers). */
+export function loadConfigSource(file: string): { config: Config; text: string } {
   const abs = path.resolve(file);
   let text: string;
   try {
@@ -37,7 +42,7 @@ export function loadConfigFile(file: string): Config {
     const code = (err as NodeJS.ErrnoException).code;
     throw new ChioError(code === 'ENOENT' ? 'file_not_found' : 'io_error', `cannot read config ${abs}: ${code ?? String(err)}`);
   }
-  return parseConfig(text, abs, path.dirname(abs));
+  return { config: parseConfig(text, abs, path.dirname(abs)), text };
 }
 
 /**
@@ -61,9 +66,14 @@ export function embeddedConfig(cwd: string): Config {
 
 /** `--config`, else `CHIO_CONFIG`, else the embedded default. */
 export function resolveConfig(explicit: string | undefined, env: NodeJS.ProcessEnv, cwd: string): Config {
+  return resolveConfigSource(explicit, env, cwd).config;
+}
+
+/** {@link resolveConfig} with the file's text (null for the embedded default). */
+export function resolveConfigSource(explicit: string | undefined, env: NodeJS.ProcessEnv, cwd: string): { config: Config; text: string | null } {
   const file = explicit ?? env['CHIO_CONFIG'];
-  if (file !== undefined && file !== '') return loadConfigFile(path.resolve(cwd, file));
-  return embeddedConfig(cwd);
+  if (file !== undefined && file !== '') return loadConfigSource(path.resolve(cwd, file));
+  return { config: embeddedConfig(cwd), text: null };
 }
 
 function resolvePaths(c: Config): Config {

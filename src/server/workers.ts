@@ -10,15 +10,22 @@
  * - **One chain per worker.** Each worker signs with the same key but writes its own hash chain to
  *   its own files: `receipts.jsonl` becomes `receipts-w1.jsonl`, `receipts-w2.jsonl`, … (every
  *   sink, and the checkpoint log), so no two processes ever write one file and each chain stays
- *   verifiable on its own: `chio receipt verify receipts-w1.jsonl receipts-w2.jsonl …` (or the
- *   folder). A restarted worker continues its own chain.
- * - **One admin listener**, in the primary: `/metrics` aggregates the workers' registries
- *   (prom-client AggregatorRegistry: counters and histograms summed), `/readyz` is ready when
+ *   verifiable on its own: `chio receipt verify receipts-w1.jsonl receipts-w2.jsonl …`. A restarted
+ *   worker continues its own chain.
+ * - **One config.** Workers run the config text the primary read at start (passed in
+ *   {@link WORKER_CONFIG_ENV}), not the file as it is when they (re)start: an edited chio.yaml
+ *   cannot give a restarted worker another key, port or receipt file than its siblings.
+ * - **One admin listener**, in the primary: `/metrics` aggregates the registries of the workers
+ *   that are ready (prom-client `AggregatorRegistry.aggregate`: counters and histograms summed; a
+ *   worker that does not answer within 2 s is left out rather than failing the scrape), `/readyz` is ready when
  *   every worker is, `/v1/keys`, the capability routes, and the receipt query API over every
  *   worker's SQLite store (./worker-receipts.ts).
  * - Signals go to the primary: SIGHUP reloads the policy everywhere, SIGTERM/SIGINT shut every
  *   worker down gracefully (each drains and flushes its receipts), then the primary. A worker that
- *   dies is started again after a second.
+ *   dies is started again after a second; one that fails to start is logged and retried with a
+ *   doubling delay (up to 30 s) until it starts. A worker asked to stop while it is still starting
+ *   stops as soon as it is up; a worker whose primary is gone drains and flushes before it exits
+ *   (node:cluster would otherwise exit it at once).
  *
  * node:cluster rather than worker threads: grpc-js and its HTTP/2 sessions live on one event loop
  * per thread either way, but only processes share a listening socket without a hand-written
@@ -26,7 +33,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
-import { AggregatorRegistry } from 'prom-client';
+import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { Logger } from '../check/pipeline.js';
 import { startCapabilities, type RunningCapabilities } from '../capability/service.js';
 import { PACKAGE_ROOT, type Config } from '../config/load.js';
@@ -45,16 +52,30 @@ import { WorkerReceiptStores, workerReceiptRoutes } from './worker-receipts.js';
 
 /** Set in each worker's environment: its number, 1..N (stable across restarts: it names the worker's files). */
 export const WORKER_INDEX_ENV = 'CHIO_WORKER_INDEX';
+/** Set in each worker's environment: the config text the primary read (base64), when it came from a file. */
+export const WORKER_CONFIG_ENV = 'CHIO_WORKER_CONFIG';
 
 const RESTART_DELAY_MS = 1000;
+const MAX_RESTART_DELAY_MS = 30_000;
+const METRICS_TIMEOUT_MS = 2000;
 
 /** Messages between the primary and its workers (node:cluster IPC). */
-type ToWorker = { type: 'chio:shutdown' } | { type: 'chio:reload' };
-type FromWorker = { type: 'chio:ready'; grpcPort: number } | { type: 'chio:failed'; message: string };
+type ToWorker = { type: 'chio:shutdown' } | { type: 'chio:reload' } | { type: 'chio:metrics'; id: number };
+type FromWorker =
+  | { type: 'chio:ready'; grpcPort: number }
+  | { type: 'chio:failed'; message: string }
+  | { type: 'chio:metrics'; id: number; metrics: MetricJson[] };
+type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
 
 function isFromWorker(m: unknown): m is FromWorker {
   const t = (m as { type?: unknown } | null)?.type;
-  return t === 'chio:ready' || t === 'chio:failed';
+  return t === 'chio:ready' || t === 'chio:failed' || t === 'chio:metrics';
+}
+
+/** The config text a worker runs, from {@link WORKER_CONFIG_ENV}; null when the primary set none. */
+export function workerConfigText(env: NodeJS.ProcessEnv = process.env): string | null {
+  const b64 = env[WORKER_CONFIG_ENV];
+  return b64 === undefined || b64 === '' ? null : Buffer.from(b64, 'base64').toString('utf8');
 }
 
 /** `receipts.jsonl` → `receipts-w2.jsonl` (worker 2's file beside the configured one). */
@@ -96,21 +117,52 @@ export function workerIndex(env: NodeJS.ProcessEnv = process.env): number | null
  */
 export async function runWorker(config: Config, index: number, log: Logger): Promise<number> {
   const send = (m: FromWorker): void => void process.send?.(m);
-  let service: RunningService;
+  // node:cluster exits a worker at once when the IPC channel closes unexpectedly (the primary died):
+  // marking the disconnect as expected lets 'primary gone' below drain and flush the receipts first
+  if (cluster.worker) cluster.worker.exitedAfterDisconnect = true;
+  // every request is heard from the start: one that arrives while the service starts is acted on once it is up
+  let service: RunningService | null = null;
+  let pendingStop: string | null = null;
+  let stop = (why: string): void => void (pendingStop ??= why);
+  process.on('message', (m: ToWorker) => {
+    if (m?.type === 'chio:shutdown') stop('primary asked');
+    else if (m?.type === 'chio:reload') {
+      try {
+        service?.reloadPolicy();
+      } catch {
+        /* logged and counted by reloadPolicy */
+      }
+    } else if (m?.type === 'chio:metrics' && service !== null) {
+      const { id } = m;
+      service.metrics.registry.getMetricsAsJSON().then(
+        (metrics) => send({ type: 'chio:metrics', id, metrics }),
+        () => undefined,
+      );
+    }
+  });
+  // Ctrl-C reaches the whole process group; the primary's request comes too (close() is idempotent)
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => undefined); // the primary forwards reloads
+  process.once('disconnect', () => stop('primary gone'));
+
+  let running: RunningService;
   try {
-    service = await startService(workerConfig(config, index), { log, adminListener: false });
+    running = await startService(workerConfig(config, index), { log, adminListener: false });
   } catch (err) {
     send({ type: 'chio:failed', message: err instanceof ChioError ? `${err.code}: ${err.message}` : describe(err) });
+    // the IPC channel would keep this process alive, and the primary waits for it to exit
+    if (process.connected) process.disconnect();
+    setTimeout(() => process.exit(2), 2000).unref();
     if (err instanceof ChioError) return 2;
     throw err;
   }
-  new AggregatorRegistry(); // answers the primary's metric requests (prom-client cluster support)
-  AggregatorRegistry.setRegistries([service.metrics.registry]);
-  send({ type: 'chio:ready', grpcPort: service.grpcPort });
+  service = running;
+  send({ type: 'chio:ready', grpcPort: running.grpcPort });
 
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (why: string): void => {
+    stop = (why: string): void => {
       if (stopping) return;
       stopping = true;
       log.info({ worker: index, why }, 'worker shutting down');
@@ -118,7 +170,7 @@ export async function runWorker(config: Config, index: number, log: Logger): Pro
         if (process.connected) process.disconnect(); // the IPC channel would keep this process alive
         resolve(code);
       };
-      service.close().then(
+      running.close().then(
         () => done(0),
         (err: unknown) => {
           log.error({ err: describe(err) }, 'worker shutdown failed');
@@ -126,21 +178,7 @@ export async function runWorker(config: Config, index: number, log: Logger): Pro
         },
       );
     };
-    process.on('message', (m: ToWorker) => {
-      if (m?.type === 'chio:shutdown') stop('primary asked');
-      else if (m?.type === 'chio:reload') {
-        try {
-          service.reloadPolicy();
-        } catch {
-          /* logged and counted by reloadPolicy */
-        }
-      }
-    });
-    // Ctrl-C reaches the whole process group; the primary's request comes too (close() is idempotent)
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => undefined); // the primary forwards reloads
-    process.once('disconnect', () => stop('primary gone'));
+    if (pendingStop !== null) stop(pendingStop);
   });
 }
 
@@ -155,6 +193,8 @@ export interface PrimaryOptions {
   /** node flags for the workers (default: this process's) */
   readonly execArgv?: readonly string[];
   readonly env?: NodeJS.ProcessEnv;
+  /** the text `config` was parsed from (null: the embedded default); every worker runs exactly it */
+  readonly configText?: string | null;
 }
 
 export interface RunningPrimary {
@@ -175,6 +215,8 @@ interface Slot {
   worker: Worker | null;
   ready: boolean;
   grpcPort: number | null;
+  /** starts that failed since it was last ready (the restart delay doubles with each) */
+  failures: number;
 }
 
 /**
@@ -186,11 +228,12 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   if (!cluster.isPrimary) throw new TypeError('startPrimary() runs in the cluster primary');
   if (!Number.isSafeInteger(n) || n < 2) throw new TypeError(`startPrimary() needs 2 or more workers, got ${n}`);
 
-  // the key once, before the workers race to create it
-  const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
-  if (created) log.info({ path: config.keys.receipt_signing_seed, kid: key.kid }, 'created a new receipt signing key');
+  // the policy first (a start that fails on a bad policy leaves no new key behind, as in one process),
+  // then the key once, before the workers race to create it
   const policySeen = statKeyOf([config.policy]); // before the read: an edit during start-up is still noticed
   let policy = loadPolicyFile(config.policy);
+  const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
+  if (created) log.info({ path: config.keys.receipt_signing_seed, kid: key.kid }, 'created a new receipt signing key');
   // POST /v1/revocations is answered here: with `revocations: {type: postgres}` it is recorded there,
   // and every worker (each listening on its own connection) enforces it as every replica does
   const shared = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
@@ -210,34 +253,71 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     execArgv: [...(options.execArgv ?? process.execArgv)],
     cwd: options.cwd,
   });
-  const aggregator = new AggregatorRegistry();
-  const slots: Slot[] = Array.from({ length: n }, () => ({ worker: null, ready: false, grpcPort: null }));
+  const slots: Slot[] = Array.from({ length: n }, () => ({ worker: null, ready: false, grpcPort: null, failures: 0 }));
   let stopping = false;
   let startupFailure: ((why: string) => void) | null = null;
+  const metricReplies = new Map<number, (metrics: MetricJson[]) => void>();
+  let metricRequests = 0;
+  const workerEnv = {
+    ...(options.env ?? process.env),
+    ...(options.configText == null ? {} : { [WORKER_CONFIG_ENV]: Buffer.from(options.configText, 'utf8').toString('base64') }),
+  };
 
   const fork = (i: number): void => {
     const slot = slots[i] as Slot;
-    const worker = cluster.fork({ ...(options.env ?? process.env), [WORKER_INDEX_ENV]: String(i + 1) });
+    const worker = cluster.fork({ ...workerEnv, [WORKER_INDEX_ENV]: String(i + 1) });
     slot.worker = worker;
     slot.ready = false;
     worker.on('message', (m: unknown) => {
       if (!isFromWorker(m)) return;
       if (m.type === 'chio:ready') {
         slot.ready = true;
+        slot.failures = 0;
         slot.grpcPort = m.grpcPort;
         readyChanged();
+      } else if (m.type === 'chio:metrics') {
+        metricReplies.get(m.id)?.(m.metrics);
+      } else if (startupFailure !== null) {
+        startupFailure(`worker ${i + 1}: ${m.message}`);
       } else {
-        startupFailure?.(`worker ${i + 1}: ${m.message}`);
+        slot.failures++;
+        log.error({ worker: i + 1, err: m.message }, 'worker failed to start; retrying');
       }
     });
     worker.on('exit', (code, signal) => {
       slot.ready = false;
       if (slot.worker === worker) slot.worker = null;
       if (stopping) return;
-      log.error({ worker: i + 1, code, signal }, 'worker exited; starting it again');
-      if (startupFailure) startupFailure(`worker ${i + 1} exited (code ${code}, signal ${signal}) before it was ready`);
-      else setTimeout(() => !stopping && fork(i), RESTART_DELAY_MS).unref();
+      if (startupFailure) {
+        startupFailure(`worker ${i + 1} exited (code ${code}, signal ${signal}) before it was ready`);
+        return;
+      }
+      const delay = Math.min(MAX_RESTART_DELAY_MS, RESTART_DELAY_MS * 2 ** Math.min(slot.failures, 16));
+      log.error({ worker: i + 1, code, signal, restartInMs: delay }, 'worker exited; starting it again');
+      setTimeout(() => !stopping && fork(i), delay).unref();
     });
+  };
+
+  /** One worker's registry as JSON, or null when it does not answer in time. */
+  const workerMetrics = (worker: Worker): Promise<MetricJson[] | null> =>
+    new Promise((resolve) => {
+      const id = ++metricRequests;
+      const timer = setTimeout(() => {
+        metricReplies.delete(id);
+        resolve(null);
+      }, METRICS_TIMEOUT_MS);
+      metricReplies.set(id, (metrics) => {
+        clearTimeout(timer);
+        metricReplies.delete(id);
+        resolve(metrics);
+      });
+      worker.send({ type: 'chio:metrics', id } satisfies ToWorker);
+    });
+  /** The ready workers' metrics, summed (a worker starting or gone is left out, never a failed scrape). */
+  const clusterMetrics = async (): Promise<Registry> => {
+    const ready = slots.flatMap((s) => (s.ready && s.worker?.isConnected() ? [s.worker] : []));
+    const answers = await Promise.all(ready.map(workerMetrics));
+    return AggregatorRegistry.aggregate(answers.filter((a): a is MetricJson[] => a !== null));
   };
   let readyChanged = (): void => undefined;
 
@@ -291,7 +371,10 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
       method: 'GET',
       path: '/metrics',
       auth: false,
-      handler: async () => ({ status: 200, headers: { 'content-type': aggregator.contentType }, body: await aggregator.clusterMetrics() }),
+      handler: async () => {
+        const registry = await clusterMetrics();
+        return { status: 200, headers: { 'content-type': registry.contentType }, body: await registry.metrics() };
+      },
     },
     { method: 'GET', path: '/healthz', auth: false, handler: () => json(200, { status: 'ok' }) },
     {

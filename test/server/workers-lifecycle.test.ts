@@ -1,0 +1,216 @@
+/**
+ * `chio serve --workers 2` through its lifecycle's awkward moments (the workers review of
+ * 2026-11-26): signals before the service is ready, a worker that cannot start again after it
+ * died, /metrics while a worker is away, a config edited under a running service, and the primary
+ * killed outright. Each case runs its own service (bin/chio.js, node:cluster) in a temp folder.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createCheckClient, type CheckClient } from '../../src/check/client.js';
+import { demoPolicy, fixtureRequest } from '../helpers/service.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const CHIO = path.join(ROOT, 'bin', 'chio.js');
+
+interface Ready {
+  grpc: string;
+  admin: string;
+  kernelKey: string;
+  workerPids: number[];
+}
+
+interface Running {
+  dir: string;
+  child: ChildProcess;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+  /** every log line (JSON) so far */
+  logs: Array<Record<string, unknown>>;
+  ready: Promise<Ready>;
+}
+
+const running: Running[] = [];
+const clients: CheckClient[] = [];
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.close();
+  for (const r of running.splice(0)) {
+    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
+    for (const line of r.logs) {
+      const pids = line['workerPids'];
+      if (Array.isArray(pids)) for (const pid of pids) killQuietly(pid as number);
+    }
+    rmSync(r.dir, { recursive: true, force: true });
+  }
+});
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone */
+  }
+}
+
+function configText(extra = ''): string {
+  return [
+    'schema: chio.config.v1',
+    'listen: { grpc: 127.0.0.1:0, admin: 127.0.0.1:0 }',
+    'policy: ./policy.yaml',
+    'keys: { receipt_signing_seed: ./data/kernel.seed }',
+    'receipts: { sinks: [ { type: jsonl, path: ./data/receipts.jsonl } ]' + extra + ' }',
+    'shutdown: { drain_seconds: 0, deadline_seconds: 5 }',
+    'log: { level: info }',
+    '',
+  ].join('\n');
+}
+
+function serve(opts: { config?: string; dir?: string } = {}): Running {
+  const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), 'chio-workers-life-'));
+  if (opts.dir === undefined) {
+    writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
+    writeFileSync(path.join(dir, 'chio.yaml'), opts.config ?? configText());
+  }
+  const started = Date.now();
+  const child = spawn(process.execPath, [CHIO, 'serve', '--workers', '2', '--config', path.join(dir, 'chio.yaml')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Array<Record<string, unknown>> = [];
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - started })),
+  );
+  const ready = new Promise<Ready>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const obj = JSON.parse(line) as Record<string, unknown>;
+        logs.push(obj);
+        if (obj['msg'] === 'chio-authz ready') resolve(obj as unknown as Ready);
+      } catch {
+        /* not JSON */
+      }
+    });
+    void exit.then((e) => reject(new Error(`exited before ready: ${JSON.stringify(e)}`)));
+  });
+  ready.catch(() => undefined);
+  const r = { dir, child, exit, logs, ready };
+  running.push(r);
+  return r;
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const receiptLines = (dir: string): string[] =>
+  [1, 2].flatMap((i) => {
+    const file = path.join(dir, 'data', `receipts-w${i}.jsonl`);
+    return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [];
+  });
+
+describe('chio serve --workers 2: signals before ready', () => {
+  it('a SIGHUP while starting is ignored and a SIGTERM while starting stops the service once it is up: exit 0, no worker left', async () => {
+    // the primary logs the key it creates in a fresh folder as it starts its workers: the service is not up yet
+    const starting = (r: Running): Promise<true> =>
+      waitFor('the primary to start', () => (r.logs.some((l) => l['msg'] === 'created a new receipt signing key') ? true : undefined));
+    const r = serve();
+    await starting(r);
+    r.child.kill('SIGHUP');
+    const ready = await r.ready; // SIGHUP's default action would have killed it
+    expect(ready.workerPids).toHaveLength(2);
+
+    const r2 = serve();
+    await starting(r2);
+    expect(r2.logs.some((l) => l['msg'] === 'chio-authz ready')).toBe(false);
+    r2.child.kill('SIGTERM');
+    const exit = await r2.exit;
+    expect([exit.code, exit.signal]).toEqual([0, null]);
+    const pids = (await r2.ready.catch(() => null))?.workerPids ?? [];
+    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+  }, 40_000);
+});
+
+describe('chio serve --workers 2: a worker that cannot start again', () => {
+  it('is logged and retried until it starts; /metrics answers meanwhile with the ready worker', async () => {
+    const r = serve();
+    const ready = await r.ready;
+    const admin = (p: string): Promise<Response> => fetch(`http://${ready.admin}${p}`);
+    writeFileSync(path.join(r.dir, 'policy.yaml'), 'rules: [oops\n'); // a bad policy: the restart fails
+    process.kill(ready.workerPids[0] as number, 'SIGKILL');
+    await waitFor('the failed start logged', () => (r.logs.some((l) => l['msg'] === 'worker failed to start; retrying') ? true : undefined));
+    const failed = r.logs.find((l) => l['msg'] === 'worker failed to start; retrying');
+    expect(failed?.['worker']).toBe(1);
+    expect(String(failed?.['err'])).toMatch(/^policy_invalid: /);
+    expect((await admin('/readyz')).status).toBe(503);
+    const metrics = await admin('/metrics');
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toContain('chio_check_duration_seconds_count');
+
+    writeFileSync(path.join(r.dir, 'policy.yaml'), demoPolicy());
+    await waitFor('ready again', async () => ((await admin('/readyz')).status === 200 ? true : undefined), 40_000);
+    r.child.kill('SIGTERM');
+    expect((await r.exit).code).toBe(0);
+  }, 60_000);
+});
+
+describe('chio serve --workers 2: the config the primary read', () => {
+  it('a restarted worker runs the config text the primary started with, not the edited file (same key)', async () => {
+    const r = serve();
+    const ready = await r.ready;
+    writeFileSync(path.join(r.dir, 'chio.yaml'), configText().replace('./data/kernel.seed', './data/other.seed'));
+    process.kill(ready.workerPids[0] as number, 'SIGKILL');
+    const admin = (p: string): Promise<Response> => fetch(`http://${ready.admin}${p}`);
+    await waitFor('readyz 503', async () => ((await admin('/readyz')).status === 503 ? true : undefined));
+    await waitFor('readyz 200', async () => ((await admin('/readyz')).status === 200 ? true : undefined));
+    for (let i = 0; i < 4; i++) clients.push(createCheckClient(ready.grpc, undefined, { 'grpc.use_local_subchannel_pool': 1 }));
+    for (const c of clients) expect((await c.check(fixtureRequest('http-mtls-spiffe-full'))).status?.code ?? 0).toBe(0);
+    expect(existsSync(path.join(r.dir, 'data', 'other.seed'))).toBe(false);
+    const kids = new Set(receiptLines(r.dir).map((l) => (JSON.parse(l) as { kernelKey: string }).kernelKey));
+    expect([...kids]).toEqual([ready.kernelKey]);
+  }, 40_000);
+});
+
+describe('chio serve --workers 2: the primary killed outright', () => {
+  it('its workers drain and flush before they exit: every answered Check has its receipt (relaxed durability)', async () => {
+    const r = serve({ config: configText(', durability: relaxed') });
+    const ready = await r.ready;
+    for (let i = 0; i < 4; i++) clients.push(createCheckClient(ready.grpc, undefined, { 'grpc.use_local_subchannel_pool': 1 }));
+    const answered: string[] = [];
+    let go = true;
+    const request = fixtureRequest('http-mtls-spiffe-full');
+    const load = clients.map(async (c) => {
+      while (go) {
+        try {
+          const res = await c.check(request);
+          const id = res.ok_response?.headers?.find((h) => h.header?.key === 'x-chio-receipt-id')?.header?.value;
+          if (id !== undefined) answered.push(id);
+        } catch {
+          return; // the worker is gone
+        }
+      }
+    });
+    await new Promise((res) => setTimeout(res, 800));
+    r.child.kill('SIGKILL');
+    go = false;
+    await Promise.all(load);
+    await waitFor('the workers to exit', () => (ready.workerPids.every((pid) => !isAlive(pid)) ? true : undefined), 20_000);
+    expect(r.logs.length).toBeGreaterThan(0);
+    const written = new Set(receiptLines(r.dir).map((l) => (JSON.parse(l) as { id: string }).id));
+    expect(answered.length).toBeGreaterThan(50);
+    expect(answered.filter((id) => !written.has(id))).toEqual([]);
+  }, 40_000);
+});
