@@ -262,7 +262,7 @@ export async function anchorForFile(
   const firstSeq = first === null ? 1 : receiptSeqOf(first);
   if (firstSeq === null) return none;
   const log = options.checkpoints ?? path.join(path.dirname(file), defaultCheckpointsFile(file));
-  const live = livePathOf(file) === file;
+  const live = await isLiveFile(file);
   const after = { seq: firstSeq - 1, hash: null };
   const unanchored = (): FileAnchor =>
     firstSeq > 1 && options.fromCheckpoint ? { ...none, after, note: `the file starts at seq ${firstSeq} (--from-checkpoint); the first receipt's prevHash is not checked` } : none;
@@ -300,6 +300,19 @@ function livePathOf(file: string): string {
   const { dir, name, ext } = path.parse(file);
   const m = /^(.+)-[1-9][0-9]*-[1-9][0-9]*$/.exec(name);
   return m ? path.join(dir, `${m[1] as string}${ext}`) : file;
+}
+
+/**
+ * Whether a file is a live receipt file (whose end must reach the latest checkpoint) rather than a
+ * rotated segment. A name shaped like a segment's is not enough (`receipts-2026-11.jsonl` is a live
+ * file with a date in its name, and a live file renamed so must not escape the end check): a
+ * segment holds exactly the seqs its name says.
+ */
+async function isLiveFile(file: string): Promise<boolean> {
+  if (livePathOf(file) === file) return true;
+  const m = /-([1-9][0-9]*)-([1-9][0-9]*)$/.exec(path.parse(file).name);
+  const held = await segmentEnds(file);
+  return !(m !== null && held !== null && held.first === Number(m[1]) && held.last === Number(m[2]));
 }
 
 /**

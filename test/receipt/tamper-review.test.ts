@@ -291,6 +291,26 @@ describe('FILE: the receipts before a file that does not start at seq 1', () => 
   });
 });
 
+describe('FILE: a live file whose name looks like a segment', () => {
+  // `receipts-2026-11.jsonl` was taken for a rotated segment of `receipts.jsonl` (name-seq-seq), so its
+  // end was not held to the latest checkpoint: receipts cut from its end verified (metrics/retention review)
+  it('is held to the latest checkpoint like any live file; a real segment range in the name is not enough without its content', async () => {
+    const dir = path.join(work, 'dated');
+    mkdirSync(dir);
+    writeLines(path.join(dir, 'receipts-2026-11.jsonl'), receipts.slice(0, 8));
+    cpSync(checkpointsFile, path.join(dir, 'checkpoints.jsonl'));
+    const r = await verifyCli(['dated/receipts-2026-11.jsonl', '--seed', 'data/kernel.seed']);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^dated\/receipts-2026-11\.jsonl: FAILED\nreceipt_chain_broken: the receipts seq 9 to (\d+) are missing: the signed checkpoint of treeSize \1 .* covers them, but the log ends at seq 8\n$/);
+    // the live file renamed as the segment it is not (seq 1 to 12 named 1-8): still held to the checkpoint
+    writeLines(path.join(dir, 'receipts-1-12.jsonl'), receipts.slice(0, 8));
+    expect((await verifyCli(['dated/receipts-1-12.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(1);
+    // whole, it verifies
+    writeLines(path.join(dir, 'receipts-2026-11.jsonl'), receipts);
+    expect((await verifyCli(['dated/receipts-2026-11.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(0);
+  });
+});
+
 describe('caught as before: RFC 6962 edge cases and v1/v2 mixing', () => {
   it('proofs of the wrong length, index >= size, a node posing as a leaf, size 0 and 1', async () => {
     const { MerkleTree, leafHash, nodeHash, verifyInclusion, verifyConsistency, EMPTY_ROOT } = await import('../../src/receipt/merkle.js');
