@@ -99,6 +99,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     metrics.receiptSinkErrors.inc({ sink });
     log.error({ sink, err: describe(err) }, 'receipt sink write failed');
   };
+  // error counters exist at 0 from the start, so the first error shows in increase()/rate()
+  for (const sink of sinks) metrics.receiptSinkErrors.inc({ sink: sink.name }, 0);
+  metrics.policyReloads.inc({ result: 'error' }, 0);
   const { primaries, followers, stores } = followTheLog(sinks, { onError: sinkError });
   let audit: AuditTrail;
   try {

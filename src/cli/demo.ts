@@ -10,7 +10,8 @@ import { createCheckClient } from '../check/client.js';
 import type { CheckResponseMessage, RawCheckRequest } from '../check/envoy.js';
 import { describe } from '../errors.js';
 import { publicKeyFromJwk } from '../keys.js';
-import { formatFailure, verificationKeys, verifyReceiptFile } from '../receipt/verify.js';
+import { formatFailure, verificationKeys } from '../receipt/verify.js';
+import { verifyAnchoredFile } from './receipt-export.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type Command } from './io.js';
 
 const HELP = `usage: chio demo [--target HOST:PORT] [--admin HOST:PORT] [--receipts FILE]
@@ -84,11 +85,13 @@ export const run: Command = async (args, io) => {
   const admin = values.admin ?? '127.0.0.1:9192';
   try {
     const jwks = (await (await fetch(`http://${admin}/v1/keys`)).json()) as { keys: unknown[] };
-    const result = await verifyReceiptFile(receiptsFile, verificationKeys(jwks.keys.map((k) => publicKeyFromJwk(k))));
+    // as `chio receipt verify` does: a file that starts after seq 1 (retention, rotation) is anchored by the checkpoints
+    const keys = verificationKeys(jwks.keys.map((k) => publicKeyFromJwk(k)));
+    const { result, failure } = await verifyAnchoredFile(receiptsFile, { checkpoints: undefined, fromCheckpoint: false }, keys);
     io.stdout(
-      result.ok
+      failure === null && result?.ok === true
         ? `\nchain verified offline: ${result.receipts} receipt(s), every signature and prevHash link checks out\n`
-        : `\nchain verification FAILED: ${result.firstFailure ? formatFailure(result.firstFailure) : 'unknown'}\n`,
+        : `\nchain verification FAILED: ${failure ?? (result?.firstFailure ? formatFailure(result.firstFailure) : 'unknown')}\n`,
     );
   } catch (err) {
     io.stdout(`\n(could not fetch http://${admin}/v1/keys to verify the chain: ${describe(err)})\n`);

@@ -22,7 +22,7 @@ import type { MerkleFrontier } from '../receipt/merkle.js';
 import { parseRfc3339 } from '../receipt/query.js';
 import { chainHashOf } from '../receipt/receipt.js';
 import { JsonlReceiptFiles, firstLine, listSegments, receiptSeqOf } from '../receipt/retention.js';
-import type { ChainStart, VerificationKeys } from '../receipt/verify.js';
+import { verifyReceiptFile, type ChainStart, type VerificationKeys, type VerifyResult } from '../receipt/verify.js';
 import { usageError } from './args.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
 import { keysOfJwksFile } from './receipt.js';
@@ -403,6 +403,23 @@ function logFailure(log: string, f: CheckpointLogFailure): string {
  * otherwise verify as a shorter chain. A segment's end is the next file's start: not checked here.
  * Null when the end is accounted for (or there is no checkpoint log); else the failure.
  */
+/**
+ * `chio receipt verify FILE` without the output: the receipts before the file accounted for (its
+ * anchor), the chain verified, and its end held to the latest checkpoint. `failure` is a checkpoint
+ * or retention failure (then `result` is null when it came before the chain was read).
+ */
+export async function verifyAnchoredFile(
+  file: string,
+  options: { readonly checkpoints: string | undefined; readonly fromCheckpoint: boolean },
+  keys: VerificationKeys,
+): Promise<{ anchor: FileAnchor; result: VerifyResult | null; failure: string | null }> {
+  const anchor = await anchorForFile(file, options, keys);
+  if (anchor.failure !== null) return { anchor, result: null, failure: anchor.failure };
+  const result = await verifyReceiptFile(file, keys, { after: anchor.after });
+  const end = result.ok ? await missingAtEnd(file, anchor, result.head?.seq ?? null) : null;
+  return { anchor, result, failure: end };
+}
+
 export async function missingAtEnd(file: string, anchor: FileAnchor, lastSeq: number | null): Promise<string | null> {
   if (anchor.end === null) return null;
   const { log, facts } = anchor.end;

@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { ChioError, describe } from '../errors.js';
 import { loadSeedFile, parsePublicKey, publicKeyFromJwk, type PublicKeyInfo } from '../keys.js';
 import { CHAIN_ID_PATTERN, RECEIPT_ID_PATTERN } from '../receipt/receipt.js';
-import { formatFailure, readReceiptLines, verificationKeys, verifyReceiptFile, type VerifyResult } from '../receipt/verify.js';
+import { formatFailure, readReceiptLines, verificationKeys, type VerifyResult } from '../receipt/verify.js';
 import { dispatch, usageError } from './args.js';
 import type { FileAnchor } from './receipt-export.js';
 import { findStoredReceipt, listReceipts } from './receipt-list.js';
@@ -169,17 +169,14 @@ async function verify(args: string[], io: CliIO): Promise<number> {
     const audit = await import('./receipt-export.js');
     if (bundle) return await audit.verifyBundleCommand(target, file, keys.size === 0 ? null : keys, { json: values.json === true, openEnds: values['open-ends'] === true }, io);
     const checkpoints = values.checkpoints === undefined ? undefined : path.resolve(io.cwd, values.checkpoints);
-    anchor = await audit.anchorForFile(target, { checkpoints, fromCheckpoint: values['from-checkpoint'] === true }, keys);
-    if (anchor.failure !== null) {
-      io.stdout(values.json ? `${JSON.stringify({ ok: false, receipts: 0, checkpointFailure: anchor.failure })}\n` : `${file}: FAILED\n${anchor.failure}\n`);
+    const verified = await audit.verifyAnchoredFile(target, { checkpoints, fromCheckpoint: values['from-checkpoint'] === true }, keys);
+    if (verified.failure !== null) {
+      const receipts = verified.result?.receipts ?? 0;
+      io.stdout(values.json ? `${JSON.stringify({ ok: false, receipts, checkpointFailure: verified.failure })}\n` : `${file}: FAILED\n${verified.failure}\n`);
       return EXIT_CHECK_FAILED;
     }
-    result = await verifyReceiptFile(target, keys, { after: anchor.after });
-    const end = result.ok ? await audit.missingAtEnd(target, anchor, result.head?.seq ?? null) : null;
-    if (end !== null) {
-      io.stdout(values.json ? `${JSON.stringify({ ok: false, receipts: result.receipts, checkpointFailure: end })}\n` : `${file}: FAILED\n${end}\n`);
-      return EXIT_CHECK_FAILED;
-    }
+    anchor = verified.anchor;
+    result = verified.result as VerifyResult;
   } catch (err) {
     return inputError(io, 'verify', err);
   }

@@ -556,7 +556,9 @@ export class Retention {
 
   /** A checkpoint was written: prune if it is time. */
   afterCheckpoint(): void {
-    if (this.#running !== null || this.#o.clock() - this.#lastRun < this.#o.config.check_every) return;
+    // a clock stepped back past the last run (a correction after a jump ahead) does not hold pruning off
+    const elapsed = this.#o.clock() - this.#lastRun;
+    if (this.#running !== null || (elapsed >= 0 && elapsed < this.#o.config.check_every)) return;
     void this.pruneNow();
   }
 

@@ -64,7 +64,7 @@ describe('receipts.on_failure: deny (the default)', () => {
     expect(durable.status.code).toBe(0);
     expect(receiptIdOf(durable)).toMatch(/^rct-/);
     await untilSinkErrors(svc, 1);
-    expect(await sinkErrors(svc)).toEqual({ sqlite: 1 });
+    expect(await sinkErrors(svc)).toEqual({ jsonl: 0, sqlite: 1 });
 
     const denied = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     expect(denied.status).toMatchObject({ code: 7, message: 'receipt_unavailable' });
@@ -74,7 +74,7 @@ describe('receipts.on_failure: deny (the default)', () => {
     expect(receiptIdOf(denied)).toBeNull();
     expect(JSON.parse(denied.denied_response?.body ?? '')).toEqual({ verdict: 'deny', reason: 'receipt_unavailable', receiptId: null });
     // the allow's batch and the deny's batch each retried the store's queue first, and failed
-    expect(await sinkErrors(svc)).toEqual({ sqlite: 3 });
+    expect(await sinkErrors(svc)).toEqual({ jsonl: 0, sqlite: 3 });
     expect(errorMessages(svc)).toEqual([
       'receipt sink write failed',
       'receipt sink write failed',
@@ -107,7 +107,7 @@ describe('receipts.on_failure: allow', () => {
     expect(allowed.status.code).toBe(0);
     expect(allowed.ok_response).toBeDefined();
     expect(receiptIdOf(allowed)).toBeNull();
-    expect(await sinkErrors(svc)).toEqual({ sqlite: 2 });
+    expect(await sinkErrors(svc)).toEqual({ jsonl: 0, sqlite: 2 });
     expect(errorMessages(svc)).toEqual(['receipt sink write failed', 'receipt sink write failed', 'receipt not durable; answering without it (receipts.on_failure)']);
     const metrics = await (await fetch(`${svc.adminUrl}/metrics`)).text();
     expect(metrics).toContain('chio_receipt_sink_errors_total{sink="sqlite"} 2');

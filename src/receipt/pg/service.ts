@@ -194,6 +194,7 @@ export async function openCentralReceipts(
 ): Promise<CentralReceipts | null> {
   if (config === null) return null;
   const sink = { sink: 'postgres' } as const;
+  metrics.receiptSinkErrors.inc(sink, 0); // exists at 0, so the first shipping error shows in increase()
   return CentralReceipts.open({
     config,
     env,
