@@ -275,6 +275,8 @@ export class SegmentedJsonlSink extends JsonlSink implements ReceiptSource {
   #liveBytes = 0;
   /** rotate before the next write if the live file then ends at this seq */
   #rotateAt: number | null = null;
+  /** a rotation closed the file and could not open the live one again: the next write tries first */
+  #reopenPending = false;
 
   constructor(livePath: string, options: SegmentedJsonlSinkOptions = {}) {
     super(livePath, options);
@@ -302,6 +304,7 @@ export class SegmentedJsonlSink extends JsonlSink implements ReceiptSource {
   }
 
   override async write(batch: readonly SealedReceipt[], durable: boolean): Promise<void> {
+    if (this.#reopenPending) await this.#reopen();
     if (this.#rotateAt !== null && this.#rotateAt === this.#head?.seq && this.#liveFirst !== null) await this.#rotate();
     await super.write(batch, durable);
     const first = batch[0];
@@ -314,6 +317,7 @@ export class SegmentedJsonlSink extends JsonlSink implements ReceiptSource {
 
   /** Rewinding to the end of the newest segment empties the live file. */
   override async rewind(head: ChainHead | null): Promise<void> {
+    if (this.#reopenPending) await this.#reopen();
     const toSegmentEnd = head !== null && head.seq === this.#segmentEnd?.seq && head.hash === this.#segmentEnd.hash;
     await super.rewind(toSegmentEnd ? null : head);
     this.#head = head;
@@ -368,11 +372,28 @@ export class SegmentedJsonlSink extends JsonlSink implements ReceiptSource {
     } catch (err) {
       this.#options.onRotationError?.(err);
     }
-    await super.open(); // a new, empty live file (or the old one again)
-    if (!rotated) return;
-    this.#segmentEnd = head;
-    this.#liveFirst = null;
-    this.#liveBytes = 0;
+    if (rotated) {
+      this.#segmentEnd = head;
+      this.#liveFirst = null;
+      this.#liveBytes = 0;
+    }
+    await this.#reopen(); // a new, empty live file (or the old one again)
+  }
+
+  /**
+   * Opens the live file again after a rotation closed it. When that fails (ENOSPC creating the new
+   * file, say) this write fails, and every later write tries again first: the sink is not left
+   * closed until a restart (every allow would be a deny receipt_unavailable).
+   */
+  async #reopen(): Promise<void> {
+    try {
+      await super.open();
+      this.#reopenPending = false;
+    } catch (err) {
+      this.#reopenPending = true;
+      this.#options.onRotationError?.(err);
+      throw err;
+    }
   }
 }
 

@@ -6,7 +6,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, wri
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { anchorForFile } from '../../src/cli/receipt-export.js';
 import { keyFromSeed, type SigningKey } from '../../src/keys.js';
 import { verifyBundle, type BundleVerifyResult } from '../../src/receipt/bundle-verify.js';
@@ -21,6 +21,7 @@ import {
   pruneReceipts,
   receiptSeqOf,
 } from '../../src/receipt/retention.js';
+import { JsonlSink } from '../../src/receipt/sinks/jsonl.js';
 import { verificationKeys, verifyReceiptFile } from '../../src/receipt/verify.js';
 import { fixtureRequest, startTestService, type TestService } from '../helpers/service.js';
 import { CHAIN, KEY, T0, sealedReceipts } from './helpers.js';
@@ -554,6 +555,29 @@ describe('JSONL segments', () => {
     expect(lines(live)).toEqual(sealed.slice(4).map((s) => s.jcs));
     expect(await new SegmentedJsonlSink(live).pruneThrough(3)).toBe(0);
     expect(await new SegmentedJsonlSink(live).pruneThrough(4)).toBe(4);
+  });
+
+  it('a rotation whose new live file cannot be created fails that write only: the next write opens it and goes on (was: the sink stayed closed)', async () => {
+    const dir = mkdtempSync(path.join(work, 'rotate-reopen-'));
+    const live = path.join(dir, 'receipts.jsonl');
+    const sealed = sealedReceipts(6);
+    const errors: string[] = [];
+    const sink = new SegmentedJsonlSink(live, { segmentMaxBytes: 1, onRotationError: (err) => void errors.push(String((err as Error).message)) });
+    await sink.open();
+    await sink.write(sealed.slice(0, 2), true);
+    sink.rotateAt(2);
+    const open = vi.spyOn(JsonlSink.prototype, 'open').mockRejectedValueOnce(new Error('ENOSPC: no space left on device'));
+    try {
+      await expect(sink.write(sealed.slice(2, 4), true)).rejects.toThrow('ENOSPC: no space left on device');
+      expect(errors).toEqual(['ENOSPC: no space left on device']);
+      await sink.write(sealed.slice(2, 4), true); // space again: the retry opens the live file first
+      await sink.write(sealed.slice(4, 6), true);
+    } finally {
+      open.mockRestore();
+      await sink.close();
+    }
+    expect((await listSegments(live)).map((s) => path.basename(s.path))).toEqual(['receipts-1-2.jsonl']);
+    expect(lines(live)).toEqual(sealed.slice(2).map((s) => s.jcs));
   });
 
   it('finds the newest checkpoint at or before a time by binary search, as a linear scan would', async () => {
