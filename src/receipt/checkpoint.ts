@@ -402,9 +402,19 @@ export interface CheckpointerOptions {
   readonly onWritten?: (checkpoint: SignedCheckpoint) => void;
 }
 
+/** How long a checkpoint the timer made due waits for the next committed batch before it is decided anyway (idle). */
+const DUE_IDLE_MS = 50;
+
 /**
  * Keeps the frontier of the receipt tree, decides checkpoints (every N receipts, every T seconds,
  * at close) and writes them one at a time. Feed it every committed batch with `committed()`.
+ *
+ * Every decision is taken between batches: in `committed()` (the writer's hook after a batch is in
+ * every sink) or, for the timer, at the next committed batch (after {@link DUE_IDLE_MS} without one:
+ * then nothing is being written). So a checkpoint's treeSize is where the receipt files end when it
+ * is decided, which is where a JSONL sink can start a new segment (`onDecided`): a timer firing
+ * while a batch was being written decided an older size, the files had moved on, and no segment
+ * was ever cut at a timer checkpoint (retention then had nothing to prune).
  */
 export class Checkpointer {
   readonly #options: CheckpointerOptions;
@@ -424,6 +434,9 @@ export class Checkpointer {
   #broken: Error | null = null;
   /** the last write failed: retry on the timer (or at close), not on every batch */
   #failed = false;
+  /** the timer fired with receipts waiting: decide at the next committed batch */
+  #due = false;
+  #dueIdle: NodeJS.Timeout | null = null;
   #closed = false;
 
   private constructor(options: CheckpointerOptions, fh: FileHandle, fileSize: number, latest: SignedCheckpoint | null, frontier: MerkleFrontier) {
@@ -480,7 +493,7 @@ export class Checkpointer {
       this.#frontier.append(sealed.leaf);
     }
     if (!durable) this.#unsynced = true;
-    if (!this.#failed && this.#frontier.size - this.#decided >= this.#options.everyReceipts) void this.#decide();
+    if (this.#due || (!this.#failed && this.#frontier.size - this.#decided >= this.#options.everyReceipts)) void this.#decide();
   }
 
   /** Checkpoints the receipts not covered yet (if any) and resolves with the latest checkpoint. */
@@ -493,6 +506,7 @@ export class Checkpointer {
   async close(): Promise<void> {
     if (this.#closed) return;
     if (this.#timer !== null) clearInterval(this.#timer);
+    if (this.#dueIdle !== null) clearTimeout(this.#dueIdle);
     await this.#decide();
     this.#closed = true;
     await this.#fh.close();
@@ -501,13 +515,20 @@ export class Checkpointer {
   #startTimer(): void {
     this.#timer = setInterval(() => {
       this.#failed = false;
-      if (this.#frontier.size > this.#decided) void this.#decide();
+      if (this.#frontier.size <= this.#decided || this.#due) return;
+      this.#due = true;
+      this.#dueIdle = setTimeout(() => {
+        this.#dueIdle = null;
+        if (this.#due) void this.#decide();
+      }, DUE_IDLE_MS);
+      this.#dueIdle.unref();
     }, this.#options.everySeconds * 1000);
     this.#timer.unref();
   }
 
   /** Snapshots the tree now (synchronously) and queues the checkpoint's signing and writing. */
   #decide(): Promise<unknown> {
+    this.#due = false;
     const size = this.#frontier.size;
     if (this.#broken !== null || this.#closed || size === 0 || size <= this.#decided) return this.#queue;
     this.#decided = size;

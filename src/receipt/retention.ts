@@ -447,8 +447,17 @@ export async function pruneReceipts(o: PruneOptions): Promise<PruneResult> {
   const { treeSize, rootHash } = checkpoint.checkpoint;
   const anchorPath = checkpointStatePaths(o.checkpointsPath).anchor;
   const anchor = (await readFrontierFile(anchorPath)) ?? new MerkleFrontier();
-  let through = treeSize;
-  for (const target of o.targets) through = Math.min(through, (await target.prunableThrough?.(treeSize)) ?? treeSize);
+  const prunable = async (seq: number): Promise<number> => {
+    let at = seq;
+    for (const target of o.targets) at = Math.min(at, (await target.prunableThrough?.(seq)) ?? seq);
+    return at;
+  };
+  let through = await prunable(treeSize);
+  // the anchor must be a signed checkpoint's tree (receipt verify checks it against one): a segment
+  // cut where the checkpoint then failed to be written is not a place to prune through; an earlier one is
+  while (through > anchor.size && through !== treeSize && (await checkpointOfSize(o.checkpointsPath, through)) === null) {
+    through = await prunable(through - 1);
+  }
   if (through <= anchor.size) return { through: null, deleted: 0 };
   const { atBoundary, atCheckpoint } = await advanceFrontier(anchor, o.source, through, treeSize);
   if (hashRef(atCheckpoint.root()) !== rootHash) {
@@ -488,6 +497,17 @@ async function advanceFrontier(
  * byte offsets (checkpoints are appended in time order), so a long log costs O(log n) reads.
  */
 export async function newestCheckpointAtOrBefore(file: string, cutoff: number): Promise<SignedCheckpoint | null> {
+  return newestCheckpointWhere(file, (c) => Date.parse(c.checkpoint.timestamp) <= cutoff);
+}
+
+/** The checkpoint of exactly `treeSize` receipts in the log, or null (tree sizes grow along the log: a binary search too). */
+export async function checkpointOfSize(file: string, treeSize: number): Promise<SignedCheckpoint | null> {
+  const found = await newestCheckpointWhere(file, (c) => c.checkpoint.treeSize <= treeSize);
+  return found?.checkpoint.treeSize === treeSize ? found : null;
+}
+
+/** The last checkpoint of the log for which `before` holds, `before` being true for a prefix of the log. */
+async function newestCheckpointWhere(file: string, before: (c: SignedCheckpoint) => boolean): Promise<SignedCheckpoint | null> {
   let fh: Handle;
   try {
     fh = await open(file, 'r');
@@ -513,7 +533,7 @@ export async function newestCheckpointAtOrBefore(file: string, cutoff: number): 
       } catch (err) {
         throw new ChioError('receipt_malformed', `${file}: the line at byte ${line.start} is not a checkpoint: ${describe(err)}`);
       }
-      if (Date.parse(signed.checkpoint.timestamp) <= cutoff) {
+      if (before(signed)) {
         best = signed;
         lo = line.end;
       } else {

@@ -191,6 +191,27 @@ describe('Checkpointer', () => {
     expect(logLines(file).map((c) => c.checkpoint.treeSize)).toEqual([2]);
   });
 
+  it('a checkpoint the timer makes due is decided at the next committed batch (where the files end), or after 50 ms without one', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] });
+    const receipts = sealedReceipts(7);
+    const decided: number[] = [];
+    const { file, options } = setup([], { everyReceipts: 1000, everySeconds: 60, onDecided: (n) => void decided.push(n) });
+    const cp = await Checkpointer.open(options);
+    cp.committed(receipts.slice(0, 3), true);
+    vi.advanceTimersByTime(60_000); // due while (say) the next batch is being written: not decided at 3
+    expect(decided).toEqual([]);
+    cp.committed(receipts.slice(3, 5), true);
+    expect(decided).toEqual([5]); // at the batch boundary, synchronously: where a segment can be cut
+    cp.committed(receipts.slice(5, 7), true);
+    vi.advanceTimersByTime(60_000);
+    expect(decided).toEqual([5]);
+    vi.advanceTimersByTime(50); // nothing committed meanwhile: idle, decided anyway
+    expect(decided).toEqual([5, 7]);
+    vi.useRealTimers();
+    await cp.close();
+    expect(logLines(file).map((c) => c.checkpoint.treeSize)).toEqual([5, 7]);
+  });
+
   it('makes relaxed-mode receipts durable before a checkpoint covers them', async () => {
     const receipts = sealedReceipts(4);
     const events: string[] = [];

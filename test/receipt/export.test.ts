@@ -493,6 +493,34 @@ describe('retention', () => {
   });
 });
 
+describe('pruning through a segment whose checkpoint was never written', () => {
+  it('prunes only through a segment end that is a signed checkpoint: the anchor stays one receipt verify accepts', async () => {
+    const dir = mkdtempSync(path.join(work, 'prune-unsigned-'));
+    const live = path.join(dir, 'receipts.jsonl');
+    const sealed = sealedReceipts(10);
+    // segments cut at 3 and at 6, but the checkpoint of 6 failed to be written (ENOSPC): checkpoints 3, 7, 10
+    writeLines(path.join(dir, 'receipts-1-3.jsonl'), sealed.slice(0, 3).map((s) => s.jcs));
+    writeLines(path.join(dir, 'receipts-4-6.jsonl'), sealed.slice(3, 6).map((s) => s.jcs));
+    writeLines(live, sealed.slice(6).map((s) => s.jcs));
+    const checkpointsPath = path.join(dir, 'checkpoints.jsonl');
+    const { merkleRoot } = await import('../../src/receipt/merkle.js');
+    let previous: ReturnType<typeof signCheckpoint> | null = null;
+    const cps: string[] = [];
+    for (const size of [3, 7, 10]) {
+      const cp: ReturnType<typeof signCheckpoint> = signCheckpoint({ treeSize: size, root: merkleRoot(sealed.slice(0, size).map((s) => s.leaf)), previous, timestamp: T0 }, KEY);
+      cps.push(cp.jcs);
+      previous = cp;
+    }
+    writeLines(checkpointsPath, cps);
+    const result = await pruneReceipts({ checkpointsPath, maxAgeMs: DAY, now: T0 + 2 * DAY, source: new JsonlReceiptFiles(live), targets: [new SegmentedJsonlSink(live)] });
+    expect(result).toEqual({ through: 3, deleted: 3 });
+    expect((await readFrontierFile(checkpointStatePaths(checkpointsPath).anchor))?.size).toBe(3);
+    expect(existsSync(path.join(dir, 'receipts-4-6.jsonl'))).toBe(true);
+    const anchor = await anchorForFile(path.join(dir, 'receipts-4-6.jsonl'), { checkpoints: undefined, fromCheckpoint: false }, verificationKeys([KEY]));
+    expect(anchor.failure).toBeNull();
+  });
+});
+
 describe('JSONL segments', () => {
   it('reads the receipts across segments and the live file from any seq (seeking from the end when nearer)', async () => {
     const dir = mkdtempSync(path.join(work, 'segments-'));
