@@ -7,10 +7,14 @@
  * (canonical JCS text, Ed25519 signature by a known key, seq and prevHash continuing the chain the
  * lagging sink holds). When that is impossible — two different chains, a gap, a bad receipt, a
  * source that cannot be read from — startup fails with a message naming the sinks and the receipt.
+ * An empty SQLite store (deleted to be rebuilt: it is an index of the log) is filled from the first
+ * receipt the log still holds: after retention pruned the start of the chain that is not seq 1, and
+ * the receipts before it are accounted for by the retention anchor, which `chio receipt verify`
+ * checks (not this). An empty JSONL file is not rebuilt from a store that does not start at seq 1.
  */
 import type { Logger } from '../../check/pipeline.js';
 import { ChioError, describe } from '../../errors.js';
-import { sealedOf, type ChainHead, type SealedReceipt } from '../receipt.js';
+import { receiptFacts, sealedOf, type ChainHead, type SealedReceipt } from '../receipt.js';
 import { isReceiptSource } from '../checkpoint.js';
 import { JsonlReceiptFiles } from '../retention.js';
 import type { ReceiptRecord } from '../store.js';
@@ -107,10 +111,18 @@ async function backfill(
         'Move the sink that is wrong aside (it is kept as evidence) and start again, or point both at one chain.',
     );
   if (from !== null && target !== null && from.seq === target.seq) throw cannot('same length, different receipts');
-  const check = continuationCheck(from, keys);
+  let base = from;
+  let check: ((text: string) => SealedReceipt) | null = from === null ? null : continuationCheck(from, keys);
   let batch: SealedReceipt[] = [];
   let copied = 0;
   for await (const text of receiptsAfter(source, from?.seq ?? 0, cannot)) {
+    if (check === null) {
+      // an empty store: from the log's first receipt, which retention may have moved past seq 1
+      const first = sink instanceof SqliteSink ? receiptFacts(text) : null;
+      base = first === null || first.seq === 1 || first.prevHash === null ? null : { seq: first.seq - 1, hash: first.prevHash };
+      if (base !== null && sink instanceof SqliteSink) sink.startAfter(base);
+      check = continuationCheck(base, keys);
+    }
     let sealed: SealedReceipt;
     try {
       sealed = check(text);
@@ -126,7 +138,7 @@ async function backfill(
   }
   await sink.write(batch, true);
   copied += batch.length;
-  if ((from?.seq ?? 0) + copied !== target?.seq) throw cannot(`only ${copied} receipt(s) after seq ${from?.seq ?? 0} could be read from ${label(source)}`);
+  if ((base?.seq ?? 0) + copied !== target?.seq) throw cannot(`only ${copied} receipt(s) after seq ${base?.seq ?? 0} could be read from ${label(source)}`);
   return copied;
 }
 

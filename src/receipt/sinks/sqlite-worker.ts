@@ -71,6 +71,8 @@ export interface WriteRequest {
   readonly hashes: readonly string[];
   /** commit with fsync */
   readonly durable: boolean;
+  /** an empty store takes `after` as where it starts (rebuilt from a log retention pruned) */
+  readonly startsEmpty?: boolean;
 }
 
 export type SqlParam = string | number | null;
@@ -155,7 +157,8 @@ export function openStoreConnection(Database: typeof BetterSqlite3, options: Sto
     if (insert === null) throw fail('store_invalid', `${path} is open read-only`);
     if (req.truncate) truncateAfter(req.after);
     const current = head();
-    if ((current?.seq ?? null) !== (req.after?.seq ?? null) || (current?.hash ?? null) !== (req.after?.hash ?? null)) {
+    const startsHere = current === null && req.startsEmpty === true;
+    if (!startsHere && ((current?.seq ?? null) !== (req.after?.seq ?? null) || (current?.hash ?? null) !== (req.after?.hash ?? null))) {
       throw fail('store_diverged', `${path} holds ${describeHead(current)}, but the batch continues from ${describeHead(req.after)}: refusing to fork the chain`);
     }
     const width = 12; // values per receipt in req.rows (WriteRequest.rows names them)

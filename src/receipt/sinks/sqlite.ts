@@ -138,6 +138,8 @@ export class SqliteSink implements ReceiptSink, ReceiptStore {
   #head: ChainHead | null = null;
   /** an operation failed: rows past #head may exist and are deleted before the next write */
   #uncertain = false;
+  /** set by startAfter: the next write starts an empty store after this head */
+  #startsEmpty = false;
   readonly #read = storeReader((sql, params) => this.#readerCall({ op: 'all', sql, params }));
 
   constructor(path: string) {
@@ -164,12 +166,23 @@ export class SqliteSink implements ReceiptSink, ReceiptStore {
   async write(batch: readonly SealedReceipt[], durable: boolean): Promise<void> {
     const after = this.#head;
     const last = batch[batch.length - 1];
-    await this.#writeCall({
-      op: 'write',
-      req: writeRequest(batch, after, this.#uncertain, durable),
-    });
-    if (last) this.#head = { seq: last.seq, hash: last.hash };
+    const req = writeRequest(batch, after, this.#uncertain, durable);
+    await this.#writeCall({ op: 'write', req: this.#startsEmpty && last !== undefined ? { ...req, startsEmpty: true } : req });
+    if (last) {
+      this.#head = { seq: last.seq, hash: last.hash };
+      this.#startsEmpty = false;
+    }
     this.#uncertain = false;
+  }
+
+  /**
+   * An empty store is to hold the chain from the receipt after `head` (a log whose start retention
+   * pruned): the next write continues from it. TypeError when the store is not empty.
+   */
+  startAfter(head: ChainHead): void {
+    if (this.#head !== null) throw new TypeError(`SqliteSink ${this.path} is not empty (at seq ${this.#head.seq})`);
+    this.#head = head;
+    this.#startsEmpty = true;
   }
 
   /** Deletes the receipts after `head` (another sink failed the batch this one committed). */

@@ -164,6 +164,16 @@ describe('openSinksOnOneChain', () => {
     );
   });
 
+  it('rebuilds a deleted SQLite store from a log that retention pruned: from the first receipt the log still holds', async () => {
+    const f = files();
+    const r = sealedReceipts(20);
+    writeJsonl(f.jsonl, r.slice(10)); // seq 11..20: the segments before were pruned
+    const { head, log } = await openBoth(f);
+    expect(head).toEqual(headOf(r[19] as SealedReceipt));
+    expect(await dbTexts(f.db)).toEqual(r.slice(10).map((x) => x.jcs));
+    expect(log.entries[0]?.obj).toEqual({ sink: `sqlite ${f.db}`, from: 0, to: 20, receipts: 10, source: `jsonl ${f.jsonl}` });
+  });
+
   it('refuses to rebuild a JSONL file from a pruned store (the start of the chain is gone)', async () => {
     const f = files();
     const r = sealedReceipts(20);
