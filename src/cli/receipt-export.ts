@@ -8,7 +8,7 @@
  * bad input (missing file, no or bad key, not a bundle).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
@@ -94,16 +94,8 @@ export const exportCommand: Command = async (args, io) => {
       return usageError(io, 'receipt export', `no signing key: pass --seed FILE, --public-key KEY or --jwks FILE (no kernel.seed beside ${values.file ?? DEFAULT_RECEIPTS})`, EXPORT_HELP);
     }
     if (!existsSync(file)) throw new ChioError('file_not_found', `receipt file ${file} does not exist`);
-    manifest = await exportBundle({
-      source: new JsonlReceiptFiles(file),
-      checkpointsPath,
-      outDir,
-      since,
-      until,
-      keys,
-      now: io.now(),
-      tool: toolInfo(),
-    });
+    const options = { source: new JsonlReceiptFiles(file), checkpointsPath, outDir, since, until, keys, now: io.now(), tool: toolInfo() };
+    manifest = await exportRacingRetention(options, checkpointsPath);
   } catch (err) {
     if (!(err instanceof ChioError)) throw err;
     io.stderr(`chio receipt export: ${err.code}: ${err.message}\n`);
@@ -112,6 +104,30 @@ export const exportCommand: Command = async (args, io) => {
   io.stdout(values.json ? `${JSON.stringify(manifest)}\n` : exportReport(values.out as string, manifest));
   return EXIT_OK;
 };
+
+/** Attempts at an export that retention keeps overtaking. */
+const EXPORT_ATTEMPTS = 3;
+
+/**
+ * `exportBundle`, again (into the emptied folder) when it failed because retention pruned while it
+ * read: a segment deleted under the reader looks like receipts missing from the chain (or the live
+ * file gone in the middle of a rotation). That is told apart from real damage by the retention
+ * anchor, which moved meanwhile; real damage fails the same way every time and is reported.
+ */
+async function exportRacingRetention(options: Parameters<typeof exportBundle>[0], checkpointsPath: string): Promise<BundleManifest> {
+  const anchorSize = async (): Promise<number> => (await readFrontierFile(checkpointStatePaths(checkpointsPath).anchor).catch(() => null))?.size ?? 0;
+  for (let attempt = 1; ; attempt++) {
+    const before = await anchorSize();
+    try {
+      return await exportBundle(options);
+    } catch (err) {
+      const raced = err instanceof ChioError && (err.code === 'receipt_chain_broken' || err.code === 'file_not_found') && (await anchorSize()) !== before;
+      if (!raced || attempt >= EXPORT_ATTEMPTS) throw err;
+      // the folder was empty when this export began (exportBundle refuses any other): empty it again
+      for (const entry of await readdir(options.outDir)) await rm(path.join(options.outDir, entry), { recursive: true, force: true });
+    }
+  }
+}
 
 function exportKeys(
   values: { seed?: string[]; 'public-key'?: string[]; jwks?: string[] },
