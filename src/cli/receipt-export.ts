@@ -322,10 +322,14 @@ function livePathOf(file: string): string {
  * Whether a file is a live receipt file (whose end must reach the latest checkpoint) rather than a
  * rotated segment. A name shaped like a segment's is not enough (`receipts-2026-11.jsonl` is a live
  * file with a date in its name, and a live file renamed so must not escape the end check): a
- * segment holds exactly the seqs its name says.
+ * segment holds exactly the seqs its name says, and its live file exists beside it.
  */
 async function isLiveFile(file: string): Promise<boolean> {
-  if (livePathOf(file) === file) return true;
+  const live = livePathOf(file);
+  if (live === file) return true;
+  // a segment is followed by the live file (recreated at every rotation), which carries the log's end
+  // check: without it, this file is where the log ends, whatever its name says
+  if (!existsSync(live)) return true;
   const m = /-([1-9][0-9]*)-([1-9][0-9]*)$/.exec(path.parse(file).name);
   const held = await segmentEnds(file);
   return !(m !== null && held !== null && held.first === Number(m[1]) && held.last === Number(m[2]));

@@ -138,12 +138,15 @@ function announce(
  */
 class ServeSignals {
   private held: string | null = null;
+  private stopping = false;
   private onStop: ((signal: string) => void) | null = null;
   private onReload: (() => void) | null = null;
+  // installed until the process exits: a SIGHUP or a second SIGTERM during the shutdown is ignored,
+  // never the default action that would kill a service still draining
   private readonly handlers: Array<[NodeJS.Signals, () => void]> = [
     ['SIGTERM', () => this.stop('SIGTERM')],
     ['SIGINT', () => this.stop('SIGINT')],
-    ['SIGHUP', () => this.onReload?.()],
+    ['SIGHUP', () => (this.stopping ? undefined : this.onReload?.())],
   ];
 
   constructor() {
@@ -155,7 +158,6 @@ class ServeSignals {
     return new Promise<number>((resolve) => {
       this.onReload = reload;
       this.onStop = (signal) => {
-        this.dispose();
         log.info({ signal }, 'shutting down');
         close().then(
           (clean) => resolve(clean ? EXIT_OK : 1),
@@ -165,7 +167,10 @@ class ServeSignals {
           },
         );
       };
-      if (this.held !== null) this.onStop(this.held);
+      if (this.held !== null) {
+        this.stopping = true;
+        this.onStop(this.held);
+      }
     });
   }
 
@@ -174,7 +179,10 @@ class ServeSignals {
   }
 
   private stop(signal: string): void {
-    if (this.onStop !== null) this.onStop(signal);
-    else this.held ??= signal;
+    if (this.stopping) return;
+    if (this.onStop !== null) {
+      this.stopping = true;
+      this.onStop(signal);
+    } else this.held ??= signal;
   }
 }

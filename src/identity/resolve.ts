@@ -289,18 +289,18 @@ function stronger(a: Claim, b: Claim): boolean {
 
 /** The SPIFFE ID of an XFCC element's URI (empty values ignored), or null. */
 /**
- * An element that describes a certificate (Envoy always writes `Hash=` for one) but names no URI:
- * the peer presented a certificate without a URI SAN, which every other source denies. A presented
- * credential that fails validation is a deny, never "no identity".
+ * An element whose `URI=` is present but empty: Envoy forwards the URI SANs
+ * (`set_current_client_cert_details.uri`) and the peer's certificate has none, which every other
+ * source denies. A presented credential that fails validation is a deny, never "no identity". An
+ * element without any `URI=` only says Envoy was not asked to forward it: no claim.
  */
 function noXfccUri(element: XfccElement): void {
+  if (element.uri.length === 0) return;
   const dns = element.dns.filter((d) => d !== '');
   if (dns.length > 0) {
     throw deny('svid_dns_san_only', `x-forwarded-client-cert element describes a certificate with ${dns.length} DNS SAN(s) but no URI SAN; an X509-SVID has exactly one URI SAN`);
   }
-  if (element.hash !== null) {
-    throw deny('svid_no_uri_san', 'x-forwarded-client-cert element describes a certificate (Hash) with no URI SAN; an X509-SVID has exactly one URI SAN');
-  }
+  throw deny('svid_no_uri_san', 'x-forwarded-client-cert element describes a certificate with no URI SAN (URI= is empty); an X509-SVID has exactly one URI SAN');
 }
 
 /** The XFCC Cert's leaf; a fault names the header, not source.certificate (the SvidCache's wording). */

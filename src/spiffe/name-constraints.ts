@@ -158,7 +158,14 @@ export function nameConstraintsProblem(nc: NameConstraints, names: ConstrainedNa
     }
     values.push({ kind: 'uri', value: host, shown: `URI SAN ${JSON.stringify(uri)}` });
   }
-  for (const dns of names.dns) values.push({ kind: 'dns', value: dns, shown: `DNS SAN ${JSON.stringify(dns)}` });
+  const dnsConstrained = nc.permitted.some((s) => s.kind === 'dns') || nc.excluded.some((s) => s.kind === 'dns');
+  for (const dns of names.dns) {
+    // `x.evil.test.` or `a..b` would slip past a subtree `evil.test`: under DNS constraints only plain host names pass (as in Go's x509)
+    if (dnsConstrained && (dns === '' || dns.endsWith('.') || dns.startsWith('.') || dns.includes('..'))) {
+      return `has DNS nameConstraints, and ${subject} has a DNS SAN ${JSON.stringify(dns)} that is not a plain host name to check against them`;
+    }
+    values.push({ kind: 'dns', value: dns, shown: `DNS SAN ${JSON.stringify(dns)}` });
+  }
   for (const v of values) {
     const kindName = v.kind === 'uri' ? 'URI' : 'DNS';
     const permitted = nc.permitted.filter((s): s is Subtree & { kind: 'uri' | 'dns' } => s.kind === v.kind);

@@ -229,8 +229,10 @@ export class WorkloadApiBundleSource implements BundleSource {
     this.streams[kind].up = false;
     if (code === grpc.status.PERMISSION_DENIED) {
       const held = kind === 'x509' ? (this.x509?.size ?? 0) : this.jwt.size;
-      if (kind === 'x509') this.x509 = this.x509 === null ? null : new Map();
-      else this.jwt = new Map();
+      // the trust domains stay, with no authorities of this kind: an SVID of one is then untrusted, never
+      // "no bundle configured" (which would let Envoy's word alone admit it)
+      if (kind === 'x509' && this.x509 !== null) this.x509 = withoutAuthorities(this.x509);
+      else if (kind === 'jwt') this.jwt = withoutAuthorities(this.jwt);
       this.publish();
       if (held > 0 || wasUp) {
         this.hooks.refreshed(this.label, 'error');
@@ -294,4 +296,11 @@ export class WorkloadApiBundleSource implements BundleSource {
       this.firstData?.();
     }
   }
+}
+
+/** The same trust domains with no authorities: what a denied stream leaves (SVIDs of them are untrusted). */
+function withoutAuthorities(held: ReadonlyMap<string, BundleContent>): Map<string, BundleContent> {
+  const out = new Map<string, BundleContent>();
+  for (const [td, content] of held) out.set(td, { ...content, x509Authorities: [], jwtAuthorities: new Map(), intermediates: [] });
+  return out;
 }

@@ -175,7 +175,14 @@ describe('XFCC source', () => {
     expect(summary(resolver().resolve(xfcc('URI=http://testclient.lyft.com'))).error).toBe(
       'malformed_spiffe_id: x-forwarded-client-cert URI "http://testclient.lyft.com" is not a SPIFFE ID',
     );
-    expect(summary(resolver().resolve(xfcc('Subject="CN=x";URI=')))).toEqual({ uri: null, kind: null, tier: 'none', verifier: null, error: null });
+    // an empty URI=: Envoy forwards URI SANs and this certificate has none (denied as the certificate source denies it)
+    expect(summary(resolver().resolve(xfcc('Subject="CN=x";URI=')))).toEqual({
+      uri: null,
+      kind: null,
+      tier: 'none',
+      verifier: null,
+      error: 'svid_no_uri_san: x-forwarded-client-cert element describes a certificate with no URI SAN (URI= is empty); an X509-SVID has exactly one URI SAN',
+    });
   });
 
   it('an element that describes a certificate without a URI SAN is denied as the other sources deny it (was: no identity)', () => {
@@ -184,8 +191,12 @@ describe('XFCC source', () => {
       'svid_dns_san_only: x-forwarded-client-cert element describes a certificate with 1 DNS SAN(s) but no URI SAN; an X509-SVID has exactly one URI SAN',
     );
     expect(summary(resolver().resolve(xfcc(`By=spiffe://a.test/me;Hash=${sha};Subject="CN=x";URI=`))).error).toBe(
-      'svid_no_uri_san: x-forwarded-client-cert element describes a certificate (Hash) with no URI SAN; an X509-SVID has exactly one URI SAN',
+      'svid_no_uri_san: x-forwarded-client-cert element describes a certificate with no URI SAN (URI= is empty); an X509-SVID has exactly one URI SAN',
     );
+    // no URI= at all: Envoy was not asked to forward URI SANs; the element names nobody (the certificate speaks)
+    expect(summary(resolver().resolve(xfcc(`By=spiffe://a.test/me;Hash=${sha};DNS=api.a.test`))).error).toBeNull();
+    const both = input({ certificate: leaf.envoyEncoded, headerList: { 'x-forwarded-client-cert': `By=spiffe://a.test/me;Hash=${sha};DNS=api.a.test` } });
+    expect(summary(resolver().resolve(both))).toMatchObject({ uri: ID, kind: 'x509_svid', error: null });
   });
 
   it('with source.certificate, the trusted element must describe that certificate (its Hash), or identity_conflict', async () => {

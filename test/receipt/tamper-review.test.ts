@@ -302,9 +302,12 @@ describe('FILE: a live file whose name looks like a segment', () => {
     const r = await verifyCli(['dated/receipts-2026-11.jsonl', '--seed', 'data/kernel.seed']);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(/^dated\/receipts-2026-11\.jsonl: FAILED\nreceipt_chain_broken: the receipts seq 9 to (\d+) are missing: the signed checkpoint of treeSize \1 .* covers them, but the log ends at seq 8\n$/);
-    // the live file renamed as the segment it is not (seq 1 to 12 named 1-8): still held to the checkpoint
+    // the live file renamed as the segment it is not (seq 1 to 8 named 1-12): still held to the checkpoint
     writeLines(path.join(dir, 'receipts-1-12.jsonl'), receipts.slice(0, 8));
     expect((await verifyCli(['dated/receipts-1-12.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(1);
+    // cut and renamed after what it holds (1-8), with no live file beside it: it is where the log ends, so still held to it
+    writeLines(path.join(dir, 'receipts-1-8.jsonl'), receipts.slice(0, 8));
+    expect((await verifyCli(['dated/receipts-1-8.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(1);
     // whole, it verifies
     writeLines(path.join(dir, 'receipts-2026-11.jsonl'), receipts);
     expect((await verifyCli(['dated/receipts-2026-11.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(0);

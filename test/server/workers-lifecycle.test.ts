@@ -67,14 +67,15 @@ function configText(extra = ''): string {
   ].join('\n');
 }
 
-function serve(opts: { config?: string; dir?: string } = {}): Running {
+function serve(opts: { config?: string; dir?: string; workers?: number } = {}): Running {
   const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), 'chio-workers-life-'));
   if (opts.dir === undefined) {
     writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
     writeFileSync(path.join(dir, 'chio.yaml'), opts.config ?? configText());
   }
   const started = Date.now();
-  const child = spawn(process.execPath, [CHIO, 'serve', '--workers', '2', '--config', path.join(dir, 'chio.yaml')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const workers = opts.workers === 1 ? [] : ['--workers', String(opts.workers ?? 2)];
+  const child = spawn(process.execPath, [CHIO, 'serve', ...workers, '--config', path.join(dir, 'chio.yaml')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - started })),
@@ -141,6 +142,19 @@ describe('chio serve --workers 2: signals before ready', () => {
     expect([exit.code, exit.signal]).toEqual([0, null]);
     const pids = (await r2.ready.catch(() => null))?.workerPids ?? [];
     for (const pid of pids) expect(isAlive(pid)).toBe(false);
+  }, 40_000);
+});
+
+describe('chio serve: signals during the shutdown', () => {
+  it.each([1, 2])('a SIGHUP and a second SIGTERM while draining are ignored: exit 0 after the drain (%i process(es))', async (workers) => {
+    const r = serve({ workers, config: configText().replace('drain_seconds: 0', 'drain_seconds: 1') });
+    await r.ready;
+    r.child.kill('SIGTERM');
+    await new Promise((res) => setTimeout(res, 300));
+    r.child.kill('SIGHUP');
+    r.child.kill('SIGTERM');
+    const exit = await r.exit;
+    expect([exit.code, exit.signal]).toEqual([0, null]);
   }, 40_000);
 });
 

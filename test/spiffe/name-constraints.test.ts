@@ -164,6 +164,17 @@ describe('nameConstraintsProblem', () => {
     );
   });
 
+  it('under DNS constraints a DNS SAN must be a plain host name: a trailing dot or an empty label would slip past a subtree', () => {
+    const excluded = nc({ excluded: [{ dns: 'evil.test' }] });
+    for (const name of ['x.evil.test.', 'x..evil.test', '.evil.test', '']) {
+      expect(nameConstraintsProblem(excluded, { uris: [], dns: [name] }, 'the SVID "spiffe://a.test/x"')).toBe(
+        `has DNS nameConstraints, and the SVID "spiffe://a.test/x" has a DNS SAN ${JSON.stringify(name)} that is not a plain host name to check against them`,
+      );
+    }
+    expect(nameConstraintsProblem(excluded, { uris: [], dns: ['x.good.test'] }, 'the SVID')).toBeNull();
+    expect(nameConstraintsProblem(nc({ excluded: [{ uri: 'evil.test' }] }), { uris: [], dns: ['x.evil.test.'] }, 'the SVID')).toBeNull();
+  });
+
   it('a URI without a host cannot be checked against URI subtrees', () => {
     expect(nameConstraintsProblem(nc({ excluded: [{ uri: 'evil.example' }] }), { uris: ['urn:x'], dns: [] }, 'intermediate "CN=i"')).toBe(
       'has URI nameConstraints, and intermediate "CN=i" has a URI SAN without a host ("urn:x") to check against them',

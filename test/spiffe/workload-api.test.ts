@@ -7,7 +7,8 @@ import * as grpc from '@grpc/grpc-js';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BundleSet } from '../../src/spiffe/bundle.js';
 import { SECURITY_HEADER, WorkloadApiBundleSource, workloadApiDefinition } from '../../src/spiffe/workload-api.js';
-import { createRootCa, type TestCa } from '../helpers/test-ca.js';
+import { verifySvid } from '../../src/spiffe/chain.js';
+import { createRootCa, issueSvid, TEST_NOW, type TestCa } from '../helpers/test-ca.js';
 import { FakeWorkloadApiAgent } from '../helpers/workload-api-server.js';
 import { ecKeyPair, spiffeBundleJson } from './trust-helpers.js';
 
@@ -121,11 +122,18 @@ describe('WorkloadApiBundleSource', () => {
     expect(h.logs).toContain('Workload API bundle update refused; keeping the previous bundles');
   });
 
-  it('PERMISSION_DENIED withdraws the bundles (Workload API §5.2.2: cease using them) until the agent serves again', async () => {
+  it('PERMISSION_DENIED withdraws the authorities (Workload API §5.2.2: cease using them), the trust domains staying known, until the agent serves again', async () => {
     const h = await harness();
     expect(h.set.trustDomains()).toEqual(['a.test', 'b.test']);
+    const svid = await issueSvid(rootA, { uris: ['spiffe://a.test/w'] });
+    expect(verifySvid([svid.der], (td) => h.set.get(td), TEST_NOW).chain).not.toBeNull();
     h.agent.refuse(grpc.status.PERMISSION_DENIED);
-    await until(() => h.set.get('a.test') === undefined && h.set.get('b.test') === undefined, 'bundles withdrawn');
+    const empty = (td: string): boolean => h.set.get(td)?.x509Authorities.length === 0 && h.set.get(td)?.jwtAuthorities.size === 0;
+    await until(() => empty('a.test') && empty('b.test'), 'authorities withdrawn');
+    expect(h.set.trustDomains()).toEqual(['a.test', 'b.test']); // never "no bundle configured", which Envoy's word alone would then pass
+    expect(() => verifySvid([svid.der], (td) => h.set.get(td), TEST_NOW)).toThrow(
+      expect.objectContaining({ code: 'untrusted_svid', message: 'the trust bundle of a.test has no X.509 authorities' }),
+    );
     expect(h.source.isConnected).toBe(false);
     expect(h.logs).toContain('SPIFFE Workload API denied the stream (PERMISSION_DENIED); its bundles are withdrawn until it delivers again');
     expect(h.refreshes).toContain('workload_api#0:error');
