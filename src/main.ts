@@ -2,6 +2,7 @@
  * The composition root: config → keys → policy → sinks → chain → pipeline → servers.
  * Everything else takes its dependencies as arguments; only this file wires them.
  */
+import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { ChioError, describe } from './errors.js';
 import type { Config } from './config/load.js';
@@ -339,7 +340,11 @@ async function startTrust(config: Config, metrics: Metrics, log: Logger): Promis
     config.trust,
     bundles,
     { log, refreshed: (source, result) => metrics.bundleRefreshes.inc({ source, result }) },
-    { onWorkloadApiConnected: (source, connected) => metrics.workloadApiConnected.set({ source }, connected ? 1 : 0) },
+    {
+      onWorkloadApiConnected: (source, connected) => metrics.workloadApiConnected.set({ source }, connected ? 1 : 0),
+      // beside the signing key: a self-serving https_spiffe endpoint's latest bundle authenticates it after a restart
+      stateDir: path.dirname(config.keys.receipt_signing_seed),
+    },
   );
   const close = async (): Promise<void> => {
     await Promise.all(sources.map((s) => s.close()));

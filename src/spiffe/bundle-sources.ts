@@ -18,8 +18,9 @@
  * trust domain wins) and reports refreshes through {@link SourceHooks} (metrics, logs).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
+import path from 'node:path';
 import type { PeerCertificate } from 'node:tls';
 import { FileWatch, statKeyOf } from '../file-watch.js';
 import { bundleKind, type TrustConfig } from '../config/trust.js';
@@ -168,8 +169,11 @@ export interface FederationBundleSourceOptions {
   readonly defaultRefreshMs?: number;
   /** request timeout (default 10 s) */
   readonly timeoutMs?: number;
-  /** profile https_spiffe: the endpoint server's SPIFFE ID; for a self-serving endpoint, the bootstrap bundle file */
-  readonly spiffe?: { readonly endpointId: string; readonly bootstrapFile?: string | undefined } | undefined;
+  /**
+   * profile https_spiffe: the endpoint server's SPIFFE ID; for a self-serving endpoint, the bootstrap
+   * bundle file, and where the latest fetched bundle is kept across restarts (`stateFile`)
+   */
+  readonly spiffe?: { readonly endpointId: string; readonly bootstrapFile?: string | undefined; readonly stateFile?: string | undefined } | undefined;
   /** ms since epoch, for the endpoint SVID's validity (default Date.now) */
   readonly clock?: () => number;
 }
@@ -184,6 +188,8 @@ export class FederationBundleSource implements BundleSource {
   private digest = '';
   /** https_spiffe, self-serving: the latest bundle fetched, which authenticates the next fetch */
   private latest: BundleContent | null = null;
+  /** https_spiffe, self-serving: the bundle kept by an earlier run (stateFile), until this run fetched one */
+  private kept: BundleContent | null = null;
 
   constructor(
     private readonly set: BundleSet,
@@ -196,6 +202,7 @@ export class FederationBundleSource implements BundleSource {
   }
 
   async start(): Promise<void> {
+    this.readKept();
     await this.poll();
   }
 
@@ -204,13 +211,39 @@ export class FederationBundleSource implements BundleSource {
     clearTimeout(this.timer);
   }
 
+  /** The self-serving endpoint's bundle an earlier run kept: it authenticates (with the bootstrap) until a fetch succeeds, and its sequence still refuses a rollback. */
+  private readKept(): void {
+    const file = this.options.spiffe?.stateFile;
+    if (file === undefined || !existsSync(file)) return;
+    try {
+      this.kept = parseSpiffeBundle(readText(file, `federation ${this.label} state`), this.options.trustDomain, `federation ${this.label} state: ${file}`);
+      this.sequence = this.kept.sequence;
+    } catch (err) {
+      this.hooks.log.warn({ source: this.label, file, err: describe(err) }, 'kept federation bundle unreadable; authenticating with endpoint_bundle');
+    }
+  }
+
+  /** Keeps the bundle just fetched for the next run (write and rename: never a half-written file). */
+  private keep(body: string): void {
+    const file = this.options.spiffe?.stateFile;
+    if (file === undefined) return;
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      writeFileSync(tmp, body, { mode: 0o600 });
+      renameSync(tmp, file);
+    } catch (err) {
+      this.hooks.log.warn({ source: this.label, file, err: describe(err) }, 'cannot keep the federation bundle for the next start');
+    }
+  }
+
   /** One fetch; schedules the next. Never throws. */
   async poll(): Promise<void> {
     clearTimeout(this.timer);
     let next = this.options.minRefreshMs ?? 30_000;
     try {
-      const content = await this.fetchOnce();
+      const { content, body } = await this.fetchOnce();
       this.apply(content);
+      if (this.selfServing()) this.keep(body);
       this.hooks.refreshed(this.label, 'ok');
       next = this.nextInterval(content.refreshHintSeconds);
     } catch (err) {
@@ -244,7 +277,12 @@ export class FederationBundleSource implements BundleSource {
     this.sequence = content.sequence ?? this.sequence;
   }
 
-  private async fetchOnce(): Promise<BundleContent> {
+  private selfServing(): boolean {
+    const spiffe = this.options.spiffe;
+    return spiffe !== undefined && SpiffeId.parse(spiffe.endpointId).trustDomain === this.options.trustDomain;
+  }
+
+  private async fetchOnce(): Promise<{ content: BundleContent; body: string }> {
     const timeoutMs = this.options.timeoutMs ?? 10_000;
     let body: string;
     if (this.options.spiffe !== undefined) {
@@ -254,7 +292,7 @@ export class FederationBundleSource implements BundleSource {
       const ca = this.options.caFile === undefined ? undefined : readText(this.options.caFile, `federation ${this.label} ca_file`);
       body = await httpsGet(this.options.url, ca, timeoutMs);
     }
-    return parseSpiffeBundle(body, this.options.trustDomain, `federation bundle ${this.options.url}`);
+    return { content: parseSpiffeBundle(body, this.options.trustDomain, `federation bundle ${this.options.url}`), body };
   }
 
   /** The bundle that authenticates an https_spiffe endpoint now (Federation §5.2.2.4). */
@@ -269,7 +307,11 @@ export class FederationBundleSource implements BundleSource {
     if (content === null) {
       if (bootstrapFile === undefined) throw new TypeError(`federation ${this.label}: a self-serving https_spiffe endpoint needs a bootstrap bundle`);
       const what = `federation ${this.label} endpoint_bundle`;
-      content = parseBundleFile(readText(bootstrapFile, what), 'auto', td, `${what}: ${bootstrapFile}`);
+      const bootstrap = parseBundleFile(readText(bootstrapFile, what), 'auto', td, `${what}: ${bootstrapFile}`);
+      // until this run fetched one: the roots of the bundle an earlier run kept and of the bootstrap file
+      const kept = this.kept?.x509Authorities ?? [];
+      const roots = [...kept, ...bootstrap.x509Authorities.filter((a) => !kept.some((k) => k.sha256 === a.sha256))];
+      content = { ...bootstrap, x509Authorities: roots };
     }
     return sealBundle(content, { source: this.label, verifier: this.options.verifier }, 0);
   }
@@ -350,6 +392,8 @@ function httpsGet(url: string, ca: string | undefined, timeoutMs: number, checkS
 export interface CreateSourcesOptions {
   /** `chio_workload_api_connected{source}` */
   readonly onWorkloadApiConnected?: (source: string, connected: boolean) => void;
+  /** where a self-serving https_spiffe source keeps its latest bundle (`federation-<trust domain>.json`); none: not kept */
+  readonly stateDir?: string;
 }
 
 /**
@@ -388,7 +432,11 @@ export function createBundleSources(trust: TrustConfig, set: BundleSet, hooks: S
             caFile: entry.federation?.ca_file,
             spiffe:
               entry.federation?.profile === 'https_spiffe' && entry.federation.endpoint_spiffe_id !== undefined
-                ? { endpointId: entry.federation.endpoint_spiffe_id, bootstrapFile: entry.federation.endpoint_bundle }
+                ? {
+                    endpointId: entry.federation.endpoint_spiffe_id,
+                    bootstrapFile: entry.federation.endpoint_bundle,
+                    stateFile: options.stateDir === undefined ? undefined : path.join(options.stateDir, `federation-${trustDomain}.json`),
+                  }
                 : undefined,
           },
           hooks,

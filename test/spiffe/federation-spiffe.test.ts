@@ -7,7 +7,7 @@
  * Host names play no part: the test endpoint's certificate has no DNS name at all.
  */
 import { KeyObject } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -92,7 +92,7 @@ function bootstrapFile(...roots: TestCa[]): string {
   return file;
 }
 
-function source(set: BundleSet, url: string, hooks: SourceHooks, spiffe: { endpointId: string; bootstrapFile?: string }, trustDomain = 'a.test'): FederationBundleSource {
+function source(set: BundleSet, url: string, hooks: SourceHooks, spiffe: { endpointId: string; bootstrapFile?: string; stateFile?: string }, trustDomain = 'a.test'): FederationBundleSource {
   const s = new FederationBundleSource(set, { label: 'federation#0', verifier: 'https://spire.a.test', trustDomain, url, spiffe, minRefreshMs: 40, maxRefreshMs: 40 }, hooks);
   cleanups.push(() => s.close());
   return s;
@@ -126,6 +126,35 @@ describe('FederationBundleSource, profile https_spiffe', () => {
     const hitsAfterRotation = endpoint.hits;
     await until(() => endpoint.hits >= hitsAfterRotation + 2, 'two more polls');
     expect(hooks.refreshes.every((r) => r === 'federation#0:ok')).toBe(true);
+  });
+
+  it('self-serving, across a restart: the bundle the last run fetched (kept beside the key) authenticates after the endpoint rotated past the bootstrap file, and its sequence still refuses a rollback', async () => {
+    const endpoint = await spiffeEndpoint(await issueSvid(rootA, { uris: [SERVER_ID] }), spiffeBundleJson([rootA, rootA2], [], { spiffe_sequence: 1 }));
+    const bootstrap = bootstrapFile(rootA);
+    const stateFile = path.join(mkdtempSync(path.join(tmpdir(), 'chio-fed-state-')), 'federation-a.test.json');
+    const first = source(new BundleSet(), endpoint.url, recordingHooks(), { endpointId: SERVER_ID, bootstrapFile: bootstrap, stateFile });
+    await first.start();
+    await first.close();
+    expect(readFileSync(stateFile, 'utf8')).toBe(endpoint.body);
+
+    // while chio is down the peer moves to Root A2 only; the bootstrap file still holds Root A alone
+    endpoint.present(await issueSvid(rootA2, { uris: [SERVER_ID] }));
+    endpoint.body = spiffeBundleJson([rootA2], [], { spiffe_sequence: 2 });
+    const set = new BundleSet();
+    const hooks = recordingHooks();
+    await source(set, endpoint.url, hooks, { endpointId: SERVER_ID, bootstrapFile: bootstrap, stateFile }).start();
+    expect(hooks.errors).toEqual([]);
+    expect(subjects(set)).toEqual(['CN=Root A2']);
+    // without the kept bundle the same start fails
+    const lost = recordingHooks();
+    await source(new BundleSet(), endpoint.url, lost, { endpointId: SERVER_ID, bootstrapFile: bootstrap }).start();
+    expect(lost.refreshes).toEqual(['federation#0:error']);
+
+    // a rollback to the sequence before the kept one is refused after a restart too
+    endpoint.body = spiffeBundleJson([rootA2], [], { spiffe_sequence: 1 });
+    const rolled = recordingHooks();
+    await source(new BundleSet(), endpoint.url, rolled, { endpointId: SERVER_ID, bootstrapFile: bootstrap, stateFile }).start();
+    expect(rolled.errors).toEqual(['federation bundle fetch failed; keeping the last good bundle: bundle spiffe_sequence 1 is lower than the held 2 (rollback refused)']);
   });
 
   it('an endpoint presenting another SPIFFE ID, or an SVID the bundle does not vouch for, is refused and nothing is loaded', async () => {
