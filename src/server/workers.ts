@@ -17,7 +17,8 @@
  *   cannot give a restarted worker another key, port or receipt file than its siblings.
  * - **One admin listener**, in the primary: `/metrics` aggregates the registries of the workers
  *   that are ready (prom-client `AggregatorRegistry.aggregate`: counters and histograms summed; a
- *   worker that does not answer within 2 s is left out rather than failing the scrape), `/readyz` is ready when
+ *   worker that does not answer within 2 s is left out rather than failing the scrape; the counters
+ *   of a worker that died stay in the sum as last scraped, so none goes backwards), `/readyz` is ready when
  *   every worker is, `/v1/keys`, the capability routes, and the receipt query API over every
  *   worker's SQLite store (./worker-receipts.ts).
  * - Signals go to the primary: SIGHUP reloads the policy everywhere, SIGTERM/SIGINT shut every
@@ -217,6 +218,14 @@ interface Slot {
   grpcPort: number | null;
   /** starts that failed since it was last ready (the restart delay doubles with each) */
   failures: number;
+  /** what the current worker process answered at the last scrape */
+  lastMetrics: MetricJson[] | null;
+}
+
+/** The counters and histograms of a registry's JSON (what keeps counting after its process is gone). */
+function countersOf(metrics: readonly MetricJson[]): MetricJson[] {
+  // the typings say a numeric enum; prom-client puts the type's name there ('counter', …)
+  return metrics.filter((m) => ['counter', 'histogram'].includes(String(m.type)));
 }
 
 /**
@@ -253,7 +262,16 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     execArgv: [...(options.execArgv ?? process.execArgv)],
     cwd: options.cwd,
   });
-  const slots: Slot[] = Array.from({ length: n }, () => ({ worker: null, ready: false, grpcPort: null, failures: 0 }));
+  const slots: Slot[] = Array.from({ length: n }, () => ({ worker: null, ready: false, grpcPort: null, failures: 0, lastMetrics: null }));
+  // the counters of workers that died, as last scraped: summed in, so a restart never makes a counter
+  // go backwards (Prometheus would read a reset and a false rate spike)
+  let retired: Promise<MetricJson[]> = Promise.resolve([]);
+  const retire = (slot: Slot): void => {
+    const last = slot.lastMetrics;
+    slot.lastMetrics = null;
+    if (last === null) return;
+    retired = retired.then(async (before) => countersOf(await AggregatorRegistry.aggregate([before, countersOf(last)]).getMetricsAsJSON()));
+  };
   let stopping = false;
   let startupFailure: ((why: string) => void) | null = null;
   const metricReplies = new Map<number, (metrics: MetricJson[]) => void>();
@@ -268,6 +286,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     const worker = cluster.fork({ ...workerEnv, [WORKER_INDEX_ENV]: String(i + 1) });
     slot.worker = worker;
     slot.ready = false;
+    slot.lastMetrics = null;
     worker.on('message', (m: unknown) => {
       if (!isFromWorker(m)) return;
       if (m.type === 'chio:ready') {
@@ -286,7 +305,10 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     });
     worker.on('exit', (code, signal) => {
       slot.ready = false;
-      if (slot.worker === worker) slot.worker = null;
+      if (slot.worker === worker) {
+        slot.worker = null;
+        retire(slot);
+      }
       if (stopping) return;
       if (startupFailure) {
         startupFailure(`worker ${i + 1} exited (code ${code}, signal ${signal}) before it was ready`);
@@ -315,9 +337,16 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     });
   /** The ready workers' metrics, summed (a worker starting or gone is left out, never a failed scrape). */
   const clusterMetrics = async (): Promise<Registry> => {
-    const ready = slots.flatMap((s) => (s.ready && s.worker?.isConnected() ? [s.worker] : []));
-    const answers = await Promise.all(ready.map(workerMetrics));
-    return AggregatorRegistry.aggregate(answers.filter((a): a is MetricJson[] => a !== null));
+    const ready = slots.filter((s) => s.ready && s.worker?.isConnected() === true);
+    const answers = await Promise.all(
+      ready.map(async (slot) => {
+        const worker = slot.worker as Worker;
+        const answer = await workerMetrics(worker);
+        if (answer !== null && slot.worker === worker) slot.lastMetrics = answer;
+        return answer;
+      }),
+    );
+    return AggregatorRegistry.aggregate([...answers.filter((a): a is MetricJson[] => a !== null), await retired]);
   };
   let readyChanged = (): void => undefined;
 

@@ -181,6 +181,30 @@ describe('chio serve --workers 2: a worker that cannot start again', () => {
   }, 60_000);
 });
 
+describe('chio serve --workers 2: summed counters across a worker restart', () => {
+  it('chio_admissions_total does not go backwards when a worker dies and starts again (its last scraped counts are kept)', async () => {
+    const r = serve();
+    const ready = await r.ready;
+    const admissions = async (): Promise<number> => {
+      const text = await (await fetch(`http://${ready.admin}/metrics`)).text();
+      return text
+        .split('\n')
+        .filter((l) => l.startsWith('chio_admissions_total{'))
+        .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+    };
+    for (let i = 0; i < 4; i++) clients.push(createCheckClient(ready.grpc, undefined, { 'grpc.use_local_subchannel_pool': 1 }));
+    for (let round = 0; round < 5; round++) for (const c of clients) await c.check(fixtureRequest('http-mtls-spiffe-full'));
+    const before = await admissions();
+    expect(before).toBe(20);
+    process.kill(ready.workerPids[0] as number, 'SIGKILL');
+    const admin = (p: string): Promise<Response> => fetch(`http://${ready.admin}${p}`);
+    await waitFor('readyz 503', async () => ((await admin('/readyz')).status === 503 ? true : undefined));
+    expect(await admissions()).toBe(20); // the dead worker's counts, as last scraped, plus the live one's
+    await waitFor('readyz 200', async () => ((await admin('/readyz')).status === 200 ? true : undefined));
+    expect(await admissions()).toBe(20);
+  }, 40_000);
+});
+
 describe('chio serve --workers 2: the config the primary read', () => {
   it('a restarted worker runs the config text the primary started with, not the edited file (same key)', async () => {
     const r = serve();
