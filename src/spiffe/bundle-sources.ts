@@ -11,7 +11,7 @@
  *   domain: for a self-serving endpoint the bootstrap `endpoint_bundle` until the first fetch, then
  *   the latest fetched bundle; otherwise the bundle chio holds for that trust domain), polled at its
  *   `spiffe_refresh_hint` bounded to [min, max]. A bundle with a lower `spiffe_sequence` than the
- *   one held is refused (no rollback).
+ *   one held is refused (no rollback). Redirects to valid endpoint URLs are followed (at most 3).
  * The SPIFFE Workload API source lives in ./workload-api.ts.
  *
  * Every source registers itself with the set in config order (the first source delivering a
@@ -354,13 +354,42 @@ function presentedChain(cert: PeerCertificate): Buffer[] {
   return out;
 }
 
-/** GET an https URL: 200 only, no redirects, bounded size and time (the whole exchange, not only each idle gap). */
-function httpsGet(url: string, ca: string | undefined, timeoutMs: number, checkServerIdentity?: ServerCheck): Promise<string> {
+const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
+/** Redirects followed per fetch (SPIFFE Federation §5.2.1.4 / §5.2.2.4: clients SHOULD follow them). */
+const MAX_REDIRECTS = 3;
+
+/**
+ * GET a bundle endpoint, following up to {@link MAX_REDIRECTS} redirects to valid endpoint URLs
+ * (https, no userinfo), each hop with the same TLS trust (for https_spiffe: the same endpoint
+ * SPIFFE ID). The redirect target is never kept: every poll starts at the configured URL.
+ */
+async function httpsGet(url: string, ca: string | undefined, timeoutMs: number, checkServerIdentity?: ServerCheck): Promise<string> {
+  let at = url;
+  for (let hops = 0; ; hops++) {
+    const answer = await httpsGetOnce(at, ca, timeoutMs, checkServerIdentity);
+    if ('body' in answer) return answer.body;
+    if (hops >= MAX_REDIRECTS) throw new ChioError('io_error', `GET ${url}: more than ${MAX_REDIRECTS} redirects`);
+    const next = URL.canParse(answer.location, at) ? new URL(answer.location, at) : null;
+    if (next === null || next.protocol !== 'https:' || next.username !== '' || next.password !== '') {
+      throw new ChioError('io_error', `GET ${at}: redirected to ${JSON.stringify(answer.location.slice(0, 200))}, which is not an https bundle endpoint URL without userinfo`);
+    }
+    at = next.href;
+  }
+}
+
+/** One GET: 200 → its body, a redirect → its Location; bounded size and time (the whole exchange, not only each idle gap). */
+function httpsGetOnce(url: string, ca: string | undefined, timeoutMs: number, checkServerIdentity?: ServerCheck): Promise<{ body: string } | { location: string }> {
   let deadline: NodeJS.Timeout | undefined;
-  const fetched = new Promise<string>((resolve, reject) => {
+  const fetched = new Promise<{ body: string } | { location: string }>((resolve, reject) => {
     const tls = { ...(ca === undefined ? {} : { ca }), ...(checkServerIdentity === undefined ? {} : { checkServerIdentity }) };
     // agent: false: a fresh connection per poll, so each one is authenticated with the trust of that poll (no pooled socket)
     const req = request(url, { method: 'GET', ...tls, agent: false, timeout: timeoutMs, headers: { accept: 'application/json' } }, (res) => {
+      const location = res.headers.location;
+      if (REDIRECT_STATUSES.has(res.statusCode ?? 0) && typeof location === 'string' && location !== '') {
+        res.resume();
+        resolve({ location });
+        return;
+      }
       if (res.statusCode !== 200) {
         res.resume();
         reject(new ChioError('io_error', `GET ${url}: HTTP ${res.statusCode ?? '?'}`));
@@ -376,7 +405,7 @@ function httpsGet(url: string, ca: string | undefined, timeoutMs: number, checkS
         }
         chunks.push(chunk);
       });
-      res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+      res.on('end', () => resolve({ body: Buffer.concat(chunks).toString('utf8') }));
       res.on('error', reject);
     });
     // `timeout` fires only after timeoutMs of silence: a server trickling a byte at a time would hold

@@ -249,6 +249,51 @@ describe('FederationBundleSource (https_web)', () => {
     expect(hooks.messages).toEqual(['federation bundle fetch failed; keeping the last good bundle']);
   });
 
+  it('follows redirects to https bundle endpoint URLs (same trust), at most 3, and never one to http or with userinfo', async () => {
+    const body = spiffeBundleJson([rootA]);
+    let redirects: Record<string, string> = {};
+    const hits: string[] = [];
+    const server: Server = createServer({ key: tlsKey, cert: tlsCert }, (req, res) => {
+      hits.push(req.url ?? '');
+      const to = redirects[req.url ?? ''];
+      if (to !== undefined) {
+        res.writeHead(302, { location: to });
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(body);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const base = `https://localhost:${(server.address() as AddressInfo).port}`;
+    const fetchWith = async (map: Record<string, string>): Promise<{ set: BundleSet; hooks: ReturnType<typeof recordingHooks> }> => {
+      redirects = map;
+      hits.length = 0;
+      const set = new BundleSet();
+      const hooks = recordingHooks();
+      const source = new FederationBundleSource(set, { label: 'federation#3', verifier: 'v', trustDomain: 'a.test', url: `${base}/bundle`, caFile: caFile(webCa), minRefreshMs: 60_000 }, hooks);
+      cleanups.push(() => source.close());
+      await source.start();
+      return { set, hooks };
+    };
+
+    const moved = await fetchWith({ '/bundle': '/cdn/bundle', '/cdn/bundle': `${base}/cdn/v2/bundle` });
+    expect(moved.set.get('a.test')?.x509Authorities).toHaveLength(1);
+    expect(hits).toEqual(['/bundle', '/cdn/bundle', '/cdn/v2/bundle']);
+
+    const loop = await fetchWith({ '/bundle': '/a', '/a': '/b', '/b': '/c', '/c': '/d' });
+    expect(loop.set.get('a.test')).toBeUndefined();
+    expect(loop.hooks.refreshes).toEqual(['federation#3:error']);
+    expect(hits).toEqual(['/bundle', '/a', '/b', '/c']);
+
+    const plain = await fetchWith({ '/bundle': 'http://localhost/bundle' });
+    expect(plain.set.get('a.test')).toBeUndefined();
+    const userinfo = await fetchWith({ '/bundle': `https://user:pw@localhost:${(server.address() as AddressInfo).port}/x` });
+    expect(userinfo.set.get('a.test')).toBeUndefined();
+    expect(hits).toEqual(['/bundle']);
+  });
+
   it('only takes https URLs', () => {
     expect(() => new FederationBundleSource(new BundleSet(), { label: 'f', verifier: 'v', trustDomain: 'a.test', url: 'http://a.test/bundle' })).toThrow(TypeError);
   });
