@@ -218,7 +218,13 @@ const jwkSchema = z.looseObject({
 
 const bundleDocumentSchema = z.looseObject({
   keys: z.array(z.unknown()).max(MAX_BUNDLE_KEYS),
-  spiffe_sequence: z.number().int().min(0).optional(),
+  // a uint64 (Bundle §4.1.1): beyond 2^53 JSON numbers lose precision, so any non-negative whole number is taken
+  // (a rollback check on such values may miss a step back; it never refuses a genuine update)
+  spiffe_sequence: z
+    .number()
+    .min(0)
+    .refine((v) => Number.isInteger(v), 'expected a whole number')
+    .optional(),
   // a hint that is not a non-negative integer is ignored (the default interval applies), not a reason to refuse the bundle
   spiffe_refresh_hint: z.unknown().optional(),
 });

@@ -124,6 +124,9 @@ describe('SPIFFE bundles (JWKS)', () => {
       expect(parseSpiffeBundle(doc([root], { spiffe_refresh_hint: hint }), 'a.test', 'b.json').refreshHintSeconds).toBeNull();
     }
     expect(parseSpiffeBundle(doc([root], { spiffe_refresh_hint: 300 }), 'a.test', 'b.json').refreshHintSeconds).toBe(300);
+    // spiffe_sequence is a uint64: a value above 2^53 is taken (as the nearest double), not a reason to refuse the bundle
+    expect(parseSpiffeBundle('{"keys":[],"spiffe_sequence":18446744073709551615}', 'a.test', 'b.json').sequence).toBe(18446744073709551615);
+    expectInvalid(() => parseSpiffeBundle('{"keys":[],"spiffe_sequence":1.5}', 'a.test', 'b.json'), 'b.json: not a SPIFFE bundle: spiffe_sequence: expected a whole number');
   });
 
   it('rejects malformed documents with the place at fault', () => {
