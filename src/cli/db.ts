@@ -164,7 +164,11 @@ export async function pruneBefore(db: PgClient, cutoff: number): Promise<ChainPr
       }
       const { rows: done } = await db.query<{ deleted: number }>('SELECT chio_prune_chain($1, $2) AS deleted', [chain, through]);
       const deleted = Number(done[0]?.deleted ?? 0);
-      out.push({ chain, through: deleted > 0 ? through : null, deleted });
+      // the function never deletes a chain's newest receipt: report where the chain now starts, not the cutoff's seq
+      const { rows: first } = await db.query<{ first: number | null }>('SELECT min(seq) AS first FROM chio_receipts WHERE chain = $1', [chain]);
+      const start = first[0]?.first;
+      const actual = start === null || start === undefined ? through : Math.min(through, Number(start) - 1);
+      out.push({ chain, through: deleted > 0 ? actual : null, deleted });
     }
     return out;
   } catch (err) {

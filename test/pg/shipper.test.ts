@@ -9,7 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Logger } from '../../src/check/pipeline.js';
-import { createPgPool, type PgPool } from '../../src/receipt/pg/connection.js';
+import { createPgPool, redactPgUrl, type PgPool } from '../../src/receipt/pg/connection.js';
 import { migrate } from '../../src/receipt/pg/migrate.js';
 import { ReceiptShipper, type ShipperMetrics } from '../../src/receipt/pg/shipper.js';
 import { PgReceiptStore } from '../../src/receipt/pg/store.js';
@@ -253,6 +253,73 @@ describe.skipIf(SKIP_PG)('receipt shipping to PostgreSQL', () => {
   });
 });
 
+describe.skipIf(SKIP_PG)('PostgreSQL review of 2026-11-26', () => {
+  let schema: TestSchema;
+  const cleanup: Array<() => Promise<void> | void> = [];
+  beforeEach(async () => {
+    schema = await createTestSchema();
+    await migrate(schema.admin);
+  });
+  afterEach(async () => {
+    for (const fn of cleanup.splice(0).reverse()) await fn();
+    await schema.drop();
+  });
+
+  async function shipped(local: LocalReplica, n: number): Promise<PgPool> {
+    const pool = createPgPool(schema.url);
+    cleanup.push(() => pool.end());
+    const s = new ReceiptShipper({ db: pool, chain: local.chain.chainId, source: local.store, committedSeq: 0, log: recordingLogger(), batchSize: 50 });
+    s.start();
+    s.committed(await local.commit(n));
+    expect(await s.drain(10_000)).toBe(true);
+    await s.close(0);
+    return pool;
+  }
+
+  it('verify catches a row whose query columns were altered (its signed text untouched), naming the receipt and the column', async () => {
+    const local = new LocalReplica();
+    cleanup.push(() => local.store.close());
+    await shipped(local, 20);
+    const deny = local.committed.find((c) => c.jcs.includes('"verdict":"deny"'));
+    expect(deny).toBeDefined();
+    await schema.admin.query(`UPDATE chio_receipts SET verdict = 'allow' WHERE chain = $1 AND seq = $2`, [local.chain.chainId, deny!.seq]);
+    const [report] = await verifyCentralStore(new PgReceiptStore(schema.admin), KEYS);
+    expect(report?.ok).toBe(false);
+    expect(report?.firstFailure).toEqual({
+      line: deny!.seq,
+      id: deny!.id,
+      seq: deny!.seq,
+      code: 'receipt_malformed',
+      message: 'the stored column verdict ("allow") does not describe the signed receipt ("deny"): the row was altered',
+    });
+  });
+
+  it('a replica holding another history that ends exactly at the central head is refused as a fork at resume', async () => {
+    const local = new LocalReplica();
+    cleanup.push(() => local.store.close());
+    await shipped(local, 10);
+    const impostor = new LocalReplica(local.chain.chainId); // a cloned data volume, then diverged
+    cleanup.push(() => impostor.store.close());
+    await impostor.commit(10);
+    const pool = createPgPool(schema.url);
+    cleanup.push(() => pool.end());
+    const log = recordingLogger();
+    const s = new ReceiptShipper({ db: pool, chain: local.chain.chainId, source: impostor.store, committedSeq: 10, log, batchSize: 50 });
+    cleanup.push(() => s.close(0));
+    s.start();
+    await until('the fork to be reported', () => log.entries.some((e) => e.level === 'error'));
+    const error = log.entries.find((e) => e.level === 'error');
+    expect((error?.obj as { code: string }).code).toBe('receipt_chain_broken');
+    expect(String((error?.obj as { err: string }).err)).toMatch(/^chain chn-\S+: PostgreSQL holds sha256:[0-9a-f]{64} at seq 10, but the local log holds sha256:[0-9a-f]{64} there \(a fork: was the data volume cloned or restored\?\)$/);
+    expect(await s.prunableThrough(1000)).toBe(0);
+  });
+
+  it('a password given as a URL parameter is masked wherever the URL is shown', () => {
+    expect(redactPgUrl('postgres://chio@db:5432/audit?password=s3cr3t&sslmode=require')).toBe('postgres://chio@db:5432/audit?password=***&sslmode=require');
+    expect(redactPgUrl('postgres://chio:pw@db/audit?sslpassword=k3y')).toBe('postgres://chio:***@db/audit?sslpassword=***');
+  });
+});
+
 describe.skipIf(SKIP_PG)('the central insert', () => {
   let schema: TestSchema;
   afterEach(async () => {
@@ -317,8 +384,9 @@ describe.skipIf(SKIP_PG)('chio db prune and chio receipt verify --pg-url-env', (
       s.committed(await local.commit(10)); // shipping resumes after the pruned prefix
       expect(await s.drain(10_000)).toBe(true);
       const all = fakeIO('/', env);
-      expect(await main(['db', 'prune', '--url-env', 'PG', '--before', '2100-01-01T00:00:00Z'], all)).toBe(0);
-      expect(all.out).toBe('deleted 68 receipt(s) older than 2100-01-01T00:00:00Z in 1 chain(s)\n');
+      expect(await main(['db', 'prune', '--url-env', 'PG', '--before', '2100-01-01T00:00:00Z', '--json'], all)).toBe(0);
+      // every receipt is older, but the chain's newest is kept: it now starts at 110, pruned through 109 (was reported as 110)
+      expect(JSON.parse(all.out)).toEqual({ before: '2100-01-01T00:00:00Z', deleted: 68, chains: [{ chain: local.chain.chainId, through: 109, deleted: 68 }] });
       const status = fakeIO('/', env);
       expect(await main(['db', 'status', '--url-env', 'PG'], status)).toBe(0);
       expect(status.out).toContain(`chain ${local.chain.chainId}: 1 receipt(s), seq 110 to 110\n`);

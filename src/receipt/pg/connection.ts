@@ -79,6 +79,8 @@ export function redactPgUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password !== '') u.password = '***';
+    // libpq and node-postgres also take a password as a URL parameter (and sslpassword for the key)
+    for (const secret of ['password', 'sslpassword']) if (u.searchParams.has(secret)) u.searchParams.set(secret, '***');
     return u.toString();
   } catch {
     return '(unparseable URL)';

@@ -230,16 +230,41 @@ export class ReceiptShipper {
       head = await centralChainHead(db, this.#o.chain);
       if (head === null) throw new ChioError('io_error', `chain ${this.#o.chain} could not be registered in PostgreSQL`);
     }
-    this.#shipped = head.seq ?? head.firstSeq - 1;
-    this.#shippedHash = head.seq === null ? head.firstPrevHash : head.hash;
-    this.#resumeNeeded = false;
-    if (this.#shipped > this.#committed) {
+    const shipped = head.seq ?? head.firstSeq - 1;
+    const shippedHash = head.seq === null ? head.firstPrevHash : head.hash;
+    if (shipped > this.#committed) {
       throw new ChioError(
         'receipt_chain_broken',
-        `chain ${this.#o.chain}: PostgreSQL holds receipts up to seq ${this.#shipped}, but the local log ends at seq ${this.#committed} (was the local log replaced?)`,
+        `chain ${this.#o.chain}: PostgreSQL holds receipts up to seq ${shipped}, but the local log ends at seq ${this.#committed} (was the local log replaced?)`,
       );
     }
+    // before taking the central head as ours: a fork must not count as shipped (retention would prune it)
+    if (head.seq !== null) await this.#checkSameHead(shipped, shippedHash);
+    this.#shipped = shipped;
+    this.#shippedHash = shippedHash;
+    this.#resumeNeeded = false;
     this.#dropShipped();
+  }
+
+  /**
+   * The local log must hold, at the central head, the very receipt PostgreSQL holds there: another
+   * history of the same length under this chain id (a cloned or restored data volume) is a fork,
+   * refused here; it surfaced only at the next commit, and retention could meanwhile delete local
+   * receipts the central store never held.
+   */
+  async #checkSameHead(seq: number, hash: string | null): Promise<void> {
+    if (seq < 1 || hash === null) return;
+    for await (const r of this.#o.source.iterateBySeq(seq, seq)) {
+      if (r.seq !== seq) return; // not held locally any more (pruned): nothing to compare
+      const local = receiptRow(r.jcs, this.#o.chain);
+      if (local.hash !== hash) {
+        throw new ChioError(
+          'receipt_chain_broken',
+          `chain ${this.#o.chain}: PostgreSQL holds ${hash} at seq ${seq}, but the local log holds ${local.hash} there (a fork: was the data volume cloned or restored?)`,
+        );
+      }
+      return;
+    }
   }
 
   async #firstLocal(): Promise<ReceiptRow | null> {

@@ -9,6 +9,10 @@ import type { ReceiptRecord } from '../store.js';
 import { int8, int8OrNull, pgError, type PgQueryable } from './connection.js';
 import { centralQuerySql, parseCentralQuery, toCentralPage, type CentralQuery, type CentralRow } from './query.js';
 
+/** The columns stored beside a receipt's text (the query API filters on them; `hash` links the chain). */
+export const STORED_COLUMNS = ['id', 'time_ms', 'verdict', 'rule', 'tool', 'capability_id', 'workload_uri', 'trust_domain', 'workload_path', 'tier', 'hash'] as const;
+export type StoredColumns = { readonly time_ms: number } & { readonly [K in Exclude<(typeof STORED_COLUMNS)[number], 'time_ms'>]: string | null };
+
 /** Rows read per page by `iterateChain`. */
 export const CHAIN_PAGE_ROWS = 2000;
 
@@ -62,14 +66,17 @@ export class PgReceiptStore {
   }
 
   /** The receipts of one chain with seq >= fromSeq, in seq order. */
-  async *iterateChain(chain: string, fromSeq = 1): AsyncGenerator<ReceiptRecord> {
+  async *iterateChain(chain: string, fromSeq = 1): AsyncGenerator<ReceiptRecord & { readonly columns: StoredColumns }> {
     let next = fromSeq;
     for (;;) {
-      const rows = await this.#read<{ seq: number; jcs: string }>(
-        'SELECT seq, jcs FROM chio_receipts WHERE chain = $1 AND seq >= $2 ORDER BY seq LIMIT $3',
+      const rows = await this.#read<{ seq: number; jcs: string } & Omit<StoredColumns, 'time_ms'> & { time_ms: unknown }>(
+        `SELECT seq, jcs, ${STORED_COLUMNS.join(', ')} FROM chio_receipts WHERE chain = $1 AND seq >= $2 ORDER BY seq LIMIT $3`,
         [chain, next, CHAIN_PAGE_ROWS],
       );
-      for (const row of rows) yield { seq: int8(row.seq), jcs: row.jcs };
+      for (const row of rows) {
+        const { seq, jcs, time_ms: timeMs, ...rest } = row;
+        yield { seq: int8(seq), jcs, columns: { ...rest, time_ms: int8(timeMs) } };
+      }
       const last = rows[rows.length - 1];
       if (last === undefined || rows.length < CHAIN_PAGE_ROWS) return;
       next = int8(last.seq) + 1;

@@ -7,7 +7,8 @@
  * name `first_prev_hash`. A chain may end inside a signing batch: the rest is not shipped yet.
  */
 import { ReceiptChainVerifier, type VerificationKeys, type VerifyFailure } from '../verify.js';
-import type { ChainInfo, PgReceiptStore } from './store.js';
+import { receiptRow } from './receipt-row.js';
+import { STORED_COLUMNS, type ChainInfo, type PgReceiptStore, type StoredColumns } from './store.js';
 
 export interface ChainReport {
   readonly chain: string;
@@ -22,6 +23,36 @@ export interface ChainReport {
 }
 
 /** Verifies every chain of the store (or only `only`); chains in chain-id order. */
+/** Why a row's stored columns do not describe its text, or null. */
+function columnsFailure(stored: StoredColumns, jcs: string, chain: string, line: number): VerifyFailure | null {
+  const row = receiptRow(jcs, chain);
+  const expected: Record<keyof StoredColumns, string | number | null> = {
+    id: row.id,
+    time_ms: row.timeMs,
+    verdict: row.verdict,
+    rule: row.rule,
+    tool: row.tool,
+    capability_id: row.capabilityId,
+    workload_uri: row.workloadUri,
+    trust_domain: row.trustDomain,
+    workload_path: row.workloadPath,
+    tier: row.tier,
+    hash: row.hash,
+  };
+  for (const column of STORED_COLUMNS) {
+    if (stored[column] !== expected[column]) {
+      return {
+        line,
+        id: row.id,
+        seq: row.seq,
+        code: 'receipt_malformed',
+        message: `the stored column ${column} (${JSON.stringify(stored[column])}) does not describe the signed receipt (${JSON.stringify(expected[column])}): the row was altered`,
+      };
+    }
+  }
+  return null;
+}
+
 export async function verifyCentralStore(store: PgReceiptStore, keys: VerificationKeys, only?: string): Promise<ChainReport[]> {
   const chains = (await store.chains()).filter((c) => only === undefined || c.chain === only);
   const reports: ChainReport[] = [];
@@ -34,6 +65,9 @@ async function verifyChain(store: PgReceiptStore, keys: VerificationKeys, info: 
   let failure: VerifyFailure | null = null;
   for await (const record of store.iterateChain(info.chain, info.firstSeq)) {
     failure = verifier.line(Buffer.from(record.jcs, 'utf8'));
+    // the columns the query API filters on must describe the signed text: an edited verdict or time
+    // would change what a query answers while every signature still verifies
+    failure ??= columnsFailure(record.columns, record.jcs, info.chain, verifier.receipts);
     if (failure !== null) break;
   }
   if (failure === null && verifier.chain !== null && verifier.chain !== info.chain) {
