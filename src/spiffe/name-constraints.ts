@@ -128,7 +128,15 @@ export function uriHost(uri: string): string | null {
   return m === null ? null : (m[1] as string);
 }
 
-function matches(subtree: Subtree & { kind: 'uri' | 'dns' }, value: string): boolean {
+/** A subtree of a kind chio processes. */
+type NameSubtree = Subtree & { readonly kind: 'uri' | 'dns' };
+
+/** Whether the constraints hold any subtree (permitted or excluded) of this kind. */
+function constrains(nc: NameConstraints, kind: NameSubtree['kind']): boolean {
+  return nc.permitted.some((s) => s.kind === kind) || nc.excluded.some((s) => s.kind === kind);
+}
+
+function matches(subtree: NameSubtree, value: string): boolean {
   return subtree.kind === 'dns' ? dnsNameMatches(value, subtree.name) : uriHostMatches(value, subtree.name);
 }
 
@@ -142,23 +150,23 @@ function describeSubtrees(subtrees: readonly Subtree[]): string {
  */
 export function nameConstraintsProblem(nc: NameConstraints, names: ConstrainedNames, subject: string): string | null {
   if (nc.critical) {
-    const unsupported = [...nc.permitted, ...nc.excluded].find((s) => s.kind === 'unsupported');
-    if (unsupported !== undefined && unsupported.kind === 'unsupported') {
+    const unsupported = [...nc.permitted, ...nc.excluded].find((s): s is Subtree & { kind: 'unsupported' } => s.kind === 'unsupported');
+    if (unsupported !== undefined) {
       return `has critical nameConstraints with ${unsupported.what}, which chio does not process (RFC 5280 §4.2 requires rejecting it)`;
     }
   }
-  const values: Array<{ kind: 'uri' | 'dns'; value: string; shown: string }> = [];
+  const values: Array<{ kind: NameSubtree['kind']; value: string; shown: string }> = [];
   for (const uri of names.uris) {
     const host = uriHost(uri);
     if (host === null) {
-      if (nc.permitted.some((s) => s.kind === 'uri') || nc.excluded.some((s) => s.kind === 'uri')) {
+      if (constrains(nc, 'uri')) {
         return `has URI nameConstraints, and ${subject} has a URI SAN without a host (${JSON.stringify(uri)}) to check against them`;
       }
       continue;
     }
     values.push({ kind: 'uri', value: host, shown: `URI SAN ${JSON.stringify(uri)}` });
   }
-  const dnsConstrained = nc.permitted.some((s) => s.kind === 'dns') || nc.excluded.some((s) => s.kind === 'dns');
+  const dnsConstrained = constrains(nc, 'dns');
   for (const dns of names.dns) {
     // `x.evil.test.` or `a..b` would slip past a subtree `evil.test`: under DNS constraints only plain host names pass (as in Go's x509)
     if (dnsConstrained && (dns === '' || dns.endsWith('.') || dns.startsWith('.') || dns.includes('..'))) {
@@ -168,11 +176,11 @@ export function nameConstraintsProblem(nc: NameConstraints, names: ConstrainedNa
   }
   for (const v of values) {
     const kindName = v.kind === 'uri' ? 'URI' : 'DNS';
-    const permitted = nc.permitted.filter((s): s is Subtree & { kind: 'uri' | 'dns' } => s.kind === v.kind);
+    const permitted = nc.permitted.filter((s): s is NameSubtree => s.kind === v.kind);
     if (permitted.length > 0 && !permitted.some((s) => matches(s, v.value))) {
       return `does not permit the ${v.shown} of ${subject} (permitted ${kindName} subtrees: ${describeSubtrees(permitted)})`;
     }
-    const excluded = nc.excluded.find((s): s is Subtree & { kind: 'uri' | 'dns' } => s.kind === v.kind && matches(s, v.value));
+    const excluded = nc.excluded.find((s): s is NameSubtree => s.kind === v.kind && matches(s, v.value));
     if (excluded !== undefined) {
       return `excludes the ${v.shown} of ${subject} (excluded ${kindName} subtree ${JSON.stringify(excluded.name)})`;
     }
