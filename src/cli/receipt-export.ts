@@ -311,11 +311,16 @@ export async function anchorForFile(
   return { after, note: `${covered}; the first receipt's prevHash is not checked`, failure: null, end };
 }
 
-/** The live file of a rotated segment `<name>-<first>-<last><ext>`; any other file is its own. */
-function livePathOf(file: string): string {
+/** What a name shaped like a rotated segment's (`<name>-<first>-<last><ext>`) says: its live file and range; null for any other name. */
+function segmentNameOf(file: string): { readonly live: string; readonly first: number; readonly last: number } | null {
   const { dir, name, ext } = path.parse(file);
-  const m = /^(.+)-[1-9][0-9]*-[1-9][0-9]*$/.exec(name);
-  return m ? path.join(dir, `${m[1] as string}${ext}`) : file;
+  const m = /^(.+)-([1-9][0-9]*)-([1-9][0-9]*)$/.exec(name);
+  return m ? { live: path.join(dir, `${m[1] as string}${ext}`), first: Number(m[2]), last: Number(m[3]) } : null;
+}
+
+/** The live file of a rotated segment; any other file is its own. */
+function livePathOf(file: string): string {
+  return segmentNameOf(file)?.live ?? file;
 }
 
 /**
@@ -325,14 +330,12 @@ function livePathOf(file: string): string {
  * segment holds exactly the seqs its name says, and its live file exists beside it.
  */
 async function isLiveFile(file: string): Promise<boolean> {
-  const live = livePathOf(file);
-  if (live === file) return true;
+  const named = segmentNameOf(file);
   // a segment is followed by the live file (recreated at every rotation), which carries the log's end
   // check: without it, this file is where the log ends, whatever its name says
-  if (!existsSync(live)) return true;
-  const m = /-([1-9][0-9]*)-([1-9][0-9]*)$/.exec(path.parse(file).name);
+  if (named === null || !existsSync(named.live)) return true;
   const held = await segmentEnds(file);
-  return !(m !== null && held !== null && held.first === Number(m[1]) && held.last === Number(m[2]));
+  return !(held !== null && held.first === named.first && held.last === named.last);
 }
 
 /**
