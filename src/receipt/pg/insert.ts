@@ -8,7 +8,7 @@
 import { ChioError } from '../../errors.js';
 import pg from 'pg';
 import { inTransaction, int8, int8OrNull, type PgQueryable } from './connection.js';
-import type { ReceiptRow } from './receipt-row.js';
+import { STORED_COLUMNS, type ReceiptRow } from './receipt-row.js';
 
 export interface CentralChainHead {
   /** the newest receipt held; null when the chain holds none */
@@ -73,17 +73,7 @@ async function insertIn(db: PgQueryable, chain: string, rows: readonly ReceiptRo
   const result = await db.query<{ seq: number }>(INSERT_SQL, [
     chain,
     col((r) => r.seq),
-    col((r) => r.id),
-    col((r) => r.timeMs),
-    col((r) => r.verdict),
-    col((r) => r.rule),
-    col((r) => r.tool),
-    col((r) => r.capabilityId),
-    col((r) => r.workloadUri),
-    col((r) => r.trustDomain),
-    col((r) => r.workloadPath),
-    col((r) => r.tier),
-    col((r) => r.hash),
+    ...STORED_COLUMNS.map(([, value]) => col(value)),
     col((r) => r.jcs),
   ]);
   const inserted = result.rows.length;

@@ -19,6 +19,27 @@ export interface ReceiptRow extends ReceiptColumns {
   readonly jcs: string;
 }
 
+/** A column of chio_receipts filled from a row, besides chain, seq and jcs. */
+export type StoredColumn = 'id' | 'time_ms' | 'verdict' | 'rule' | 'tool' | 'capability_id' | 'workload_uri' | 'trust_domain' | 'workload_path' | 'tier' | 'hash';
+
+/**
+ * Those columns with the row member each holds, in the table's (and ./insert.ts INSERT_SQL's)
+ * order: what an insert writes and what `chio receipt verify --pg-url-env` checks a stored row against.
+ */
+export const STORED_COLUMNS: ReadonlyArray<readonly [StoredColumn, (r: ReceiptRow) => string | number | null]> = [
+  ['id', (r) => r.id],
+  ['time_ms', (r) => r.timeMs],
+  ['verdict', (r) => r.verdict],
+  ['rule', (r) => r.rule],
+  ['tool', (r) => r.tool],
+  ['capability_id', (r) => r.capabilityId],
+  ['workload_uri', (r) => r.workloadUri],
+  ['trust_domain', (r) => r.trustDomain],
+  ['workload_path', (r) => r.workloadPath],
+  ['tier', (r) => r.tier],
+  ['hash', (r) => r.hash],
+];
+
 /** The members the row needs; everything else of the receipt is kept only in `jcs`. */
 const indexed = z.object({
   seq: z.int().min(1),

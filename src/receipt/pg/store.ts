@@ -8,10 +8,10 @@ import type { ReceiptPage } from '../query.js';
 import type { ReceiptRecord } from '../store.js';
 import { int8, int8OrNull, pgError, type PgQueryable } from './connection.js';
 import { centralQuerySql, parseCentralQuery, toCentralPage, type CentralQuery, type CentralRow } from './query.js';
+import { STORED_COLUMNS, type StoredColumn } from './receipt-row.js';
 
-/** The columns stored beside a receipt's text (the query API filters on them; `hash` links the chain). */
-export const STORED_COLUMNS = ['id', 'time_ms', 'verdict', 'rule', 'tool', 'capability_id', 'workload_uri', 'trust_domain', 'workload_path', 'tier', 'hash'] as const;
-export type StoredColumns = { readonly time_ms: number } & { readonly [K in Exclude<(typeof STORED_COLUMNS)[number], 'time_ms'>]: string | null };
+/** The columns stored beside a receipt's text, as read back (the query API filters on them; `hash` links the chain). */
+export type StoredColumns = { readonly time_ms: number } & { readonly [K in Exclude<StoredColumn, 'time_ms'>]: string | null };
 
 /** Rows read per page by `iterateChain`. */
 export const CHAIN_PAGE_ROWS = 2000;
@@ -70,7 +70,7 @@ export class PgReceiptStore {
     let next = fromSeq;
     for (;;) {
       const rows = await this.#read<{ seq: number; jcs: string } & Omit<StoredColumns, 'time_ms'> & { time_ms: unknown }>(
-        `SELECT seq, jcs, ${STORED_COLUMNS.join(', ')} FROM chio_receipts WHERE chain = $1 AND seq >= $2 ORDER BY seq LIMIT $3`,
+        `SELECT seq, jcs, ${STORED_COLUMNS.map(([column]) => column).join(', ')} FROM chio_receipts WHERE chain = $1 AND seq >= $2 ORDER BY seq LIMIT $3`,
         [chain, next, CHAIN_PAGE_ROWS],
       );
       for (const row of rows) {

@@ -7,8 +7,8 @@
  * name `first_prev_hash`. A chain may end inside a signing batch: the rest is not shipped yet.
  */
 import { ReceiptChainVerifier, type VerificationKeys, type VerifyFailure } from '../verify.js';
-import { receiptRow } from './receipt-row.js';
-import { STORED_COLUMNS, type ChainInfo, type PgReceiptStore, type StoredColumns } from './store.js';
+import { receiptRow, STORED_COLUMNS } from './receipt-row.js';
+import type { ChainInfo, PgReceiptStore, StoredColumns } from './store.js';
 
 export interface ChainReport {
   readonly chain: string;
@@ -26,27 +26,15 @@ export interface ChainReport {
 /** Why a row's stored columns do not describe its text, or null. */
 function columnsFailure(stored: StoredColumns, jcs: string, chain: string, line: number): VerifyFailure | null {
   const row = receiptRow(jcs, chain);
-  const expected: Record<keyof StoredColumns, string | number | null> = {
-    id: row.id,
-    time_ms: row.timeMs,
-    verdict: row.verdict,
-    rule: row.rule,
-    tool: row.tool,
-    capability_id: row.capabilityId,
-    workload_uri: row.workloadUri,
-    trust_domain: row.trustDomain,
-    workload_path: row.workloadPath,
-    tier: row.tier,
-    hash: row.hash,
-  };
-  for (const column of STORED_COLUMNS) {
-    if (stored[column] !== expected[column]) {
+  for (const [column, value] of STORED_COLUMNS) {
+    const expected = value(row);
+    if (stored[column] !== expected) {
       return {
         line,
         id: row.id,
         seq: row.seq,
         code: 'receipt_malformed',
-        message: `the stored column ${column} (${JSON.stringify(stored[column])}) does not describe the signed receipt (${JSON.stringify(expected[column])}): the row was altered`,
+        message: `the stored column ${column} (${JSON.stringify(stored[column])}) does not describe the signed receipt (${JSON.stringify(expected)}): the row was altered`,
       };
     }
   }
