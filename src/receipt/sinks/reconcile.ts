@@ -118,9 +118,13 @@ async function backfill(
   for await (const text of receiptsAfter(source, from?.seq ?? 0, cannot)) {
     if (check === null) {
       // an empty store: from the log's first receipt, which retention may have moved past seq 1
-      const first = sink instanceof SqliteSink ? receiptFacts(text) : null;
-      base = first === null || first.seq === 1 || first.prevHash === null ? null : { seq: first.seq - 1, hash: first.prevHash };
-      if (base !== null && sink instanceof SqliteSink) sink.startAfter(base);
+      if (sink instanceof SqliteSink) {
+        const first = receiptFacts(text);
+        if (first.seq > 1 && first.prevHash !== null) {
+          base = { seq: first.seq - 1, hash: first.prevHash };
+          sink.startAfter(base);
+        }
+      }
       check = continuationCheck(base, keys);
     }
     let sealed: SealedReceipt;
