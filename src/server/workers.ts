@@ -286,7 +286,6 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     const worker = cluster.fork({ ...workerEnv, [WORKER_INDEX_ENV]: String(i + 1) });
     slot.worker = worker;
     slot.ready = false;
-    slot.lastMetrics = null;
     worker.on('message', (m: unknown) => {
       if (!isFromWorker(m)) return;
       if (m.type === 'chio:ready') {
