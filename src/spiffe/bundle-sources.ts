@@ -190,6 +190,8 @@ export class FederationBundleSource implements BundleSource {
   private latest: BundleContent | null = null;
   /** https_spiffe, self-serving: the bundle kept by an earlier run (stateFile), until this run fetched one */
   private kept: BundleContent | null = null;
+  /** https_spiffe: the endpoint server's SPIFFE ID, null for https_web */
+  private readonly endpointId: SpiffeId | null;
 
   constructor(
     private readonly set: BundleSet,
@@ -199,6 +201,7 @@ export class FederationBundleSource implements BundleSource {
     if (!options.url.startsWith('https://')) throw new TypeError(`federation url must be https://, got ${options.url}`);
     this.label = options.label;
     this.index = set.addSource({ source: options.label, verifier: options.verifier }, [options.trustDomain]);
+    this.endpointId = options.spiffe === undefined ? null : SpiffeId.parse(options.spiffe.endpointId);
   }
 
   async start(): Promise<void> {
@@ -278,15 +281,14 @@ export class FederationBundleSource implements BundleSource {
   }
 
   private selfServing(): boolean {
-    const spiffe = this.options.spiffe;
-    return spiffe !== undefined && SpiffeId.parse(spiffe.endpointId).trustDomain === this.options.trustDomain;
+    return this.endpointId?.trustDomain === this.options.trustDomain;
   }
 
   private async fetchOnce(): Promise<{ content: BundleContent; body: string }> {
     const timeoutMs = this.options.timeoutMs ?? 10_000;
     let body: string;
-    if (this.options.spiffe !== undefined) {
-      const { ca, check } = this.spiffeAuthentication(this.options.spiffe);
+    if (this.endpointId !== null) {
+      const { ca, check } = this.spiffeAuthentication(this.endpointId, this.options.spiffe?.bootstrapFile);
       body = await httpsGet(this.options.url, ca, timeoutMs, check);
     } else {
       const ca = this.options.caFile === undefined ? undefined : readText(this.options.caFile, `federation ${this.label} ca_file`);
@@ -317,9 +319,8 @@ export class FederationBundleSource implements BundleSource {
   }
 
   /** TLS trust for an https_spiffe fetch: the bundle's roots for OpenSSL, then chio's X509-SVID rules and the endpoint ID. */
-  private spiffeAuthentication(spiffe: NonNullable<FederationBundleSourceOptions['spiffe']>): { ca: string; check: ServerCheck } {
-    const endpointId = SpiffeId.parse(spiffe.endpointId);
-    const bundle = this.endpointBundle(endpointId, spiffe.bootstrapFile);
+  private spiffeAuthentication(endpointId: SpiffeId, bootstrapFile: string | undefined): { ca: string; check: ServerCheck } {
+    const bundle = this.endpointBundle(endpointId, bootstrapFile);
     if (bundle.x509Authorities.length === 0) throw new ChioError('io_error', `the bundle of ${bundle.trustDomain} has no X.509 root to authenticate ${endpointId.uri}`);
     const ca = bundle.x509Authorities.map((a) => a.x509.toString()).join('\n');
     const now = this.options.clock ?? Date.now;
