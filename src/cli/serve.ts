@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import path from 'node:path';
-import { parseConfig, resolveConfigSource, type Config } from '../config/load.js';
+import { loadConfigSource, resolveConfigSource, type Config } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
 import { startService } from '../main.js';
 import { runWorker, startPrimary, workerConfigText, workerIndex } from '../server/workers.js';
@@ -54,14 +54,11 @@ export const run: Command = async (args, io) => {
   let log;
   try {
     const inherited = worker === null ? null : workerConfigText(io.env);
-    if (inherited !== null && values.config !== undefined) {
-      // a worker runs the text its primary read, whatever the file holds now
-      const file = path.resolve(io.cwd, values.config);
-      config = parseConfig(inherited, file, path.dirname(file));
-      configText = inherited;
-    } else {
-      ({ config, text: configText } = resolveConfigSource(values.config, io.env, io.cwd));
-    }
+    // a worker runs the text its primary read, whatever the file holds now
+    ({ config, text: configText } =
+      inherited !== null && values.config !== undefined
+        ? loadConfigSource(path.resolve(io.cwd, values.config), inherited)
+        : resolveConfigSource(values.config, io.env, io.cwd));
     log = pino({
       name: 'chio-authz',
       level: config.log.level,

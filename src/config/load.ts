@@ -32,17 +32,22 @@ export function loadConfigFile(file: string): Config {
   return loadConfigSource(file).config;
 }
 
-/** A config file and the text it was parsed from (what `--workers` hands to its workers). */
-export function loadConfigSource(file: string): { config: Config; text: string } {
+/**
+ * A config file and the text it was parsed from (what `--workers` hands to its workers). With
+ * `text`, that text is parsed as the file's (a worker runs what its primary read), not the file.
+ */
+export function loadConfigSource(file: string, text?: string): { config: Config; text: string } {
   const abs = path.resolve(file);
-  let text: string;
-  try {
-    text = readFileSync(abs, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ChioError(code === 'ENOENT' ? 'file_not_found' : 'io_error', `cannot read config ${abs}: ${code ?? String(err)}`);
+  let source = text;
+  if (source === undefined) {
+    try {
+      source = readFileSync(abs, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new ChioError(code === 'ENOENT' ? 'file_not_found' : 'io_error', `cannot read config ${abs}: ${code ?? String(err)}`);
+    }
   }
-  return { config: parseConfig(text, abs, path.dirname(abs)), text };
+  return { config: parseConfig(source, abs, path.dirname(abs)), text: source };
 }
 
 /**
