@@ -151,7 +151,7 @@ export class Metrics {
     this.receiptShippingLagSeconds = new Gauge({
       aggregator: 'max', // --workers: an age, the oldest lag of any worker (a sum of ages means nothing)
       name: METRIC_NAMES.receiptShippingLagSeconds,
-      help: 'Seconds since the shipper last had every committed receipt in the central store (0 when caught up), by sink.',
+      help: 'Age in seconds of the oldest committed receipt not yet in the central store (0 when caught up), by sink.',
       labelNames: ['sink'],
       registers: [registry],
     });

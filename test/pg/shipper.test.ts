@@ -159,6 +159,44 @@ describe.skipIf(SKIP_PG)('receipt shipping to PostgreSQL', () => {
     expect(report).toMatchObject({ ok: true, receipts: 550 });
   });
 
+  it('lag seconds is the age of the oldest receipt not shipped yet, not how long some lag has lasted', async () => {
+    const local = new LocalReplica();
+    cleanup.push(() => local.store.close());
+    let now = 1_000_000;
+    const m = metrics();
+    let cutAt = Number.POSITIVE_INFINITY;
+    const counting: ShipperMetrics = {
+      ...m,
+      shipped: (n) => {
+        m.shipped(n);
+        if (m.shippedTotal >= cutAt) proxy.cut();
+      },
+    };
+    const s = shipper(local, recordingLogger(), counting, { clock: () => now, batchSize: 10 });
+    s.committed(await local.commit(40));
+    expect(await s.drain(10_000)).toBe(true);
+
+    proxy.cut();
+    now = 1_010_000;
+    s.committed(await local.commit(10)); // seq 41–50, committed at 1,010 s
+    now = 1_070_000;
+    s.committed(await local.commit(10)); // seq 51–60, committed at 1,070 s
+    await until('the outage to show', () => m.lagReceipts === 20 && m.errors > 0);
+    expect(m.lagSeconds).toBe(60);
+
+    now = 1_100_000;
+    cutAt = 50; // ship seq 41–50 only
+    proxy.restore();
+    await until('seq 41–50 shipped', () => s.shippedSeq === 50 && m.lagReceipts === 10);
+    expect(m.lagSeconds).toBe(30); // seq 51's age; was 90 (the time since the lag began)
+    expect(await centralSeqs(local.chain.chainId)).toEqual(range(1, 50));
+
+    cutAt = Number.POSITIVE_INFINITY;
+    proxy.restore();
+    await until('all shipped', () => s.shippedSeq === 60 && m.lagReceipts === 0);
+    expect(m.lagSeconds).toBe(0);
+  });
+
   it('a restart (or a crash mid-batch) resumes after the last receipt PostgreSQL holds', async () => {
     const local = new LocalReplica();
     cleanup.push(() => local.store.close());

@@ -24,6 +24,7 @@ import type { Logger } from '../../check/pipeline.js';
 import { ChioError, describe } from '../../errors.js';
 import type { SealedReceipt } from '../receipt.js';
 import type { ReceiptRecord } from '../store.js';
+import { CommitTimes } from './commit-times.js';
 import { pgError, type PgQueryable } from './connection.js';
 import { centralChainHead, insertReceipts, registerChain } from './insert.js';
 import { receiptRow, sealedRow, type ReceiptRow } from './receipt-row.js';
@@ -81,8 +82,8 @@ export class ReceiptShipper {
   #committed: number;
   /** committed receipts after #shipped, contiguous (seq order), at most bufferLimit */
   #buffer: SealedReceipt[] = [];
-  /** when the oldest receipt not shipped yet was committed (lag seconds), null when all are shipped */
-  #oldestUnshippedMs: number | null = null;
+  /** when the receipts not shipped yet were committed (lag seconds: the oldest one's age) */
+  readonly #commitTimes = new CommitTimes();
   #running: Promise<void> | null = null;
   #wake: (() => void) | null = null;
   /** new receipts end the current sleep (not while backing off after a failure) */
@@ -100,6 +101,8 @@ export class ReceiptShipper {
     this.#batchSize = options.batchSize ?? DEFAULTS.batchSize;
     this.#bufferLimit = options.bufferLimit ?? DEFAULTS.bufferLimit;
     this.#committed = options.committedSeq;
+    // receipts committed before this process started are at least as old as its start
+    if (this.#committed > 0) this.#commitTimes.committed(1, this.#clock());
   }
 
   get chain(): string {
@@ -137,7 +140,7 @@ export class ReceiptShipper {
     if (first.seq === expected && this.#buffer.length + batch.length <= this.#bufferLimit) {
       for (const s of batch) this.#buffer.push(s);
     }
-    if (this.#oldestUnshippedMs === null) this.#oldestUnshippedMs = this.#clock();
+    this.#commitTimes.committed(first.seq, this.#clock());
     this.#committed = last.seq;
     if (this.#wakeOnCommit) this.#wakeUp();
   }
@@ -325,12 +328,13 @@ export class ReceiptShipper {
     let drop = 0;
     while (drop < this.#buffer.length && (this.#buffer[drop] as SealedReceipt).seq <= shipped) drop++;
     if (drop > 0) this.#buffer = this.#buffer.slice(drop);
-    if (shipped >= this.#committed) this.#oldestUnshippedMs = null;
+    if (shipped >= this.#committed) this.#commitTimes.clear();
+    else this.#commitTimes.shippedThrough(shipped);
   }
 
   #reportLag(): void {
     const receipts = Math.max(0, this.#committed - (this.#shipped ?? 0));
-    const oldest = this.#oldestUnshippedMs;
+    const oldest = this.#commitTimes.oldestAfter(this.#shipped ?? 0);
     const seconds = receipts === 0 || oldest === null ? 0 : Math.max(0, (this.#clock() - oldest) / 1000);
     this.#o.metrics?.lag(receipts, seconds);
   }
