@@ -192,6 +192,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     handler: limitInFlight(pipeline, inFlight),
     transport: config.listen.grpc_transport,
     maxConcurrentStreams: config.limits.max_concurrent_streams,
+    requestReadTimeoutMs: config.limits.request_read_timeout_ms,
+    maxBufferedRequestBytes: config.limits.max_buffered_request_bytes,
     ...(tls ? { tls, callers: tls.callers } : {}),
     onRpcError: (code) => metrics.grpcErrors.inc({ code }),
     onCallerRefused: (reason) => {

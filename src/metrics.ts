@@ -177,7 +177,7 @@ export class Metrics {
     this.svidCacheEntries = sourced(METRIC_NAMES.svidCacheEntries, 'Parsed peer certificates held in the SVID cache.', 'svidCacheEntries');
     this.checksInFlight = sourced(
       METRIC_NAMES.checksInFlight,
-      'Checks admitted and not answered yet, counted from stream open; at limits.max_in_flight more are shed (deny overloaded).',
+      'Checks admitted and not answered yet, counted from the arrival of the whole request; at limits.max_in_flight more are shed (deny overloaded).',
       'checksInFlight',
     );
     this.heapLean = sourced(

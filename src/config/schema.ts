@@ -81,13 +81,17 @@ export const configSchema = z.strictObject({
     .prefault({}),
   trust: trustSchema,
   /**
-   * overload (src/limits.ts): Checks admitted at once per process (from stream open; more are denied
+   * overload (src/limits.ts): Checks admitted at once per process (from the request's arrival; more are denied
    * `overloaded`, 503, at once, with a receipt), and HTTP/2 streams a Check connection may open
    */
   limits: z
     .strictObject({
       max_in_flight: z.number().int().min(1).max(1_000_000).default(1024),
       max_concurrent_streams: z.number().int().min(1).max(1_000_000).default(100),
+      /** native transport: a request must arrive whole (HEADERS to END_STREAM) within this, or its grpc-timeout if shorter */
+      request_read_timeout_ms: z.number().int().min(1).max(3_600_000).default(10_000),
+      /** native transport: request bytes all Check streams still sending their request may hold together */
+      max_buffered_request_bytes: z.number().int().min(65_536).max(2 ** 40).default(64 * 1024 * 1024),
       /** how V8 sizes the heap (src/memory.ts): lean while there is CPU to spare, V8's own sizing near saturation */
       heap: z.enum(['auto', 'lean', 'throughput']).default('auto'),
     })

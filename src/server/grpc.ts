@@ -18,7 +18,7 @@ import {
 } from '../check/envoy.js';
 import { decodeCheckRequest } from '../check/request-wire.js';
 import { encodeCheckResponse } from '../check/response-wire.js';
-import { NativeGrpcServer } from './native-grpc.js';
+import { NativeGrpcServer, type NativeAuthContext } from './native-grpc.js';
 import { serverCredentials, type PushedCertificateProvider, type TlsMaterial } from './tls.js';
 
 export type GrpcTransport = 'native' | 'grpc-js';
@@ -44,6 +44,10 @@ export interface GrpcServerOptions {
   readonly maxConcurrentStreams?: number;
   /** a call answered with an RPC error, by status name (native transport only: ./native-grpc.ts `onError`) */
   readonly onRpcError?: (code: string) => void;
+  /** native transport only: how long a request may take to arrive whole (limits.request_read_timeout_ms) */
+  readonly requestReadTimeoutMs?: number;
+  /** native transport only: bytes all requests still arriving may hold (limits.max_buffered_request_bytes) */
+  readonly maxBufferedRequestBytes?: number;
 }
 
 export interface RunningGrpcServer {
@@ -97,18 +101,14 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
 
   const transport = options.transport ?? 'native';
   const bound = transport === 'native' ? nativeServer(options) : grpcJsServer(options);
+  const refuseInHandler = transport === 'native' ? null : callerRefusal(options);
   const server = bound.server;
   server.addService(withWireCodecs(service as grpc.ServiceDefinition), {
     Check: (call: grpc.ServerUnaryCall<RawCheckRequest, CheckResponseMessage>, callback: grpc.sendUnaryData<CheckResponseMessage>) => {
-      if (options.callers) {
-        let refused: string | null;
-        try {
-          refused = options.callers.check(call.getAuthContext()?.sslPeerCertificate);
-        } catch {
-          refused = 'the caller certificate could not be read';
-        }
+      // the native transport asked at stream open (admitCall); grpc-js hands us the whole call first
+      if (refuseInHandler !== null) {
+        const refused = refuseInHandler(call.getAuthContext()?.sslPeerCertificate);
         if (refused !== null) {
-          options.onCallerRefused?.(refused);
           callback({ code: grpc.status.PERMISSION_DENIED, details: refused });
           return;
         }
@@ -166,6 +166,26 @@ interface BindableServer {
 }
 
 const MAX_RECEIVE_MESSAGE_LENGTH = 4 * 1024 * 1024;
+const CHECK_PATH = `/${AUTHORIZATION_SERVICE}/Check`;
+
+/**
+ * `allowed_callers` as one function: why a peer may not call Check (counted and logged by
+ * `onCallerRefused`), or null; null itself when no callers are configured.
+ */
+function callerRefusal(options: GrpcServerOptions): ((peer: { raw?: Buffer; fingerprint256?: string } | undefined) => string | null) | null {
+  const callers = options.callers;
+  if (callers === undefined) return null;
+  return (peer) => {
+    let refused: string | null;
+    try {
+      refused = callers.check(peer);
+    } catch {
+      refused = 'the caller certificate could not be read';
+    }
+    if (refused !== null) options.onCallerRefused?.(refused);
+    return refused;
+  };
+}
 
 /** node:tls's secure-context fields of the listener's material */
 const secureContextOf = (m: TlsMaterial): { key: Buffer; cert: Buffer; ca: Buffer } => ({ key: m.privateKey, cert: m.certificate, ca: m.caCertificate });
@@ -173,9 +193,22 @@ const secureContextOf = (m: TlsMaterial): { key: Buffer; cert: Buffer; ca: Buffe
 function nativeServer(options: GrpcServerOptions): BindableServer {
   const material = options.tls?.provider.current;
   if (options.tls && !material) throw new TypeError('startGrpcServer(): the TLS provider has no material yet');
+  const refuse = callerRefusal(options);
   const server = new NativeGrpcServer({
     maxReceiveMessageLength: MAX_RECEIVE_MESSAGE_LENGTH,
     ...(options.onRpcError ? { onError: options.onRpcError } : {}),
+    ...(options.requestReadTimeoutMs === undefined ? {} : { requestReadTimeoutMs: options.requestReadTimeoutMs }),
+    ...(options.maxBufferedRequestBytes === undefined ? {} : { maxBufferedRequestBytes: options.maxBufferedRequestBytes }),
+    // allowed_callers before the request is read: a refused peer holds no request buffer
+    ...(refuse === null
+      ? {}
+      : {
+          admitCall: (path: string, peer: NativeAuthContext) => {
+            if (path !== CHECK_PATH) return null;
+            const refused = refuse(peer.sslPeerCertificate);
+            return refused === null ? null : { code: grpc.status.PERMISSION_DENIED, details: refused };
+          },
+        }),
     ...(options.maxConcurrentStreams === undefined ? {} : { maxConcurrentStreams: options.maxConcurrentStreams }),
     ...(options.tls && material
       ? { tls: { ...secureContextOf(material), requireClientCertificate: options.tls.requireClientCertificate } }

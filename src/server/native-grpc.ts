@@ -22,8 +22,17 @@
  *   UNIMPLEMENTED with `grpc-accept-encoding`.
  * - answers are never compressed; errors are Trailers-Only responses; `grpc-message` is
  *   percent-encoded as the protocol says.
- * - `grpc-timeout` is not enforced here: Envoy enforces its own ext_authz timeout and resets the
- *   stream, and an answer for a stream that is gone is dropped.
+ * - a request must arrive whole (END_STREAM) within its `grpc-timeout` or `requestReadTimeoutMs`
+ *   (10 s), whichever is shorter, else DEADLINE_EXCEEDED; a malformed `grpc-timeout` → INTERNAL (as
+ *   grpc-js and grpc-go). Once a request is dispatched its deadline is not enforced here: Envoy
+ *   enforces its own ext_authz timeout and resets the stream, and an answer for a stream that is gone
+ *   is dropped (a Check's receipt is being written by then anyway).
+ * - the request bytes held by all streams whose message is not complete yet are bounded by
+ *   `maxBufferedRequestBytes` (64 MiB): beyond it a stream is refused RESOURCE_EXHAUSTED. Without
+ *   both bounds, streams that send most of a 4 MiB message and never end it held ~400 MiB per
+ *   connection, for ever.
+ * - `admitCall` (the Check listener's `allowed_callers`) is asked at stream open, before any of the
+ *   request is read: a refused peer holds no buffer.
  * Connections: SETTINGS_MAX_CONCURRENT_STREAMS from `limits.max_concurrent_streams`; graceful
  * shutdown sends two GOAWAYs on every session (the first for stream 2³¹−1, the last after a PING
  * round trip) and lets admitted calls finish (server-streaming calls are ended with UNAVAILABLE);
@@ -61,6 +70,15 @@ export interface NativeGrpcServerOptions {
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection */
   readonly maxConcurrentStreams?: number;
   readonly tls?: NativeTlsOptions;
+  /** ms a request may take from its HEADERS to its END_STREAM (default 10 s; a shorter grpc-timeout wins) */
+  readonly requestReadTimeoutMs?: number;
+  /** request bytes all incomplete request messages together may hold (default 64 MiB) */
+  readonly maxBufferedRequestBytes?: number;
+  /**
+   * Asked once per stream at its opening, before its request is read: an error to refuse the call
+   * with, or null to read and serve it. Throwing refuses with INTERNAL.
+   */
+  readonly admitCall?: (path: string, peer: NativeAuthContext) => NativeServiceError | null;
   /**
    * Every call answered with an error instead of a message: the gRPC status name
    * (`RESOURCE_EXHAUSTED`, …) or `HTTP_405` / `HTTP_415` for a client not speaking gRPC.
@@ -80,6 +98,24 @@ interface Route {
 }
 
 const DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024;
+/** How long a request may take to arrive whole when its grpc-timeout does not say less. */
+export const DEFAULT_REQUEST_READ_TIMEOUT_MS = 10_000;
+/** Request bytes that incomplete request messages may hold together, per server. */
+export const DEFAULT_MAX_BUFFERED_REQUEST_BYTES = 64 * 1024 * 1024;
+/** How often streams still reading their request are checked for their deadline and for a peer that left. */
+const READ_SWEEP_MS = 100;
+
+const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 };
+
+/**
+ * `grpc-timeout` in ms (PROTOCOL-HTTP2: TimeoutValue = at most 8 ASCII digits, TimeoutUnit one of
+ * H M S m u n); null when malformed.
+ */
+export function parseGrpcTimeout(value: string): number | null {
+  const m = /^([0-9]{1,8})([HMSmun])$/.exec(value);
+  if (m === null) return null;
+  return Number(m[1]) * (TIMEOUT_UNIT_MS[m[2] as string] as number);
+}
 const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
 const GRPC_CONTENT_TYPE = 'application/grpc';
 const ACCEPT_ENCODING = 'identity,gzip,deflate';
@@ -265,6 +301,35 @@ function checkInflated(message: Buffer, maxLength: number): Framing {
  */
 const INITIAL_RESERVE = 64 * 1024;
 
+/** The bytes a server's incomplete request messages hold together, bounded (`maxBufferedRequestBytes`). */
+export class RequestBuffers {
+  #used = 0;
+
+  constructor(readonly max: number) {
+    if (!Number.isSafeInteger(max) || max < 0) throw new TypeError(`maxBufferedRequestBytes must be a non-negative integer, got ${max}`);
+  }
+
+  get used(): number {
+    return this.#used;
+  }
+
+  /** Takes `bytes` of the budget; false (nothing taken) when they do not fit. */
+  reserve(bytes: number): boolean {
+    if (this.#used + bytes > this.max) return false;
+    this.#used += bytes;
+    return true;
+  }
+
+  release(bytes: number): void {
+    this.#used -= bytes;
+  }
+}
+
+const buffersFull = (max: number): Refusal => ({
+  code: Status.RESOURCE_EXHAUSTED,
+  details: `Server request buffers full (${max} bytes held by requests still arriving)`,
+});
+
 export class MessageBody {
   refused = false;
   #pending: Buffer[] = [];
@@ -273,8 +338,13 @@ export class MessageBody {
   #filled = 0;
   /** 5 + the declared length, once the prefix is in */
   #size = 0;
+  /** bytes of `buffers` this body holds */
+  #held = 0;
 
-  constructor(private readonly maxLength: number) {}
+  constructor(
+    private readonly maxLength: number,
+    private readonly buffers: RequestBuffers = new RequestBuffers(Number.MAX_SAFE_INTEGER),
+  ) {}
 
   /** Takes a chunk; a refusal to answer with, or null. */
   add(chunk: Buffer): Refusal | null {
@@ -289,17 +359,22 @@ export class MessageBody {
       const size = 5 + declared;
       this.#size = size;
       if (head.length === size) {
+        if (!this.#hold(size)) return this.#refuse(buffersFull(this.buffers.max));
         this.#buf = head;
         this.#filled = size;
         return null;
       }
-      this.#buf = Buffer.allocUnsafe(Math.min(size, Math.max(INITIAL_RESERVE, head.length)));
+      const reserve = Math.min(size, Math.max(INITIAL_RESERVE, head.length));
+      if (!this.#hold(reserve)) return this.#refuse(buffersFull(this.buffers.max));
+      this.#buf = Buffer.allocUnsafe(reserve);
       chunk = head;
     }
     const filled = this.#filled + chunk.length;
     if (filled > this.#size) return this.#refuse(MORE_THAN_ONE);
     if (filled > this.#buf.length) {
-      const grown = Buffer.allocUnsafe(Math.min(this.#size, Math.max(filled, 2 * this.#buf.length)));
+      const length = Math.min(this.#size, Math.max(filled, 2 * this.#buf.length));
+      if (!this.#hold(length - this.#buf.length)) return this.#refuse(buffersFull(this.buffers.max));
+      const grown = Buffer.allocUnsafe(length);
       this.#buf.copy(grown, 0, 0, this.#filled);
       this.#buf = grown;
     }
@@ -319,12 +394,55 @@ export class MessageBody {
     return this.#buf?.length ?? this.#pendingBytes;
   }
 
+  /** Hands this body's share of the buffer budget back (idempotent): the message was taken, or dropped. */
+  release(): void {
+    this.buffers.release(this.#held);
+    this.#held = 0;
+  }
+
+  #hold(bytes: number): boolean {
+    if (!this.buffers.reserve(bytes)) return false;
+    this.#held += bytes;
+    return true;
+  }
+
   #refuse(refusal: Refusal): Refusal {
     this.refused = true;
     this.#pending = [];
     this.#buf = null;
+    this.release();
     return refusal;
   }
+}
+
+/** A stream's TLS peer, read once per connection (`peers` caches it by session). */
+function authContextOf(stream: http2.ServerHttp2Stream, peers: WeakMap<http2.Http2Session, NativeAuthContext>): NativeAuthContext {
+  const session = stream.session;
+  if (!session) return {};
+  let ctx = peers.get(session);
+  if (ctx === undefined) {
+    const socket = session.socket as Partial<TLSSocket>;
+    if (typeof socket.getPeerCertificate !== 'function') {
+      ctx = {};
+    } else if (socket.authorized !== true) {
+      // a certificate TLS did not verify (require_client_certificate: false) is no identity, as in grpc-js
+      ctx = { transportSecurityType: 'ssl' };
+    } else {
+      const cert = socket.getPeerCertificate(false) as { raw?: Buffer; fingerprint256?: string } | null;
+      const peer = cert?.raw ? { raw: cert.raw, ...(cert.fingerprint256 ? { fingerprint256: cert.fingerprint256 } : {}) } : undefined;
+      ctx = { transportSecurityType: 'ssl', ...(peer ? { sslPeerCertificate: peer } : {}) };
+    }
+    peers.set(session, ctx);
+  }
+  return ctx;
+}
+
+/** A stream whose request message has not arrived whole yet. */
+interface Reading {
+  readonly body: MessageBody;
+  readonly deadline: number;
+  /** the grpc-timeout set the deadline (not requestReadTimeoutMs) */
+  readonly byGrpcTimeout: boolean;
 }
 
 /** The per-call object a handler sees: grpc-js's shape, as far as chio's handlers use it. */
@@ -345,24 +463,7 @@ class Call {
 
   /** The TLS peer, read once per connection. */
   getAuthContext(): NativeAuthContext {
-    const session = this.stream.session;
-    if (!session) return {};
-    let ctx = this.peers.get(session);
-    if (ctx === undefined) {
-      const socket = session.socket as Partial<TLSSocket>;
-      if (typeof socket.getPeerCertificate !== 'function') {
-        ctx = {};
-      } else if (socket.authorized !== true) {
-        // a certificate TLS did not verify (require_client_certificate: false) is no identity, as in grpc-js
-        ctx = { transportSecurityType: 'ssl' };
-      } else {
-        const cert = socket.getPeerCertificate(false) as { raw?: Buffer; fingerprint256?: string } | null;
-        const peer = cert?.raw ? { raw: cert.raw, ...(cert.fingerprint256 ? { fingerprint256: cert.fingerprint256 } : {}) } : undefined;
-        ctx = { transportSecurityType: 'ssl', ...(peer ? { sslPeerCertificate: peer } : {}) };
-      }
-      this.peers.set(session, ctx);
-    }
-    return ctx;
+    return authContextOf(this.stream, this.peers);
   }
 
   on(event: string, listener: () => void): this {
@@ -444,6 +545,12 @@ export class NativeGrpcServer {
   readonly #streamingCalls = new Set<Call>();
   readonly #peers = new WeakMap<http2.Http2Session, NativeAuthContext>();
   readonly #maxReceive: number;
+  readonly #readTimeoutMs: number;
+  readonly #buffers: RequestBuffers;
+  readonly #admitCall: NativeGrpcServerOptions['admitCall'];
+  /** streams whose request has not arrived whole, swept every READ_SWEEP_MS while there are any */
+  readonly #reading = new Map<http2.ServerHttp2Stream, Reading>();
+  #sweeper: NodeJS.Timeout | null = null;
   readonly #onError: ((code: string) => void) | undefined;
   readonly #reportCode = (code: number): void => this.#onError?.(statusName(code));
   readonly #server: http2.Http2Server | http2.Http2SecureServer;
@@ -457,6 +564,10 @@ export class NativeGrpcServer {
     // a message (with its 5-byte prefix) is held in one Buffer: a larger limit would make a length
     // prefix over Buffer's maximum throw from the data listener, and so take the process down
     this.#maxReceive = Math.min(maxReceive, MAX_BUFFER_LENGTH - 5);
+    this.#readTimeoutMs = options.requestReadTimeoutMs ?? DEFAULT_REQUEST_READ_TIMEOUT_MS;
+    if (!(this.#readTimeoutMs > 0) || !Number.isFinite(this.#readTimeoutMs)) throw new TypeError(`requestReadTimeoutMs must be a positive number, got ${this.#readTimeoutMs}`);
+    this.#buffers = new RequestBuffers(options.maxBufferedRequestBytes ?? DEFAULT_MAX_BUFFERED_REQUEST_BYTES);
+    this.#admitCall = options.admitCall;
     const common: http2.ServerOptions = {
       // as grpc-js: nghttp2's session memory limit degrades badly when reached; streams are bounded by SETTINGS instead
       maxSessionMemory: Number.MAX_SAFE_INTEGER,
@@ -547,6 +658,11 @@ export class NativeGrpcServer {
     return this.#sessions.size;
   }
 
+  /** Bytes held by request messages still arriving, and how many streams are still sending theirs (tests). */
+  get reading(): { streams: number; bytes: number } {
+    return { streams: this.#reading.size, bytes: this.#buffers.used };
+  }
+
   /** Stops accepting, sends GOAWAY on every connection, ends streaming calls; `done` once every connection closed. */
   tryShutdown(done: () => void): void {
     this.#closed = true;
@@ -585,24 +701,85 @@ export class NativeGrpcServer {
     if (route === undefined) return this.#refuse(stream, Status.UNIMPLEMENTED, `The server does not implement the method ${path}`);
     const encodingHeader = headers['grpc-encoding'];
     const encoding = typeof encodingHeader === 'string' ? encodingHeader : undefined;
+    let readMs = this.#readTimeoutMs;
+    let byGrpcTimeout = false;
+    const timeoutHeader = headers['grpc-timeout'];
+    if (timeoutHeader !== undefined) {
+      const ms = typeof timeoutHeader === 'string' ? parseGrpcTimeout(timeoutHeader) : null;
+      if (ms === null) return this.#refuse(stream, Status.INTERNAL, `Invalid grpc-timeout value "${String(timeoutHeader)}"`);
+      if (ms < readMs) {
+        readMs = ms;
+        byGrpcTimeout = true;
+      }
+    }
+    if (this.#admitCall !== undefined) {
+      let refusal: NativeServiceError | null;
+      try {
+        refusal = this.#admitCall(path, authContextOf(stream, this.#peers));
+      } catch (err) {
+        refusal = { code: Status.INTERNAL, details: `Call admission failed: ${describeThrown(err)}` };
+      }
+      if (refusal !== null) return this.#refuse(stream, statusCodeOf(refusal), refusal.details ?? '');
+    }
 
-    const body = new MessageBody(this.#maxReceive);
+    const body = new MessageBody(this.#maxReceive, this.#buffers);
+    this.#startReading(stream, { body, deadline: Date.now() + readMs, byGrpcTimeout });
     stream.on('data', (chunk: Buffer) => {
       if (body.refused) return;
       const refusal = body.add(chunk);
-      if (refusal) this.#refuse(stream, refusal.code, refusal.details);
+      if (refusal) {
+        this.#reading.delete(stream);
+        this.#refuse(stream, refusal.code, refusal.details);
+      }
     });
     stream.once('end', () => {
-      if (body.refused || stream.destroyed) return;
+      this.#reading.delete(stream);
+      if (body.refused || stream.destroyed) return body.release();
       // node:http2 ends the readable side of a stream the client reset with NO_ERROR too: that
       // request was abandoned (no END_STREAM), not sent; nothing to serve or answer
-      if (stream.closed) return;
+      if (stream.closed) return body.release();
       const framing = unframeSingleMessage(body.bytes(), encoding, this.#maxReceive);
+      body.release();
       if (!('message' in framing)) {
         return this.#refuse(stream, framing.code, framing.details, framing.acceptEncoding ? { 'grpc-accept-encoding': ACCEPT_ENCODING } : undefined);
       }
       this.#dispatch(stream, route, framing.message);
     });
+  }
+
+  #startReading(stream: http2.ServerHttp2Stream, reading: Reading): void {
+    this.#reading.set(stream, reading);
+    if (this.#sweeper === null) {
+      this.#sweeper = setInterval(() => this.#sweepReading(), READ_SWEEP_MS);
+      this.#sweeper.unref();
+    }
+  }
+
+  /**
+   * Streams still sending their request: one the peer left (reset, connection gone) hands its
+   * buffer back; one past its deadline is answered DEADLINE_EXCEEDED and told to stop sending.
+   */
+  #sweepReading(): void {
+    const now = Date.now();
+    for (const [stream, r] of this.#reading) {
+      if (stream.destroyed || stream.closed) {
+        this.#reading.delete(stream);
+        r.body.release();
+      } else if (now >= r.deadline) {
+        this.#reading.delete(stream);
+        r.body.refused = true;
+        r.body.release();
+        this.#refuse(
+          stream,
+          Status.DEADLINE_EXCEEDED,
+          r.byGrpcTimeout ? 'Deadline exceeded' : `Deadline exceeded: the request did not arrive whole within ${this.#readTimeoutMs} ms`,
+        );
+      }
+    }
+    if (this.#reading.size === 0 && this.#sweeper !== null) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = null;
+    }
   }
 
   #refuse(stream: http2.ServerHttp2Stream, code: number, details: string, extra?: http2.OutgoingHttpHeaders): void {
