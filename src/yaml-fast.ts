@@ -35,6 +35,18 @@ const UNSUPPORTED_CHARS = /[\t\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\uf
 /** Longest implicit key accepted here (the YAML spec's limit is 1024 characters). */
 const MAX_KEY_LENGTH = 1000;
 
+/**
+ * Trailing spaces off. Only U+0020: YAML's white space is space and tab (tabs never get here), and
+ * `String.prototype.trimEnd` would also drop U+00A0, U+2000–U+200A, U+3000… that YAML keeps in a
+ * plain scalar (`unmatched: allow\u00a0` read as `allow` here, `"allow\u00a0"` by every other YAML
+ * reader: found by a review).
+ */
+function trimSpaces(text: string): string {
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) === SPACE) end--;
+  return end === text.length ? text : text.slice(0, end);
+}
+
 const SPACE = 0x20;
 const HASH = 0x23;
 const COLON = 0x3a;
@@ -143,6 +155,7 @@ class PlainYamlReader {
 
   /** A block sequence whose first `-` is at (`row`, `indent`). */
   private sequence(row: number, indent: number, depth: number): unknown[] {
+    if (depth >= this.maxDepth) throw OUTSIDE;
     const items: unknown[] = [];
     let r = row;
     let col = indent;
@@ -194,6 +207,7 @@ class PlainYamlReader {
 
   /** The value of an entry whose line ends after its indicator: the block below it, or null. */
   private valueBelow(indent: number, row: number, depth: number): unknown {
+    if (depth >= this.maxDepth) throw OUTSIDE; // a null leaf this deep is as deep as any other node
     const below = this.nextContent(row + 1);
     const belowIndent = this.indentAt(below);
     if (belowIndent > indent) return this.node(indent, below, belowIndent, depth);
@@ -215,7 +229,7 @@ class PlainYamlReader {
     } else {
       colon = keyEnd(line, col);
       if (colon === -1) throw OUTSIDE;
-      key = plainKey(line.slice(col, colon).trimEnd(), false);
+      key = plainKey(trimSpaces(line.slice(col, colon)), false);
     }
     if (colon - col > MAX_KEY_LENGTH) throw OUTSIDE;
     return { key: checkKey(key), next: colon + 1 };
@@ -232,7 +246,7 @@ class PlainYamlReader {
       ({ value, end } = quoted(line, p));
     } else {
       const stop = commentStart(line, p);
-      const text = line.slice(p, stop).trimEnd();
+      const text = trimSpaces(line.slice(p, stop));
       checkPlainStart(text, false);
       if (text.endsWith(':') || text.includes(': ')) throw OUTSIDE;
       return resolvePlainScalar(text);
@@ -402,7 +416,7 @@ function flowKey(line: string, p: number): { key: string; end: number } {
     colon = q.end;
   } else {
     colon = flowPlainEnd(line, p);
-    key = plainKey(line.slice(p, colon).trimEnd(), true);
+    key = plainKey(trimSpaces(line.slice(p, colon)), true);
   }
   if (line.charCodeAt(colon) !== COLON || line.charCodeAt(colon + 1) !== SPACE) throw OUTSIDE;
   if (colon - p > MAX_KEY_LENGTH) throw OUTSIDE;
@@ -420,7 +434,7 @@ function flowItem(line: string, p: number, depth: number, maxDepth: number): { v
   }
   const end = flowPlainEnd(line, p);
   if (line.charCodeAt(end) === COLON) throw OUTSIDE; // `[a: b]` or `{a: b: c}`
-  const text = line.slice(p, end).trimEnd();
+  const text = trimSpaces(line.slice(p, end));
   checkPlainStart(text, true);
   return { value: resolvePlainScalar(text), end };
 }

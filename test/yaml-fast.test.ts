@@ -43,6 +43,8 @@ const TRICKY = [
   '0b101', '1_000', '.inf', '-.Inf', '.nan', '.NaN', 'a: b', 'a:b', 'a #b', 'a#b', '#a', '- a', '-a', '-', '--', '---', '...',
   '[a]', '{a: b}', 'a, b', 'a]', '}', "it's", 'say "hi"', ' lead', 'trail ', '*x', '&a', '!t', '|', '>', '%p', '@x', '`x',
   '?', '? x', ':', ':x', 'a:', '__proto__', 'constructor', '10', 'é', 'ä: ö', 'a\\b', '\\n', 'a"b', "a'b",
+  // white space to JavaScript, not to YAML (space and tab only): kept in a plain scalar or key
+  'allow\u00a0', '\u3000x', 'a\u2003', 'b\u202f', '\u1680', 'x\u205f ',
 ];
 
 const scalarText = fc.oneof(
@@ -184,6 +186,31 @@ describe('readPlainYaml', () => {
       url: 'http://h:8080/p#frag',
     });
     expect(agrees(text)).toBe(true);
+  });
+
+  it('keeps white space that is not YAML white space at the end of plain scalars and keys (U+00A0, U+2003, U+3000…)', () => {
+    const cases: Array<[string, unknown]> = [
+      ['a: b\u00a0', { a: 'b\u00a0' }],
+      ['a\u00a0: b', { 'a\u00a0': 'b' }],
+      ['[b\u3000]', ['b\u3000']],
+      ['{a\u2003: b}', { 'a\u2003': 'b' }],
+      ['a: b\u202f # c', { a: 'b\u202f' }],
+      ['a: b  # spaces do go', { a: 'b' }],
+    ];
+    for (const [text, value] of cases) {
+      expect(readPlainYaml(text, 64)?.value, JSON.stringify(text)).toStrictEqual(value);
+      expect(agrees(text)).toBe(true);
+    }
+  });
+
+  it('leaves a null leaf below the depth limit to the full parser, as any other node that deep', () => {
+    const depth = 63;
+    const lines: string[] = [];
+    for (let i = 0; i < depth; i++) lines.push(`${' '.repeat(i)}k${i}:`);
+    lines.push(`${' '.repeat(depth)}x:`, `${' '.repeat(depth)}-`);
+    const text = lines.join('\n') + '\n';
+    expect(readPlainYaml(text, 64)).toBeUndefined();
+    expect(() => parseYamlSource(text, 'p.yaml', 'policy_invalid')).toThrow('nesting deeper than 64 levels');
   });
 
   it('pins the core-schema patterns its first-character shortcut relies on', () => {

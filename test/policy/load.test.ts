@@ -178,6 +178,9 @@ describe('located errors (file:line:col: yaml.path: message)', () => {
     expect(compileError(`${HEADER}rules:\n  _x: {}\n`)).toBe('p.yaml:3:3: rules._x: invalid rule name "_x": must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$');
     expect(compileError(`${HEADER}rules:\n  r:\n    default: deny\n`)).toBe('p.yaml:4:5: rules.r.default: unknown value "deny": expected one of block, allow');
     expect(compileError(`${HEADER}defaults: { unmatched: block }\n`)).toBe('p.yaml:2:13: defaults.unmatched: unknown value "block": expected one of deny, allow');
+    // a no-break space after a value is part of it, as every YAML reader sees it (the fast reader dropped it: `allow` for everyone)
+    expect(compileError(`${HEADER}defaults:\n  unmatched: allow\u00a0\n`)).toBe('p.yaml:3:3: defaults.unmatched: unknown value "allow\u00a0": expected one of deny, allow');
+    expect(compileError(`${HEADER}defaults:\n  unmatched\u00a0: allow\n`)).toBe('p.yaml:3:3: defaults.unmatched\u00a0: unknown key "unmatched\u00a0"');
     expect(compileError(`${HEADER}rules:\n  r:\n    enabled: "yes"\n`)).toBe('p.yaml:4:5: rules.r.enabled: Invalid input: expected boolean, received string');
     expect(compileError(`${HEADER}rules:\n  r:\n    allow:\n`)).toBe('p.yaml:4:5: rules.r.allow: Invalid input: expected array, received null');
   });
