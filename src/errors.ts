@@ -36,7 +36,6 @@ export const DENY_CODES = [
   'jwt_svid_audience_mismatch', // aud does not contain the configured audience exactly
   'jwt_svid_alg_not_allowed', //   alg outside the allow-list (none, HS*, …)
   'jwt_svid_unknown_key', //       kid not in the JWT bundle of the sub's trust domain
-  'evidence_too_old', //           evidence older than the trusted verifier's max_evidence_age_seconds
   // policy (SPEC §5)
   'no_matching_rule', //           no rule governs the request and defaults.unmatched is deny
   'unknown_rule', //               context_extensions.chio_rule names no rule

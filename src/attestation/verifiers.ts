@@ -9,12 +9,18 @@
  * the X.509 notBefore or the JWT iat. The FIRST entry (file order) whose schema, verifier and
  * verifier_family match decides:
  * - `allowed_attestation_types` set and without the type → no promotion (stays `attested`);
- * - `max_evidence_age_seconds` set and now − issuedAt above it (or issuedAt unknown) →
- *   `deny('evidence_too_old')`;
+ * - `max_evidence_age_seconds` set and now − issuedAt above it (or issuedAt unknown) → no
+ *   promotion either (stays `attested`), with a note saying why (the deny message of a rule whose
+ *   tier requirement it then misses, and the capability issuance log, show it);
  * - else the entry's `effective_tier`.
  * No matching entry: `attested`. Evidence nobody verified against a bundle never comes here.
+ *
+ * Stale evidence is not promoted, and is not a deny of its own: SPEC §5 gives the entry's tier to
+ * evidence "within max_evidence_age_seconds", and every other Envoy-authenticated identity stays
+ * `attested`. (It was a deny `evidence_too_old` on every rule, even one with no tier requirement:
+ * with the spec's example of 120 s, nearly every SPIRE X509-SVID, which rotates after ~30 min, was
+ * refused everywhere. Found by the spec audit.)
  */
-import { deny } from '../errors.js';
 import type { TrustedVerifier } from '../policy/types.js';
 import type { Tier } from './tier.js';
 
@@ -38,6 +44,8 @@ export interface TierResolution {
   readonly tier: Tier;
   /** the name of the trusted_verifiers entry that promoted it, null when none did */
   readonly trustedVerifier: string | null;
+  /** why a matching entry did not promote it (the evidence's age), null otherwise */
+  readonly note: string | null;
 }
 
 /** Evidence of an X.509-SVID chain verified against a bundle of `verifier`. */
@@ -50,9 +58,9 @@ export function jwtEvidence(verifier: string, issuedAt: number | null): Verified
   return { schema: JWT_SVID_EVIDENCE_SCHEMA, verifier, family: SPIFFE_VERIFIER_FAMILY, attestationType: 'jwt_svid', issuedAt };
 }
 
-const NOT_PROMOTED: TierResolution = { tier: 'attested', trustedVerifier: null };
+const NOT_PROMOTED: TierResolution = { tier: 'attested', trustedVerifier: null, note: null };
 
-/** The tier of `evidence` at `nowMs`. Throws DenyError('evidence_too_old'). */
+/** The tier of `evidence` at `nowMs`. Never throws. */
 export function resolveEvidenceTier(evidence: VerifiedEvidence, trusted: readonly TrustedVerifier[], nowMs: number): TierResolution {
   const entry = trusted.find(
     (t) => t.schema === evidence.schema && t.verifier === evidence.verifier && t.verifierFamily === evidence.family,
@@ -61,25 +69,20 @@ export function resolveEvidenceTier(evidence: VerifiedEvidence, trusted: readonl
   if (entry.allowedAttestationTypes !== null && !entry.allowedAttestationTypes.includes(evidence.attestationType)) {
     return NOT_PROMOTED;
   }
-  if (entry.maxEvidenceAgeSeconds !== null) checkAge(evidence, entry, nowMs);
-  return { tier: entry.effectiveTier, trustedVerifier: entry.name };
+  const stale = entry.maxEvidenceAgeSeconds === null ? null : staleness(evidence, entry, nowMs);
+  if (stale !== null) return { tier: 'attested', trustedVerifier: null, note: stale };
+  return { tier: entry.effectiveTier, trustedVerifier: entry.name, note: null };
 }
 
-function checkAge(evidence: VerifiedEvidence, entry: TrustedVerifier, nowMs: number): void {
+/** Why `evidence` is too old for `entry`'s max_evidence_age_seconds, or null when it is not. */
+function staleness(evidence: VerifiedEvidence, entry: TrustedVerifier, nowMs: number): string | null {
   const max = entry.maxEvidenceAgeSeconds ?? Infinity;
   const what = evidence.attestationType === 'x509_svid' ? 'X.509-SVID' : 'JWT-SVID';
   if (evidence.issuedAt === null) {
-    throw deny(
-      'evidence_too_old',
-      `${what} has no issue time (iat), so its age cannot be held to max_evidence_age_seconds ${max} of trusted verifier ${entry.name}`,
-    );
+    return `${what} has no issue time (iat), so its age cannot be held to max_evidence_age_seconds ${max} of trusted verifier ${entry.name}`;
   }
   const ageSeconds = Math.floor((nowMs - evidence.issuedAt) / 1000);
-  if (ageSeconds > max) {
-    const since = evidence.attestationType === 'x509_svid' ? 'notBefore' : 'iat';
-    throw deny(
-      'evidence_too_old',
-      `${what} is ${ageSeconds}s old (since ${since} ${new Date(evidence.issuedAt).toISOString()}); trusted verifier ${entry.name} accepts at most ${max}s`,
-    );
-  }
+  if (ageSeconds <= max) return null;
+  const since = evidence.attestationType === 'x509_svid' ? 'notBefore' : 'iat';
+  return `${what} is ${ageSeconds}s old (since ${since} ${new Date(evidence.issuedAt).toISOString()}); trusted verifier ${entry.name} accepts at most ${max}s`;
 }

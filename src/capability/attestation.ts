@@ -162,13 +162,7 @@ function tierOf(att: RuntimeAttestation, trusted: readonly TrustedVerifier[], no
   if (att.verifierFamily !== SPIFFE_VERIFIER_FAMILY) return { tier: 'attested', trustedVerifier: null, note: null };
   const issuedAt = Date.parse(att.issuedAt.toUpperCase());
   const evidence = att.attestationType === 'x509_svid' ? x509Evidence(att.verifier, issuedAt) : jwtEvidence(att.verifier, issuedAt);
-  try {
-    const { tier, trustedVerifier } = resolveEvidenceTier(evidence, trusted, now);
-    return { tier, trustedVerifier, note: null };
-  } catch (err) {
-    if (err instanceof DenyError && err.code === 'evidence_too_old') return { tier: 'attested', trustedVerifier: null, note: err.message };
-    throw err;
-  }
+  return resolveEvidenceTier(evidence, trusted, now);
 }
 
 function parseId(text: string, field: string): SpiffeId {

@@ -126,6 +126,7 @@ export class CheckPipeline {
       identity: identity.identity,
       identityError: identity.error,
       tier: identity.tier,
+      tierNote: identity.tierNote,
     });
     const now = (this.deps.clock ?? Date.now)();
     const capability = capabilityStage(input.headers.get(this.deps.capabilityHeader), decision, identity, now, this.deps.capabilities ?? NO_CAPABILITY_AUTHORITIES);

@@ -51,6 +51,8 @@ export interface IdentityResult {
   readonly error: DenyError | null;
   /** the X.509-SVID leaf the identity came from, if any */
   readonly svid: SvidLeaf | null;
+  /** why verified evidence was not promoted by the trusted verifier it matched (too old), else null */
+  readonly tierNote: string | null;
 }
 
 export interface JwtSvidSettings {
@@ -81,7 +83,7 @@ export interface IdentityPolicy {
   readonly trustedVerifiers: readonly TrustedVerifier[];
 }
 
-const NO_IDENTITY: IdentityResult = { identity: null, tier: 'none', verifier: null, error: null, svid: null };
+const NO_IDENTITY: IdentityResult = { identity: null, tier: 'none', verifier: null, error: null, svid: null, tierNote: null };
 
 const URI_SCHEME_RE = /^[A-Za-z][A-Za-z0-9+.-]*:/;
 
@@ -97,6 +99,7 @@ interface Claim {
   readonly tier: Tier;
   readonly verifier: string | null;
   readonly svid: SvidLeaf | null;
+  readonly tierNote?: string | null;
 }
 
 /** The moment and policy one resolution runs under. */
@@ -163,6 +166,7 @@ export class IdentityResolver {
       verifier: chosen.verifier,
       error: null,
       svid: chosen.svid,
+      tierNote: chosen.tierNote ?? null,
     };
   }
 
@@ -195,8 +199,8 @@ export class IdentityResolver {
     const outcome = this.chains.verify(svid, chainKey, presented, ctx.now);
     if (outcome.kind === 'no_bundle') return { source, id: svid.spiffeId, ...unverified, svid };
     const verifier = outcome.bundle.verifier;
-    const { tier } = resolveEvidenceTier(x509Evidence(verifier, svid.notBefore), ctx.trusted, ctx.now);
-    return { source, id: svid.spiffeId, kind: 'x509_svid', tier, verifier, svid };
+    const { tier, note } = resolveEvidenceTier(x509Evidence(verifier, svid.notBefore), ctx.trusted, ctx.now);
+    return { source, id: svid.spiffeId, kind: 'x509_svid', tier, verifier, svid, tierNote: note };
   }
 
   private principalClaim(principal: string, fromCertificate: Claim | null): Claim {
@@ -249,8 +253,8 @@ export class IdentityResolver {
     const svid = this.jwt.verify(token, ctx.now);
     const verifier = svid.bundle.verifier;
     const evidence: VerifiedEvidence = jwtEvidence(verifier, svid.issuedAt);
-    const { tier } = resolveEvidenceTier(evidence, ctx.trusted, ctx.now);
-    return { source: 'jwt_svid', id: svid.spiffeId, kind: 'jwt_svid', tier, verifier, svid: null };
+    const { tier, note } = resolveEvidenceTier(evidence, ctx.trusted, ctx.now);
+    return { source: 'jwt_svid', id: svid.spiffeId, kind: 'jwt_svid', tier, verifier, svid: null, tierNote: note };
   }
 }
 

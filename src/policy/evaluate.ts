@@ -52,6 +52,8 @@ export interface EvaluateInput {
   /** a presented credential that failed validation: always a deny with its code */
   readonly identityError: DenyError | null;
   readonly tier: Tier;
+  /** why the identity's evidence was not promoted (too old for its trusted verifier): told when a tier requirement is missed */
+  readonly tierNote?: string | null;
 }
 
 /** What is known so far while evaluating: the base of every decision. */
@@ -72,7 +74,7 @@ export function evaluate(args: EvaluateInput): Decision {
   }
 }
 
-function decide({ policy, input, identity, identityError, tier }: EvaluateInput, ctx: Context): Decision {
+function decide({ policy, input, identity, identityError, tier, tierNote }: EvaluateInput, ctx: Context): Decision {
   const selection = policy.selectRule(input);
   if (selection.kind === 'rule') {
     ctx.rule = selection.rule.name;
@@ -90,7 +92,7 @@ function decide({ policy, input, identity, identityError, tier }: EvaluateInput,
       : allowed(ctx);
   }
   const rule = selection.rule;
-  return checkWorkloadIdentity(rule, identity, ctx) ?? checkTier(rule, tier, ctx) ?? checkTool(rule, ctx) ?? allowed(ctx);
+  return checkWorkloadIdentity(rule, identity, ctx) ?? checkTier(rule, tier, tierNote ?? null, ctx) ?? checkTool(rule, ctx) ?? allowed(ctx);
 }
 
 function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | null, ctx: Context): Decision | null {
@@ -110,12 +112,13 @@ function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | 
   return null;
 }
 
-function checkTier(rule: CompiledRule, tier: Tier, ctx: Context): Decision | null {
+function checkTier(rule: CompiledRule, tier: Tier, note: string | null, ctx: Context): Decision | null {
   if (rule.requireTier !== null) {
     const matched = tierSatisfies(tier, rule.requireTier);
     ctx.runtimeAssuranceMatch = tierMatchRecord('require', rule.requireTier, matched);
     if (!matched) {
-      return denied(ctx, 'runtime_assurance_insufficient', `runtime assurance tier too low: have ${tier}, need ${rule.requireTier}`);
+      const why = note === null ? '' : ` (not promoted: ${note})`;
+      return denied(ctx, 'runtime_assurance_insufficient', `runtime assurance tier too low: have ${tier}, need ${rule.requireTier}${why}`);
     }
   } else if (rule.preferTier !== null) {
     ctx.runtimeAssuranceMatch = tierMatchRecord('prefer', rule.preferTier, tierSatisfies(tier, rule.preferTier));

@@ -59,7 +59,7 @@ function verdict(value: string, ctx: GrantContext = grant()): { code: string; me
 }
 
 const allow: Decision = ALLOW_LIST_ORDERS;
-const presented = (id: WorkloadIdentity | null, tier: IdentityResult['tier'] = 'attested'): IdentityResult => ({ identity: id, tier, verifier: 'envoy', error: null, svid: null });
+const presented = (id: WorkloadIdentity | null, tier: IdentityResult['tier'] = 'attested'): IdentityResult => ({ identity: id, tier, verifier: 'envoy', error: null, svid: null, tierNote: null });
 const deps: CapabilityStageDeps = { verifier, isRevoked: () => false };
 
 const NOW = ISSUED + 1000;

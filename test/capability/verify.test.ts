@@ -157,7 +157,7 @@ describe('capabilityStage', () => {
   const deps: CapabilityStageDeps = { verifier: new CapabilityVerifier({ authorities: [authority] }), isRevoked: () => false };
   const allow: Decision = ALLOW_LIST_ORDERS;
   const policyDeny: Decision = { ...allow, verdict: 'deny', tool: 'admin', reason: { code: 'tool_blocked', message: 'blocked' }, httpStatus: 403 };
-  const presented = (id: WorkloadIdentity | null, tier: Tier = 'attested'): IdentityResult => ({ identity: id, tier, verifier: 'envoy', error: null, svid: null });
+  const presented = (id: WorkloadIdentity | null, tier: Tier = 'attested'): IdentityResult => ({ identity: id, tier, verifier: 'envoy', error: null, svid: null, tierNote: null });
   const now = ISSUED + 1000;
 
   it('no header: nothing to check, unless the rule requires a capability', () => {

@@ -106,10 +106,13 @@ describe('certificate source with bundles', () => {
     expect(r.resolve(input({ certificate: leaf.envoyEncoded })).tier).toBe('verified');
   });
 
-  it('evidence too old → evidence_too_old', () => {
+  it('evidence too old for its trusted verifier: the identity stands, attested, with the reason it was not promoted', () => {
     const r = resolver({ bundles: withBundle() });
     const old = { ...verifiedEntry, maxEvidenceAgeSeconds: 59 };
-    expect(summary(r.resolve(input({ certificate: leaf.envoyEncoded }), { trustedVerifiers: [old] })).error).toMatch(/^evidence_too_old: X\.509-SVID is 60s old/);
+    const result = r.resolve(input({ certificate: leaf.envoyEncoded }), { trustedVerifiers: [old] });
+    expect(summary(result)).toEqual({ uri: ID, kind: 'x509_svid', tier: 'attested', verifier: 'https://spire.test', error: null });
+    expect(result.tierNote).toMatch(/^X\.509-SVID is 60s old \(since notBefore .*\); trusted verifier .* accepts at most 59s$/);
+    expect(r.resolve(input({ certificate: leaf.envoyEncoded }), { trustedVerifiers: [verifiedEntry] }).tierNote).toBeNull();
   });
 
   it('a chain that does not verify → untrusted_svid; intermediates missing → untrusted_svid', () => {

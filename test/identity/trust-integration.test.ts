@@ -164,17 +164,24 @@ describe('chain verification against PEM bundles (fixture PKI)', () => {
     expect(metricValue(text, 'chio_trust_bundle_expiry_timestamp_seconds{trust_domain="example.org"}')).toBe(Date.parse('2036-11-22T21:38:00Z') / 1000);
   });
 
-  it('evidence older than max_evidence_age_seconds → evidence_too_old (after a policy reload)', async () => {
+  it('evidence older than max_evidence_age_seconds is not promoted: a rule requiring verified denies and says why (after a policy reload)', async () => {
     writeFileSync(path.join(svc.dir, 'policy.yaml'), policyWith({ requireTier: 'verified', verifiers: x509Verifier('spire_test', 'https://spire.test', 60) }));
     svc.service.reloadPolicy();
     const v = await decide(svc, fixtureRequest('http-mtls-spiffe-full'));
-    expect(v).toMatchObject({ verdict: 'deny', reason: 'evidence_too_old', attestation: { tier: 'none', workloadIdentity: null } });
+    expect(v).toMatchObject({ verdict: 'deny', reason: 'runtime_assurance_insufficient', attestation: { tier: 'attested' } });
     // svid-frontend's notBefore is 2026-11-25T21:38:00Z, the decision time 2026-12-01T00:00:00Z
     const receipt = svc.receipts().at(-1) as { reasons: Array<{ message: string }> };
     expect(receipt.reasons[0]?.message).toBe(
-      'X.509-SVID is 440520s old (since notBefore 2026-11-25T21:38:00.000Z); trusted verifier spire_test accepts at most 60s',
+      'runtime assurance tier too low: have attested, need verified (not promoted: X.509-SVID is 440520s old (since notBefore 2026-11-25T21:38:00.000Z); trusted verifier spire_test accepts at most 60s)',
     );
     expect(FIXED_NOW).toBe(Date.parse('2026-12-01T00:00:00Z'));
+  });
+
+  it('evidence older than max_evidence_age_seconds does not deny a rule that asks only attested (SPEC §5: it stays attested)', async () => {
+    writeFileSync(path.join(svc.dir, 'policy.yaml'), policyWith({ requireTier: 'attested', verifiers: x509Verifier('spire_test', 'https://spire.test', 60) }));
+    svc.service.reloadPolicy();
+    const v = await decide(svc, fixtureRequest('http-mtls-spiffe-full'));
+    expect(v).toMatchObject({ verdict: 'allow', attestation: { tier: 'attested' } });
   });
 });
 
