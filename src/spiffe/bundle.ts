@@ -405,13 +405,22 @@ interface Held {
 /**
  * Per-trust-domain bundles from several sources. Sources are registered in config order;
  * for a trust domain delivered by more than one source, the first registered source wins.
- * `expect(td)` marks a configured trust domain whose source has not delivered yet: lookups
- * report it as pending (verifiers deny rather than fall back to "no bundle").
+ * A trust domain with no bundle now is *pending* (verifiers deny `untrusted_svid` rather than fall
+ * back to "no bundle", where Envoy's word alone would stand) when:
+ * - a source configured for it has not delivered yet (`addSource(info, expected)`);
+ * - a source that may deliver any trust domain (the Workload API: the agent names them) has not
+ *   delivered its first set yet (`expectAnyTrustDomain`): until then any trust domain may be one of its;
+ * - a source delivered it once and no source holds it now (withdrawn: a federation relationship
+ *   the agent dropped, Workload API §4.4): its SVIDs are no longer trusted, not "unknown".
  */
 export class BundleSet {
   private readonly sources: Array<{ info: BundleSourceInfo; held: Map<string, Held> }> = [];
   private readonly current = new Map<string, TrustBundle>();
   private readonly pending = new Map<string, number>();
+  /** sources that may deliver any trust domain and have not delivered yet */
+  private readonly openEnded = new Set<number>();
+  /** trust domains delivered once and held by no source now */
+  private readonly withdrawn = new Set<string>();
   private readonly listeners: Array<(change: BundleChange) => void> = [];
   private generation = 0;
 
@@ -427,9 +436,30 @@ export class BundleSet {
     return this.current.get(trustDomain);
   }
 
-  /** A configured trust domain whose bundle has not been loaded yet. */
+  /**
+   * Source `index` may deliver any trust domain (it names them itself): until its first delivery,
+   * every trust domain without a bundle is pending.
+   */
+  expectAnyTrustDomain(index: number): void {
+    if (this.sources[index] === undefined) throw new TypeError(`BundleSet.expectAnyTrustDomain: no source ${index}`);
+    this.openEnded.add(index);
+  }
+
+  /** A trust domain with no bundle now that must not be taken as "no bundle configured" (see the class comment). */
   isPending(trustDomain: string): boolean {
-    return !this.current.has(trustDomain) && this.pending.has(trustDomain);
+    return this.pendingReason(trustDomain) !== null;
+  }
+
+  /** Why `trustDomain` is pending (a sentence for a deny message), or null when it is not. */
+  pendingReason(trustDomain: string): string | null {
+    if (this.current.has(trustDomain)) return null;
+    if (this.pending.has(trustDomain)) return `the trust bundle of ${trustDomain} is configured but not loaded yet`;
+    if (this.withdrawn.has(trustDomain)) return `the trust bundle of ${trustDomain} was withdrawn by its source`;
+    for (const index of this.openEnded) {
+      const source = (this.sources[index] as { info: BundleSourceInfo }).info.source;
+      return `no trust bundle yet: bundle source ${source} has not delivered, and the bundle of ${trustDomain} may come from it`;
+    }
+    return null;
   }
 
   /** Trust domains with a bundle or one expected. */
@@ -458,6 +488,7 @@ export class BundleSet {
     }
     const touched = new Set([...source.held.keys(), ...next.keys()]);
     source.held = next;
+    this.openEnded.delete(index);
     for (const td of touched) this.recompute(td);
   }
 
@@ -472,8 +503,13 @@ export class BundleSet {
       if (winner !== undefined) break;
     }
     if (this.current.get(td) === winner) return;
-    if (winner === undefined) this.current.delete(td);
-    else this.current.set(td, winner);
+    if (winner === undefined) {
+      this.current.delete(td);
+      this.withdrawn.add(td);
+    } else {
+      this.current.set(td, winner);
+      this.withdrawn.delete(td);
+    }
     for (const listener of this.listeners) listener({ trustDomain: td, bundle: winner });
   }
 }

@@ -259,9 +259,8 @@ export class X509ChainVerifier {
     const td = leaf.spiffeId.trustDomain;
     const bundle = this.bundles.get(td);
     if (bundle === undefined) {
-      if (this.bundles.isPending(td)) {
-        throw deny('untrusted_svid', `the trust bundle of ${td} is configured but not loaded yet`);
-      }
+      const pending = this.bundles.pendingReason(td);
+      if (pending !== null) throw deny('untrusted_svid', pending);
       return { kind: 'no_bundle' };
     }
     let entry = this.cache.get(leaf);

@@ -176,6 +176,8 @@ export class WorkloadApiBundleSource implements BundleSource {
     if (!/^unix:\/\/\/./.test(options.address)) throw new TypeError(`workload_api must be unix:///<absolute path>, got ${options.address}`);
     this.label = options.label;
     this.index = set.addSource({ source: options.label, verifier: options.verifier });
+    // the agent names its trust domains: until it has, an SVID of any trust domain may be one of its
+    set.expectAnyTrustDomain(this.index);
     const stream = (kind: StreamKind): WorkloadApiStream =>
       new WorkloadApiStream(METHODS[kind], options, (m) => this.received(kind, m), (reason, code) => this.lost(kind, reason, code));
     this.streams = { x509: stream('x509'), jwt: stream('jwt') };

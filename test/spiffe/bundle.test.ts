@@ -189,6 +189,31 @@ describe('BundleSet', () => {
     expect(changes.map((c) => `${c.trustDomain}:${c.bundle?.source ?? '-'}`)).toEqual(['a.test:workload_api#1', 'b.test:workload_api#1', 'a.test:pem#0']);
   });
 
+  it('a source that names its trust domains (Workload API) makes every trust domain pending until its first delivery', () => {
+    const set = new BundleSet();
+    const i = set.addSource({ source: 'workload_api#0', verifier: 'v' });
+    set.expectAnyTrustDomain(i);
+    expect(set.pendingReason('a.test')).toBe('no trust bundle yet: bundle source workload_api#0 has not delivered, and the bundle of a.test may come from it');
+    expect(set.isPending('evil.test')).toBe(true);
+    set.replace(i, [contentOf('a.test', [rootA])]);
+    expect(set.pendingReason('a.test')).toBeNull();
+    expect(set.isPending('evil.test')).toBe(false); // delivered: a trust domain it does not name has no bundle
+    expect(() => set.expectAnyTrustDomain(7)).toThrow(new TypeError('BundleSet.expectAnyTrustDomain: no source 7'));
+  });
+
+  it('a trust domain delivered once and then held by no source is pending (withdrawn), until one delivers it again', () => {
+    const set = new BundleSet();
+    const i = set.addSource({ source: 's', verifier: 'v' });
+    set.replace(i, [contentOf('a.test', [rootA]), contentOf('b.test', [rootA2])]);
+    set.replace(i, [contentOf('a.test', [rootA])]);
+    expect(set.get('b.test')).toBeUndefined();
+    expect(set.pendingReason('b.test')).toBe('the trust bundle of b.test was withdrawn by its source');
+    expect(set.isPending('c.test')).toBe(false);
+    set.replace(i, [contentOf('a.test', [rootA]), contentOf('b.test', [rootA2])]);
+    expect(set.isPending('b.test')).toBe(false);
+    expect(set.get('b.test')?.x509Authorities).toHaveLength(1);
+  });
+
   it('keeps the generation for identical content and changes it on any update; withdraws missing trust domains', () => {
     const set = new BundleSet();
     const i = set.addSource({ source: 's', verifier: 'v' });

@@ -7,7 +7,8 @@ import * as grpc from '@grpc/grpc-js';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BundleSet } from '../../src/spiffe/bundle.js';
 import { SECURITY_HEADER, WorkloadApiBundleSource, workloadApiDefinition } from '../../src/spiffe/workload-api.js';
-import { verifySvid } from '../../src/spiffe/chain.js';
+import { verifySvid, X509ChainVerifier } from '../../src/spiffe/chain.js';
+import { parseSvidLeaf } from '../../src/spiffe/x509-svid.js';
 import { createRootCa, issueSvid, TEST_NOW, type TestCa } from '../helpers/test-ca.js';
 import { FakeWorkloadApiAgent } from '../helpers/workload-api-server.js';
 import { ecKeyPair, spiffeBundleJson } from './trust-helpers.js';
@@ -27,6 +28,12 @@ const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
+
+/** What chio's chain verifier (the Check path's, with pending trust domains) makes of a leaf: 'verified' or 'no_bundle', or it throws the deny. */
+function verifySvidThroughSet(set: BundleSet, der: Buffer): string {
+  const leaf = parseSvidLeaf(der);
+  return new X509ChainVerifier(set).verify(leaf, '', () => [], TEST_NOW).kind;
+}
 
 async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -111,6 +118,19 @@ describe('WorkloadApiBundleSource', () => {
     expect(h.set.get('a.test')?.generation).not.toBe(before);
     await until(() => h.set.get('b.test') === undefined, 'b.test withdrawn');
     expect(h.set.trustDomains()).toEqual(['a.test']);
+  });
+
+  it('an SVID of a trust domain the agent withdrew is untrusted, not "no bundle" (Envoy\'s word alone would admit it)', async () => {
+    const h = await harness();
+    const partner = await issueSvid(rootB, { uris: ['spiffe://b.test/partner'] });
+    expect(verifySvidThroughSet(h.set, partner.der)).toBe('verified');
+    h.agent.setBundles({ x509: new Map([['a.test', [rootA]]]), jwt: new Map([['a.test', spiffeBundleJson([])]]) });
+    await until(() => h.set.get('b.test') === undefined, 'b.test withdrawn');
+    const rogue = await createRootCa({ trustDomain: 'b.test', name: 'Rogue B' });
+    const forged = await issueSvid(rogue, { uris: ['spiffe://b.test/partner'] });
+    expect(() => verifySvidThroughSet(h.set, forged.der)).toThrow(
+      expect.objectContaining({ code: 'untrusted_svid', message: 'the trust bundle of b.test was withdrawn by its source' }),
+    );
   });
 
   it('refuses a message that does not parse and keeps the previous bundles', async () => {
@@ -221,6 +241,15 @@ describe('WorkloadApiBundleSource', () => {
     expect(source.isConnected).toBe(false);
     expect(states).toEqual([false]);
     expect(set.trustDomains()).toEqual([]);
+    // serving without the agent's bundles: any SVID is untrusted until it delivers, never "no bundle"
+    const rogue = await createRootCa({ trustDomain: 'a.test', name: 'Rogue A' });
+    const forged = await issueSvid(rogue, { uris: ['spiffe://a.test/w'] });
+    expect(() => verifySvidThroughSet(set, forged.der)).toThrow(
+      expect.objectContaining({
+        code: 'untrusted_svid',
+        message: 'no trust bundle yet: bundle source workload_api#1 has not delivered, and the bundle of a.test may come from it',
+      }),
+    );
   });
 
   it('publishes nothing before the X.509 stream delivered (a JWT-only bundle would make X.509-SVIDs untrusted)', () => {
