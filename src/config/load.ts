@@ -11,6 +11,8 @@ import { configSchema, type ConfigFile } from './schema.js';
 import { resolveGrpcTlsPaths } from '../server/tls.js';
 import { resolveTrustPaths } from './trust.js';
 import { resolveCapabilityPaths } from '../capability/config.js';
+import { defaultCheckpointsPath } from '../receipt/retention.js';
+import { checkWrittenFiles, type WrittenFile } from './files.js';
 
 export interface Config extends ConfigFile {
   /** absolute path of the config file, or `(embedded)` */
@@ -82,8 +84,13 @@ export function resolveConfigSource(explicit: string | undefined, env: NodeJS.Pr
 }
 
 function resolvePaths(c: Config): Config {
-  const r = (p: string): string => path.resolve(c.baseDir, p);
-  return {
+  const named: string[] = [];
+  const r = (p: string): string => {
+    const abs = path.resolve(c.baseDir, p);
+    named.push(abs);
+    return abs;
+  };
+  const resolved: Config = {
     ...c,
     policy: r(c.policy),
     keys: { ...c.keys, receipt_signing_seed: r(c.keys.receipt_signing_seed) },
@@ -97,4 +104,23 @@ function resolvePaths(c: Config): Config {
     trust: resolveTrustPaths(c.trust, r),
     capabilities: resolveCapabilityPaths(c.capabilities, r),
   };
+  checkWrittenFiles(writtenFiles(resolved), named);
+  return resolved;
+}
+
+/** The files the service writes, by config key (./files.ts). */
+function writtenFiles(c: Config): WrittenFile[] {
+  const sinks = c.receipts.sinks;
+  const out: WrittenFile[] = sinks.flatMap((s, i) => {
+    const role = `receipts.sinks[${i}].path`;
+    const own = { role, path: s.path, named: true };
+    // SQLite's WAL mode keeps two more files beside the store
+    return s.type === 'sqlite' ? [own, { role: `${role}-wal`, path: `${s.path}-wal`, named: false }, { role: `${role}-shm`, path: `${s.path}-shm`, named: false }] : [own];
+  });
+  out.push({ role: 'keys.receipt_signing_seed', path: c.keys.receipt_signing_seed, named: true });
+  if (sinks.length > 0) {
+    out.push({ role: 'receipts.checkpoints.path', path: defaultCheckpointsPath(c.receipts.checkpoints, sinks), named: c.receipts.checkpoints.path !== undefined });
+  }
+  if (c.capabilities.revocations_file !== undefined) out.push({ role: 'capabilities.revocations_file', path: c.capabilities.revocations_file, named: true });
+  return out;
 }

@@ -46,6 +46,7 @@ import { loadPolicyFile } from '../policy/load.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { json, startAdminServer, type RunningAdminServer, type Route } from './admin.js';
 import { endWithin } from '../receipt/pg/connection.js';
+import { defaultCheckpointsPath } from '../receipt/retention.js';
 import { receiptsPool, startSharedRevocations } from '../receipt/pg/service.js';
 import { PgReceiptStore } from '../receipt/pg/store.js';
 import { receiptRoutes } from './routes/receipts.js';
@@ -91,8 +92,7 @@ export function workerFile(file: string, index: number): string {
  */
 export function workerConfig(config: Config, index: number): Config {
   const sinks = config.receipts.sinks.map((s) => ({ ...s, path: workerFile(s.path, index) }));
-  const first = config.receipts.sinks[0];
-  const checkpoints = config.receipts.checkpoints.path ?? (first ? path.join(path.dirname(first.path), 'checkpoints.jsonl') : undefined);
+  const checkpoints = config.receipts.sinks.length === 0 ? config.receipts.checkpoints.path : defaultCheckpointsPath(config.receipts.checkpoints, config.receipts.sinks);
   return {
     ...config,
     receipts: {

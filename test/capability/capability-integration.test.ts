@@ -434,6 +434,6 @@ describe('the service refuses to start (exit 2 from chio serve)', () => {
   });
 
   it('with a revocation file that does not parse', async () => {
-    expect(await startError(['capabilities: { revocations_file: ./policy.yaml }'])).toMatchObject({ code: 'config_invalid' });
+    expect(await startError(['capabilities: { revocations_file: ./open.seed }'])).toMatchObject({ code: 'config_invalid' });
   });
 });
