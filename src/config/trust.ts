@@ -107,11 +107,8 @@ const bundleEntrySchema = z
       return;
     }
     const kind = kinds[0] as BundleKind;
-    if (kind === 'workload_api') {
-      if (entry.trust_domain !== undefined) {
-        ctx.addIssue({ code: 'custom', path: ['trust_domain'], message: 'a workload_api source delivers the trust domains the agent names; remove trust_domain' });
-      }
-    } else if (entry.trust_domain === undefined) {
+    // workload_api: trust_domain is optional, the agent's own (its verifier vouches for that one only)
+    if (kind !== 'workload_api' && entry.trust_domain === undefined) {
       ctx.addIssue({ code: 'custom', path: ['trust_domain'], message: `a ${kind} source needs trust_domain (bundles are per trust domain)` });
     }
     const f = entry.federation;

@@ -477,6 +477,7 @@ export function createBundleSources(trust: TrustConfig, set: BundleSet, hooks: S
           {
             label,
             verifier: entry.verifier,
+            ...(entry.trust_domain === undefined ? {} : { ownTrustDomain: entry.trust_domain }),
             address: entry.workload_api ?? '',
             onConnected: (connected) => options.onWorkloadApiConnected?.(label, connected),
           },

@@ -376,6 +376,8 @@ export interface BundleSourceInfo {
   /** bounded label, e.g. `pem#0` */
   readonly source: string;
   readonly verifier: string;
+  /** the verifier name of one trust domain's bundle when it is not `verifier` for all (a Workload API source's federated ones) */
+  readonly verifierFor?: (trustDomain: string) => string;
 }
 
 /** A content as the verifiers see it (a BundleSet seals what it publishes; a source may seal one for its own use). */
@@ -383,7 +385,7 @@ export function sealBundle(content: BundleContent, info: BundleSourceInfo, gener
   const notAfters = content.x509Authorities.map((a) => a.notAfter);
   return Object.freeze({
     ...content,
-    verifier: info.verifier,
+    verifier: info.verifierFor?.(content.trustDomain) ?? info.verifier,
     source: info.source,
     generation,
     x509ExpiresAt: notAfters.length === 0 ? null : Math.max(...notAfters),

@@ -68,6 +68,13 @@ const bundlesMessage = z.object({ bundles: z.record(z.string(), z.instanceof(Uin
 export interface WorkloadApiSourceOptions extends WorkloadApiStreamOptions {
   readonly label: string;
   readonly verifier: string;
+  /**
+   * The agent's own trust domain (config `trust_domain`): `verifier` vouches for its SVIDs only; a
+   * federated trust domain's bundle, which the agent delivers too, gets the verifier name
+   * `spiffe://<trust domain>` (its workloads were attested by the partner's SPIRE, not ours). It is
+   * also expected: pending until delivered. Without it `verifier` is stamped on every trust domain.
+   */
+  readonly ownTrustDomain?: string;
   /** how long `start()` waits for the first bundles (default 3 s) */
   readonly startupTimeoutMs?: number;
   /** connection state for the `chio_workload_api_connected` gauge */
@@ -166,6 +173,7 @@ export class WorkloadApiBundleSource implements BundleSource {
   private x509: Map<string, BundleContent> | null = null;
   private jwt = new Map<string, BundleContent>();
   private connected = false;
+  private warnedShared = false;
   private firstData: (() => void) | undefined;
 
   constructor(
@@ -175,7 +183,11 @@ export class WorkloadApiBundleSource implements BundleSource {
   ) {
     if (!/^unix:\/\/\/./.test(options.address)) throw new TypeError(`workload_api must be unix:///<absolute path>, got ${options.address}`);
     this.label = options.label;
-    this.index = set.addSource({ source: options.label, verifier: options.verifier });
+    const own = options.ownTrustDomain;
+    this.index = set.addSource(
+      { source: options.label, verifier: options.verifier, ...(own === undefined ? {} : { verifierFor: (td: string) => (td === own ? options.verifier : federatedVerifier(td)) }) },
+      own === undefined ? [] : [own],
+    );
     // the agent names its trust domains: until it has, an SVID of any trust domain may be one of its
     set.expectAnyTrustDomain(this.index);
     const stream = (kind: StreamKind): WorkloadApiStream =>
@@ -286,6 +298,13 @@ export class WorkloadApiBundleSource implements BundleSource {
       });
     }
     this.set.replace(this.index, contents);
+    if (this.options.ownTrustDomain === undefined && contents.length > 1 && !this.warnedShared) {
+      this.warnedShared = true;
+      this.hooks.log.warn(
+        { source: this.label, verifier: this.options.verifier, trustDomains: contents.map((c) => c.trustDomain).sort() },
+        'the Workload API delivers several trust domains and this source has no trust_domain: its verifier name vouches for the federated ones too (set trust_domain to the agent\'s own)',
+      );
+    }
   }
 
   private updateConnected(): void {
@@ -301,6 +320,11 @@ export class WorkloadApiBundleSource implements BundleSource {
 }
 
 /** The same trust domains with no authorities: what a denied stream leaves (SVIDs of them are untrusted). */
+/** The verifier name of a federated trust domain's bundle delivered by the agent (see `ownTrustDomain`). */
+export function federatedVerifier(trustDomain: string): string {
+  return `spiffe://${trustDomain}`;
+}
+
 function withoutAuthorities(held: ReadonlyMap<string, BundleContent>): Map<string, BundleContent> {
   const out = new Map<string, BundleContent>();
   for (const [td, content] of held) out.set(td, { ...content, x509Authorities: [], jwtAuthorities: new Map(), intermediates: [] });

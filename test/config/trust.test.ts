@@ -61,13 +61,12 @@ describe('trust.bundles', () => {
     );
   });
 
-  it('requires trust_domain for file and federation sources and refuses it for workload_api', () => {
+  it('requires trust_domain for file and federation sources; for workload_api it is optional (the agent\'s own)', () => {
     expect(errorOf('trust:', '  bundles:', '    - { pem: a.pem, verifier: v }')).toBe(
       '/etc/chio/chio.yaml:6:7: trust.bundles[0].trust_domain: a pem source needs trust_domain (bundles are per trust domain)',
     );
-    expect(errorOf('trust:', '  bundles:', '    - { workload_api: unix:///a.sock, trust_domain: a.test, verifier: v }')).toBe(
-      '/etc/chio/chio.yaml:6:39: trust.bundles[0].trust_domain: a workload_api source delivers the trust domains the agent names; remove trust_domain',
-    );
+    expect(load('trust:', '  bundles:', '    - { workload_api: unix:///a.sock, trust_domain: a.test, verifier: v }').trust.bundles[0]).toMatchObject({ trust_domain: 'a.test', workload_api: 'unix:///a.sock' });
+    expect(load('trust:', '  bundles:', '    - { workload_api: unix:///a.sock, verifier: v }').trust.bundles[0]?.trust_domain).toBeUndefined();
   });
 
   it('refuses two sources for one trust domain (never pooled)', () => {

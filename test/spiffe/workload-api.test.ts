@@ -52,7 +52,10 @@ interface Harness {
   logs: string[];
 }
 
-async function harness(): Promise<Harness> {
+const SHARED_VERIFIER_WARNING =
+  "the Workload API delivers several trust domains and this source has no trust_domain: its verifier name vouches for the federated ones too (set trust_domain to the agent's own)";
+
+async function harness(extra: { ownTrustDomain?: string } = {}): Promise<Harness> {
   const agent = new FakeWorkloadApiAgent();
   agent.setBundles({ x509: new Map([['a.test', [rootA]], ['b.test', [rootB]]]), jwt: new Map([['a.test', spiffeBundleJson([], [{ kid: jwtA.kid, key: jwtA.publicKey }])]]) });
   await agent.start();
@@ -63,7 +66,7 @@ async function harness(): Promise<Harness> {
   const log = (msg: string) => void logs.push(msg);
   const source = new WorkloadApiBundleSource(
     set,
-    { label: 'workload_api#0', verifier: 'https://spire.test', address: agent.address, initialBackoffMs: 20, maxBackoffMs: 100, onConnected: (c) => void connected.push(c) },
+    { label: 'workload_api#0', verifier: 'https://spire.test', address: agent.address, initialBackoffMs: 20, maxBackoffMs: 100, onConnected: (c) => void connected.push(c), ...extra },
     { log: { error: (_o, m) => log(m), warn: (_o, m) => log(m), info: (_o, m) => log(m) }, refreshed: (s, r) => void refreshes.push(`${s}:${r}`) },
   );
   cleanups.push(async () => {
@@ -131,6 +134,27 @@ describe('WorkloadApiBundleSource', () => {
     expect(() => verifySvidThroughSet(h.set, forged.der)).toThrow(
       expect.objectContaining({ code: 'untrusted_svid', message: 'the trust bundle of b.test was withdrawn by its source' }),
     );
+  });
+
+  it('with its own trust_domain, its verifier vouches for that trust domain only; a federated one is verified by spiffe://<td>', async () => {
+    const h = await harness({ ownTrustDomain: 'a.test' });
+    expect(h.set.get('a.test')?.verifier).toBe('https://spire.test');
+    expect(h.set.get('b.test')?.verifier).toBe('spiffe://b.test');
+    expect(h.logs).not.toContain(SHARED_VERIFIER_WARNING);
+  });
+
+  it('without trust_domain, one verifier for every trust domain, and a warning once several are delivered', async () => {
+    const h = await harness();
+    expect(h.set.get('b.test')?.verifier).toBe('https://spire.test');
+    expect(h.logs.filter((l) => l === SHARED_VERIFIER_WARNING)).toHaveLength(1);
+  });
+
+  it('its own trust_domain is pending until the agent delivers it', () => {
+    const set = new BundleSet();
+    const source = new WorkloadApiBundleSource(set, { label: 'workload_api#0', verifier: 'v', address: 'unix:///nonexistent/agent.sock', ownTrustDomain: 'a.test' });
+    expect(set.pendingReason('a.test')).toBe('the trust bundle of a.test is configured but not loaded yet');
+    source.received('x509', { crl: [], bundles: { 'spiffe://a.test': rootA.der } });
+    expect(set.isPending('a.test')).toBe(false);
   });
 
   it('refuses a message that does not parse and keeps the previous bundles', async () => {
