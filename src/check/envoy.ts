@@ -123,6 +123,7 @@ export function toCheckInput(raw: RawCheckRequest | null | undefined): CheckInpu
   const { host, hostname, port } = splitHost(hostRaw);
   const rawPath = nonEmpty(http.path) ?? headers.get(':path') ?? null;
   const reqPath = rawPath === null ? null : normalizePath(rawPath);
+  const slashPath = reqPath === null ? null : slashDecodedPath(reqPath);
   const requestId = headers.get('x-request-id') ?? nonEmpty(http.id);
 
   return {
@@ -134,6 +135,7 @@ export function toCheckInput(raw: RawCheckRequest | null | undefined): CheckInpu
     port,
     path: reqPath,
     grpc: grpcTarget(method, reqPath, headers.get('content-type')),
+    slashDecoded: slashPath === null ? null : { path: slashPath, grpc: grpcTarget(method, slashPath, headers.get('content-type')) },
     headers,
     source: sourceAddr,
     principal,
@@ -286,6 +288,22 @@ export function normalizePath(raw: string): string {
   let result = '/' + out.join('/');
   if ((last === '.' || last === '..') && result !== '/') result += '/';
   return result;
+}
+
+const ENCODED_SLASH = /%2[fF]|%5[cC]|\\/g;
+
+/**
+ * A normalized path as a server that decodes `%2F` and `%5C`, or takes `\` for `/`, would route it
+ * (many do: Go's `URL.Path`, Windows servers; Envoy keeps them unless
+ * `path_with_escaped_slashes_action` says otherwise), normalized again; null when it has none of
+ * them or reads the same. `/api/orders/..%2F..%2Fadmin` is `/admin` there.
+ */
+export function slashDecodedPath(normalized: string): string | null {
+  if (!normalized.includes('%') && !normalized.includes('\\')) return null;
+  const decoded = normalized.replace(ENCODED_SLASH, '/');
+  if (decoded === normalized) return null;
+  const again = normalizePath(decoded);
+  return again === normalized ? null : again;
 }
 
 const GRPC_PATH_RE = /^\/([A-Za-z_][A-Za-z0-9_.]*)\/([A-Za-z_][A-Za-z0-9_]*)$/;

@@ -20,6 +20,12 @@ export interface CheckInput {
   readonly path: string | null;
   /** gRPC service and method when the request is `POST /pkg.Service/Method` with a gRPC content type. */
   readonly grpc: { readonly service: string; readonly method: string } | null;
+  /**
+   * The path (and gRPC target) as a server that takes `%2F`, `%5C` and `\` for `/` would route it,
+   * when that differs from `path`; absent or null otherwise. Policy refuses a request whose rule or
+   * tool differ between the two readings (`ambiguous_path`).
+   */
+  readonly slashDecoded?: { readonly path: string; readonly grpc: CheckInput['grpc'] } | null;
   /** Lower-case header names → value (from `headers` or `header_map`; repeated headers joined with `,`). */
   readonly headers: ReadonlyMap<string, string>;
   /** `ip:port` (or the pipe path) of the downstream peer, null if absent. */

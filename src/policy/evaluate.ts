@@ -17,7 +17,7 @@ import { TIERS, tierSatisfies, type Tier } from '../attestation/tier.js';
 import type { CheckInput } from '../check/request.js';
 import { describe, type DenyCode, type DenyError } from '../errors.js';
 import type { WorkloadIdentity } from '../identity/identity.js';
-import type { CompiledPolicy, CompiledRule } from './types.js';
+import type { CompiledPolicy, CompiledRule, RuleSelection } from './types.js';
 
 export interface MatchRecord {
   readonly mode: 'require' | 'prefer';
@@ -86,6 +86,8 @@ function decide({ policy, input, identity, identityError, tier, tierNote }: Eval
 
   if (identityError) return denied(ctx, identityError.code, identityError.message);
   if (selection.kind === 'error') return denied(ctx, selection.code, selection.message);
+  const ambiguity = input.slashDecoded ? ambiguousPath(policy, input, selection, ctx.tool, input.slashDecoded) : null;
+  if (ambiguity !== null) return denied(ctx, 'ambiguous_path', ambiguity);
   if (selection.kind === 'unmatched') {
     return policy.unmatched === 'deny'
       ? denied(ctx, 'no_matching_rule', 'no rule of the policy governs this request and defaults.unmatched is deny')
@@ -93,6 +95,25 @@ function decide({ policy, input, identity, identityError, tier, tierNote }: Eval
   }
   const rule = selection.rule;
   return checkWorkloadIdentity(rule, identity, ctx) ?? checkTier(rule, tier, tierNote ?? null, ctx) ?? checkTool(rule, ctx) ?? allowed(ctx);
+}
+
+/** The rule a selection names ('' when none). */
+function ruleOf(selection: RuleSelection): string {
+  return selection.kind === 'rule' ? selection.rule.name : selection.kind === 'error' ? selection.ruleName : '';
+}
+
+/**
+ * Why the request would fall under another rule or tool where `%2F`, `%5C` and `\` are read as `/`
+ * (src/check/envoy.ts `slashDecodedPath`), or null when both readings agree. A block list must not
+ * be passed by spelling a slash so that chio and the upstream read different paths.
+ */
+function ambiguousPath(policy: CompiledPolicy, input: CheckInput, selection: RuleSelection, tool: string | null, alt: NonNullable<CheckInput['slashDecoded']>): string | null {
+  const altInput: CheckInput = { ...input, path: alt.path, grpc: alt.grpc, slashDecoded: null };
+  const altRule = ruleOf(policy.selectRule(altInput));
+  const altTool = policy.resolveTool(altInput);
+  if (altRule === ruleOf(selection) && altTool === tool) return null;
+  const reading = (rule: string, t: string | null): string => `rule ${rule === '' ? '(none)' : JSON.stringify(rule)}, tool ${t === null ? '(none)' : JSON.stringify(t)}`;
+  return `the path reads as ${JSON.stringify(alt.path)} where %2F, %5C or "\\" is taken for "/", which falls under ${reading(altRule, altTool)} instead of ${reading(ruleOf(selection), tool)}`;
 }
 
 function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | null, ctx: Context): Decision | null {

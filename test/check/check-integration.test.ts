@@ -221,6 +221,14 @@ describe('Check: deny, each with its own reason code and a receipt', () => {
     expect(r['request']).toMatchObject({ path: '/admin/users' });
   });
 
+  it('an encoded slash that would reach the blocked tool on a decoding upstream → ambiguous_path', async () => {
+    const req = fixtureRequest('http-mtls-spiffe-full');
+    const http = req.attributes.request?.http;
+    if (http) http.path = '/api/v1/orders/..%2F..%2F..%2Fadmin';
+    const r = await expectDeny(req, 'ambiguous_path');
+    expect(r).toMatchObject({ rule: 'orders', tool: 'list_orders', request: { path: '/api/v1/orders/..%2F..%2F..%2Fadmin' } });
+  });
+
   it('host no rule governs → no_matching_rule', async () => {
     const req = fixtureRequest('http-mtls-spiffe-full');
     const http = req.attributes.request?.http;

@@ -6,6 +6,7 @@ import {
   AUTHORIZATION_SERVICE,
   loadAuthProtos,
   normalizePath,
+  slashDecodedPath,
   splitHost,
   toCheckInput,
   type RawCheckRequest,
@@ -167,6 +168,29 @@ describe('normalizePath', () => {
         expect(inner).not.toContain('');
       }),
     );
+  });
+});
+
+describe('slashDecodedPath: the path where %2F, %5C and \\ are "/"', () => {
+  it.each([
+    ['/api/v1/orders/..%2F..%2F..%2Fadmin', '/admin'],
+    ['/api/v1/orders/..%2f..%2f..%2fadmin', '/admin'],
+    ['/api/v1/orders/..%5C..%5Cadmin', '/api/admin'],
+    ['/api/v1/orders\\..\\..\\admin', '/api/admin'],
+    ['/repos/group%2Fproject/issues', '/repos/group/project/issues'],
+    ['/a%2F%2Fb', '/a/b'],
+  ])('%s → %s', (normalized, want) => {
+    expect(slashDecodedPath(normalized)).toBe(want);
+  });
+
+  it('is null when there is nothing to read otherwise', () => {
+    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/a%2F']) expect(slashDecodedPath(p), p).toBe(p === '/a%2F' ? '/a/' : null);
+  });
+
+  it('toCheckInput carries it, with the gRPC target it would give', () => {
+    const raw = (p: string): RawCheckRequest => ({ attributes: { request: { http: { method: 'GET', path: p, host: 'h' } } } }) as RawCheckRequest;
+    expect(toCheckInput(raw('/api/v1/orders/..%2F..%2F..%2Fadmin?x=1')).slashDecoded).toEqual({ path: '/admin', grpc: null });
+    expect(toCheckInput(raw('/api/v1/orders')).slashDecoded).toBeNull();
   });
 });
 

@@ -6,6 +6,7 @@ import type { WorkloadIdentity } from '../../src/identity/identity.js';
 import { evaluate, type Decision } from '../../src/policy/evaluate.js';
 import { compilePolicy } from '../../src/policy/load.js';
 import type { CompiledPolicy } from '../../src/policy/types.js';
+import { normalizePath, slashDecodedPath } from '../../src/check/envoy.js';
 import { httpRequest, tcpRequest, WORKER } from './input.js';
 
 const POLICY = `schema: chio.policy.v1
@@ -36,6 +37,13 @@ defaults: { unmatched: deny }
 `;
 
 const policy = compilePolicy(POLICY, 'policy.yaml');
+
+/** `input` as src/check/envoy.ts makes it for a path sent as `sent` (normalized, with its slash-decoded reading). */
+function sentAs(input: CheckInput, sent: string): CheckInput {
+  const path = normalizePath(sent);
+  const alt = slashDecodedPath(path);
+  return { ...input, path, slashDecoded: alt === null ? null : { path: alt, grpc: null } };
+}
 const openPolicy = compilePolicy(POLICY.replace('unmatched: deny', 'unmatched: allow'), 'policy.yaml');
 
 const transfer = httpRequest({ method: 'POST', host: 'payments.prod.svc.cluster.local:443', path: '/v1/transfers/9' });
@@ -256,5 +264,37 @@ describe('evaluate', () => {
     expect(decide({ input: garbage })).toMatchObject({ verdict: 'deny', reason: { code: 'internal_error' }, httpStatus: 403 });
     const toolThrows: CompiledPolicy = { ...broken, selectRule: (input) => policy.selectRule(input), resolveTool: () => { throw new TypeError('boom'); } };
     expect(decide({ policy: toolThrows })).toMatchObject({ verdict: 'deny', rule: 'payments_write', tool: null, reason: { code: 'internal_error', message: 'policy evaluation failed: boom' } });
+  });
+});
+
+describe('a path that reads otherwise where %2F, %5C or \\ is "/" (ambiguous_path)', () => {
+  it('denies when the other reading falls under another tool: a block list cannot be passed by an encoded slash', () => {
+    // /reports/..%2F..%2Fadmin is governed by rule reports as /reports/..%2F..%2Fadmin (no tool, default allow),
+    // but a server decoding %2F routes it to /admin, the blocked tool
+    const d = decide({ input: sentAs(report, '/reports/..%2F..%2Fadmin') });
+    expect(d).toMatchObject({ verdict: 'deny', rule: 'reports', tool: null, httpStatus: 403 });
+    expect(d.reason).toEqual({
+      code: 'ambiguous_path',
+      message: 'the path reads as "/admin" where %2F, %5C or "\\" is taken for "/", which falls under rule "reports", tool "admin" instead of rule "reports", tool (none)',
+    });
+    expect(decide({ input: sentAs(report, '/reports\\..\\admin') }).reason?.code).toBe('ambiguous_path');
+  });
+
+  it('denies when the other reading falls under another rule; agrees when neither reading has one', () => {
+    const byPath = compilePolicy(
+      'schema: chio.policy.v1\nrules:\n  public: { match: { path_prefixes: [/public] }, default: allow }\n  private: { match: { path_prefixes: [/] }, default: block }\n',
+      'p.yaml',
+    );
+    const d = decide({ policy: byPath, input: sentAs(httpRequest({ host: 'any.svc' }), '/public/..%2F..%2Fsecret') });
+    expect(d).toMatchObject({ verdict: 'deny', rule: 'public' });
+    expect(d.reason?.message).toBe(
+      'the path reads as "/secret" where %2F, %5C or "\\" is taken for "/", which falls under rule "private", tool (none) instead of rule "public", tool (none)',
+    );
+    expect(decide({ policy: openPolicy, input: sentAs(httpRequest({ host: 'other.svc' }), '/x%2F..%2F..%2Fv1') }).reason).toBeNull(); // unmatched both ways
+  });
+
+  it('allows an encoded slash that changes neither rule nor tool (an ID holding %2F)', () => {
+    const d = decide({ input: sentAs(report, '/reports/group%2Fdaily') });
+    expect(d).toMatchObject({ verdict: 'allow', rule: 'reports', tool: null, reason: null });
   });
 });
