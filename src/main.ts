@@ -3,7 +3,7 @@
  * Everything else takes its dependencies as arguments; only this file wires them.
  */
 import path from 'node:path';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { ChioError, describe } from './errors.js';
 import type { Config } from './config/load.js';
 import { CheckPipeline, type Logger } from './check/pipeline.js';
@@ -80,6 +80,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const { key, created } = loadOrCreateSeedFile(config.keys.receipt_signing_seed);
   if (created) log.info({ path: config.keys.receipt_signing_seed, kid: key.kid }, 'created a new receipt signing key');
   const readToken = adminTokenReader(config.admin, options.env ?? process.env);
+  warnOpenTokenFile(config.admin.token_file, log);
   // several replicas, one PostgreSQL (README): shared revocations; receipts shipped there and queried there
   const sharedRevocations = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
   const capabilities = startCapabilities({ config: config.capabilities, log, clock, policy: () => policy, shared: sharedRevocations });
@@ -381,6 +382,23 @@ function trustDomainLabeler(current: () => CompiledPolicy): (td: string) => stri
 }
 
 /** The admin token: from its file on each use (rotation without restart), or once from `admin.token_env`; never logged. */
+/**
+ * A warning when the admin token file is readable by every user of the host. Not refused, unlike a
+ * signing seed: a Kubernetes Secret volume is group-readable under fsGroup whatever its defaultMode,
+ * and the token is re-read on use, so a copy made at start (as for the seed) would defeat rotation.
+ */
+export function warnOpenTokenFile(file: string | undefined, log: Logger): void {
+  if (file === undefined) return;
+  try {
+    const mode = statSync(file).mode & 0o777;
+    if ((mode & 0o007) !== 0) {
+      log.warn({ path: file, mode: `0${mode.toString(8)}` }, 'admin.token_file is readable by every user of this host; chmod o-rwx it');
+    }
+  } catch {
+    // a missing token file is the admin API closed (401), as before
+  }
+}
+
 export function adminTokenReader(admin: Config['admin'], env: NodeJS.ProcessEnv): () => string | null {
   if (admin.token_env !== undefined) {
     // read once: the environment does not change; unset is a start error, not a silently closed API
