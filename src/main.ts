@@ -12,6 +12,7 @@ import { loadOrCreateSeedFile, publicJwk, type SigningKey } from './keys.js';
 import { Metrics } from './metrics.js';
 import { loadPolicyFile } from './policy/load.js';
 import type { CompiledPolicy } from './policy/types.js';
+import { ReceiptHealth } from './receipt/health.js';
 import { ReceiptChain } from './receipt/receipt.js';
 import { checkpointResponse } from './receipt/checkpoint.js';
 import { startAuditTrail, withSegments, type AuditTrail } from './receipt/retention.js';
@@ -97,7 +98,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   });
   const head = await openSinksOnOneChain(sinks, { keys: verificationKeys([key]), log });
   // with a JSONL file (where a receipt becomes durable), SQLite stores follow it off the answer path
+  const receiptHealth = new ReceiptHealth(clock);
   const sinkError = (sink: string, err: unknown): void => {
+    receiptHealth.failed(sink, describe(err));
     metrics.receiptSinkErrors.inc({ sink });
     log.error({ sink, err: describe(err) }, 'receipt sink write failed');
   };
@@ -133,6 +136,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     onSinkError: sinkError,
     onRewind: (head) => chain.reset(head),
     onCommitted: (batch, durable) => {
+      receiptHealth.committed();
       audit.committed(batch, durable);
       shipper?.committed(batch);
     },
@@ -244,7 +248,12 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       method: 'GET',
       path: '/readyz',
       auth: false,
-      handler: () => (ready ? json(200, { status: 'ready', policyHash: policy.hash }) : json(503, { status: 'not ready' })),
+      handler: () => {
+        if (!ready) return json(503, { status: 'not ready' });
+        // on_failure deny and no sink writing: every answer is a deny receipt_unavailable
+        const failing = config.receipts.on_failure === 'deny' ? receiptHealth.failing() : null;
+        return failing === null ? json(200, { status: 'ready', policyHash: policy.hash }) : json(503, { status: 'not ready', reason: failing });
+      },
     },
     { method: 'GET', path: '/v1/keys', auth: false, handler: () => json(200, { keys: [publicJwk(key)] }) },
     ...capabilities.routes,

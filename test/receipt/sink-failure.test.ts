@@ -84,10 +84,15 @@ describe('receipts.on_failure: deny (the default)', () => {
     expect(svc.log.entries.find((e) => e.msg === 'receipt sink write failed')?.obj).toMatchObject({ sink: 'sqlite', err: expect.stringContaining('disk full (simulated)') });
     // nothing was committed while the store failed: the JSONL file holds the two answered receipts
     expect(svc.jsonlTexts().map((t) => (JSON.parse(t) as { id: string }).id)).toEqual([receiptIdOf(first), receiptIdOf(durable)]);
+    // a replica that can only deny receipt_unavailable is not ready (Kubernetes serves from the others)
+    const notReady = await svc.get('/readyz', null);
+    expect(notReady.status).toBe(503);
+    expect(notReady.json).toEqual({ status: 'not ready', reason: expect.stringMatching(/^receipt sink sqlite cannot write: .*disk full \(simulated\)/) });
 
     broken.heal();
     const after = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
     expect(after.status.code).toBe(0);
+    expect((await svc.get('/readyz', null)).status).toBe(200);
     await expectOneVerifiedChain(svc, 3);
     expect((await svc.storeTexts()).map((t) => (JSON.parse(t) as { id: string }).id)).toEqual([receiptIdOf(first), receiptIdOf(durable), receiptIdOf(after)]);
   });
@@ -112,6 +117,7 @@ describe('receipts.on_failure: allow', () => {
     const metrics = await (await fetch(`${svc.adminUrl}/metrics`)).text();
     expect(metrics).toContain('chio_receipt_sink_errors_total{sink="sqlite"} 2');
     expect(svc.jsonlTexts()).toHaveLength(2);
+    expect((await svc.get('/readyz', null)).status).toBe(200); // on_failure allow: it still admits
 
     broken.heal();
     const after = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
