@@ -65,6 +65,8 @@ export interface RunningService {
   policy(): CompiledPolicy;
   /** Re-reads the policy file; a bad file keeps the last good policy (and throws its error). */
   reloadPolicy(): CompiledPolicy;
+  /** Why decisions cannot be recorded now (on_failure deny, a sink failing: ./receipt/health.ts), else null: what `/readyz` tells. */
+  receiptsFailing(): string | null;
   /** Health NOT_SERVING, in-flight calls finish, receipts flushed, listeners closed. */
   close(deadlineMs?: number): Promise<void>;
 }
@@ -99,6 +101,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   const head = await openSinksOnOneChain(sinks, { keys: verificationKeys([key]), log });
   // with a JSONL file (where a receipt becomes durable), SQLite stores follow it off the answer path
   const receiptHealth = new ReceiptHealth(clock);
+  // on_failure deny and no sink writing: every answer is a deny receipt_unavailable
+  const receiptsFailing = (): string | null => (config.receipts.on_failure === 'deny' ? receiptHealth.failing() : null);
   const sinkError = (sink: string, err: unknown): void => {
     receiptHealth.failed(sink, describe(err));
     metrics.receiptSinkErrors.inc({ sink });
@@ -250,8 +254,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
       auth: false,
       handler: () => {
         if (!ready) return json(503, { status: 'not ready' });
-        // on_failure deny and no sink writing: every answer is a deny receipt_unavailable
-        const failing = config.receipts.on_failure === 'deny' ? receiptHealth.failing() : null;
+        const failing = receiptsFailing();
         return failing === null ? json(200, { status: 'ready', policyHash: policy.hash }) : json(503, { status: 'not ready', reason: failing });
       },
     },
@@ -296,6 +299,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     metrics,
     policy: () => policy,
     reloadPolicy: () => reloadPolicy(),
+    receiptsFailing,
     close: (deadlineMs = config.shutdown.deadline_seconds * 1000) =>
       (closing ??= (async () => {
         ready = false;

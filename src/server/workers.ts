@@ -60,18 +60,22 @@ export const WORKER_CONFIG_ENV = 'CHIO_WORKER_CONFIG';
 const RESTART_DELAY_MS = 1000;
 const MAX_RESTART_DELAY_MS = 30_000;
 const METRICS_TIMEOUT_MS = 2000;
+/** How often a worker looks whether its receipts are being written (for the primary's /readyz). */
+const RECEIPTS_HEALTH_MS = 500;
 
 /** Messages between the primary and its workers (node:cluster IPC). */
 type ToWorker = { type: 'chio:shutdown' } | { type: 'chio:reload' } | { type: 'chio:metrics'; id: number };
 type FromWorker =
   | { type: 'chio:ready'; grpcPort: number }
   | { type: 'chio:failed'; message: string }
-  | { type: 'chio:metrics'; id: number; metrics: MetricJson[] };
+  | { type: 'chio:metrics'; id: number; metrics: MetricJson[] }
+  /** the worker's receipts stopped (or resumed) being written: RunningService.receiptsFailing */
+  | { type: 'chio:receipts'; failing: string | null };
 type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
 
 function isFromWorker(m: unknown): m is FromWorker {
   const t = (m as { type?: unknown } | null)?.type;
-  return t === 'chio:ready' || t === 'chio:failed' || t === 'chio:metrics';
+  return t === 'chio:ready' || t === 'chio:failed' || t === 'chio:metrics' || t === 'chio:receipts';
 }
 
 /** The config text a worker runs, from {@link WORKER_CONFIG_ENV}; null when the primary set none. */
@@ -160,12 +164,22 @@ export async function runWorker(config: Config, index: number, log: Logger): Pro
   }
   service = running;
   send({ type: 'chio:ready', grpcPort: running.grpcPort });
+  // the primary's /readyz: told when this worker's receipts stop or resume being written
+  let failing: string | null = null;
+  const health = setInterval(() => {
+    const now = running.receiptsFailing();
+    if (now === failing) return;
+    failing = now;
+    send({ type: 'chio:receipts', failing: now });
+  }, RECEIPTS_HEALTH_MS);
+  health.unref();
 
   return new Promise<number>((resolve) => {
     let stopping = false;
     stop = (why: string): void => {
       if (stopping) return;
       stopping = true;
+      clearInterval(health);
       log.info({ worker: index, why }, 'worker shutting down');
       const done = (code: number): void => {
         if (process.connected) process.disconnect(); // the IPC channel would keep this process alive
@@ -220,6 +234,8 @@ interface Slot {
   failures: number;
   /** what the current worker process answered at the last scrape */
   lastMetrics: MetricJson[] | null;
+  /** why the current worker cannot record decisions (its last chio:receipts), null when it can */
+  receiptsFailing: string | null;
 }
 
 /** The counters and histograms of a registry's JSON (what keeps counting after its process is gone). */
@@ -262,7 +278,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     execArgv: [...(options.execArgv ?? process.execArgv)],
     cwd: options.cwd,
   });
-  const slots: Slot[] = Array.from({ length: n }, () => ({ worker: null, ready: false, grpcPort: null, failures: 0, lastMetrics: null }));
+  const slots: Slot[] = Array.from({ length: n }, () => ({ worker: null, ready: false, grpcPort: null, failures: 0, lastMetrics: null, receiptsFailing: null }));
   // the counters of workers that died, as last scraped: summed in, so a restart never makes a counter
   // go backwards (Prometheus would read a reset and a false rate spike)
   let retired: Promise<MetricJson[]> = Promise.resolve([]);
@@ -286,6 +302,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     const worker = cluster.fork({ ...workerEnv, [WORKER_INDEX_ENV]: String(i + 1) });
     slot.worker = worker;
     slot.ready = false;
+    slot.receiptsFailing = null;
     worker.on('message', (m: unknown) => {
       if (!isFromWorker(m)) return;
       if (m.type === 'chio:ready') {
@@ -295,6 +312,8 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
         readyChanged();
       } else if (m.type === 'chio:metrics') {
         metricReplies.get(m.id)?.(m.metrics);
+      } else if (m.type === 'chio:receipts') {
+        slot.receiptsFailing = m.failing;
       } else if (startupFailure !== null) {
         startupFailure(`worker ${i + 1}: ${m.message}`);
       } else {
@@ -409,10 +428,13 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
       method: 'GET',
       path: '/readyz',
       auth: false,
-      handler: () =>
-        readyCount() === n && !stopping
-          ? json(200, { status: 'ready', policyHash: policy.hash, workers: n })
-          : json(503, { status: 'not ready', workers: n, workersReady: readyCount() }),
+      handler: () => {
+        if (readyCount() !== n || stopping) return json(503, { status: 'not ready', workers: n, workersReady: readyCount() });
+        // a worker that can only deny receipt_unavailable (on_failure deny): as one process would say it
+        const failing = slots.findIndex((s) => s.ready && s.receiptsFailing !== null);
+        if (failing >= 0) return json(503, { status: 'not ready', workers: n, workersReady: n, reason: `worker ${failing + 1}: ${String(slots[failing]?.receiptsFailing)}` });
+        return json(200, { status: 'ready', policyHash: policy.hash, workers: n });
+      },
     },
     { method: 'GET', path: '/v1/keys', auth: false, handler: () => json(200, { keys: [publicJwk(key)] }) },
     ...capabilities.routes,

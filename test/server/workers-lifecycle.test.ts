@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCheckClient, type CheckClient } from '../../src/check/client.js';
 import { demoPolicy, fixtureRequest } from '../helpers/service.js';
+import { breakStore } from '../receipt/store-service.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const CHIO = path.join(ROOT, 'bin', 'chio.js');
@@ -251,4 +252,36 @@ describe('chio serve --workers 2: the primary killed outright', () => {
     expect(answered.length).toBeGreaterThan(50);
     expect(answered.filter((id) => !written.has(id))).toEqual([]);
   }, 40_000);
+});
+
+describe('chio serve --workers 2: a worker whose receipts cannot be written', () => {
+  it('makes the primary /readyz 503 naming the worker and the sink (on_failure deny), and ready again once it writes', async () => {
+    const r = serve({
+      config: configText().replace(
+        'receipts: { sinks: [ { type: jsonl, path: ./data/receipts.jsonl } ] }',
+        'receipts: { sinks: [ { type: jsonl, path: ./data/receipts.jsonl }, { type: sqlite, path: ./data/receipts.db } ], on_failure: deny }',
+      ),
+    });
+    const ready = await r.ready;
+    const admin = (p: string): Promise<Response> => fetch(`http://${ready.admin}${p}`);
+    const client = createCheckClient(ready.grpc);
+    clients.push(client);
+    expect((await client.check(fixtureRequest('http-mtls-spiffe-full'))).status.code).toBe(0);
+    const broken = [1, 2].map((i) => breakStore(path.join(r.dir, 'data', `receipts-w${i}.db`)));
+    // one connection: one worker takes every Check of it
+    const body = await waitFor('not ready', async () => {
+      await client.check(fixtureRequest('http-mtls-spiffe-full'));
+      const res = await admin('/readyz');
+      return res.status === 503 ? ((await res.json()) as Record<string, unknown>) : undefined;
+    });
+    expect(body).toMatchObject({ status: 'not ready', workers: 2, workersReady: 2 });
+    expect(String(body['reason'])).toMatch(/^worker [12]: receipt sink sqlite cannot write: .*disk full \(simulated\)/);
+    for (const b of broken) b.heal();
+    await waitFor('ready again', async () => {
+      await client.check(fixtureRequest('http-mtls-spiffe-full'));
+      return (await admin('/readyz')).status === 200 ? true : undefined;
+    });
+    r.child.kill('SIGTERM');
+    expect((await r.exit).code).toBe(0);
+  }, 60_000);
 });
