@@ -21,6 +21,10 @@
  * singular field that appears twice keeps the last value (protobufjs replaces, it does not merge),
  * repeated fields and map entries accumulate, a later map entry with the same key wins, and
  * `port_value` keeps its low 32 bits. test/check/request-wire.test.ts proves it differentially.
+ * One exception, where protobufjs is wrong: a tag or length written as a padded (non-minimal)
+ * varint of more than 5 bytes, which the encoding allows. protobufjs skips its bytes past the
+ * fifth without reading them as continuations and loses its place; this reads the varint whole.
+ * Envoy never pads a varint, and the values read are the encoding's (test: "padded varints").
  *
  * Stricter than protobufjs, and never throwing: a truncated field, a length running past its
  * message, a declared field arriving with another wire type than its declared type's (protobufjs
