@@ -62,7 +62,7 @@ describe('CommitTimes', () => {
             seq += b.size;
             expect(t.size).toBeLessThanOrEqual(maxMarks);
           }
-          const shipped = Math.floor(where * (seq - 1)); // 0 … last seq - 1: something lags
+          const shipped = Math.min(seq - 2, Math.floor(where * (seq - 1))); // 0 … last seq - 1: something lags
           const oldest = t.oldestAfter(shipped);
           const real = truth[shipped + 1] as number;
           expect(oldest).not.toBeNull();
