@@ -149,7 +149,10 @@ export class IdentityResolver {
     if (this.use.has('principal') && input.principal !== null) claims.push(this.principalClaim(input.principal, fromCertificate));
     const xfcc = this.use.has('xfcc') ? input.headers.get(XFCC_HEADER) : undefined;
     if (xfcc !== undefined) {
-      const claim = this.xfccClaim(xfcc, fromCertificate, ctx);
+      // Envoy authenticated a peer in this request (its certificate or principal): the element it set
+      // describes that peer; without one, a certificate in the header proves nobody holds its key
+      const anchored = claims.length > 0;
+      const claim = this.xfccClaim(xfcc, fromCertificate, ctx, anchored);
       if (claim) claims.push(claim);
     }
     const authorization = this.jwt !== null && this.options.jwtSvid ? input.headers.get(this.options.jwtSvid.header) : undefined;
@@ -173,7 +176,9 @@ export class IdentityResolver {
   private checkKnownTrustDomain(id: SpiffeId): void {
     if (!this.options.requireKnownTrustDomain) return;
     const td = id.trustDomain;
-    if (this.bundles.get(td) === undefined && !this.bundles.isPending(td)) {
+    // a trust domain pending only because a Workload API source has not delivered yet, or because it
+    // was withdrawn, is not known: a principal or XFCC URI of it, which no chain check reaches, is refused
+    if (this.bundles.get(td) === undefined && !this.bundles.isConfigured(td)) {
       throw deny('unknown_trust_domain', `no trust bundle is configured for trust domain ${td}`);
     }
   }
@@ -209,7 +214,7 @@ export class IdentityResolver {
     return { source: 'principal', id, kind: 'uri', tier: 'attested', verifier: ENVOY, svid: null };
   }
 
-  private xfccClaim(header: string, fromCertificate: Claim | null, ctx: Context): Claim | null {
+  private xfccClaim(header: string, fromCertificate: Claim | null, ctx: Context, anchored: boolean): Claim | null {
     const element = trustedXfccElement(header);
     // the certificate Envoy authenticated (source.certificate) is the one the trusted element must describe
     const authenticated = fromCertificate?.svid ?? null;
@@ -234,11 +239,14 @@ export class IdentityResolver {
     }
     checkValidity(svid, ctx.now);
     const chain = element.chain;
-    return this.x509Claim('xfcc', svid, chain ?? '', () => (chain === null ? [] : xfccIntermediates(chain, svid)), ctx, {
+    const claim = this.x509Claim('xfcc', svid, chain ?? '', () => (chain === null ? [] : xfccIntermediates(chain, svid)), ctx, {
       tier: 'basic',
       verifier: null,
       kind: 'uri',
     });
+    // a certificate is public: verified and valid, it still says nothing of who sent it unless Envoy
+    // authenticated that peer (source.certificate or source.principal in the same request)
+    return anchored ? claim : { ...claim, kind: 'uri', tier: 'basic', verifier: null, tierNote: null };
   }
 
   private jwtClaim(headerValue: string, ctx: Context): Claim | null {

@@ -447,6 +447,15 @@ export class BundleSet {
     this.openEnded.add(index);
   }
 
+  /**
+   * A trust domain a source is configured for (`addSource(info, expected)`), delivered yet or not:
+   * what `require_known_trust_domain` calls known besides a trust domain with a bundle. Not the
+   * open-ended or withdrawn ones: nobody configured those.
+   */
+  isConfigured(trustDomain: string): boolean {
+    return this.pending.has(trustDomain);
+  }
+
   /** A trust domain with no bundle now that must not be taken as "no bundle configured" (see the class comment). */
   isPending(trustDomain: string): boolean {
     return this.pendingReason(trustDomain) !== null;

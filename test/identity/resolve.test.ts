@@ -129,6 +129,22 @@ describe('certificate source with bundles', () => {
       'untrusted_svid: the trust bundle of a.test is configured but not loaded yet',
     );
   });
+
+  it('require_known_trust_domain: a trust domain pending only because a Workload API source has not delivered, or withdrawn, is not known', () => {
+    const open = new BundleSet();
+    open.expectAnyTrustDomain(open.addSource({ source: 'workload_api#0', verifier: 'v' }));
+    const known = (set: BundleSet, principal: string): string | null => summary(resolver({ bundles: set, requireKnownTrustDomain: true }).resolve(input({ principal }))).error;
+    expect(known(open, 'spiffe://rogue.example/x')).toBe('unknown_trust_domain: no trust bundle is configured for trust domain rogue.example');
+    const withdrawn = new BundleSet();
+    const i = withdrawn.addSource({ source: 's', verifier: 'v' });
+    withdrawn.replace(i, [contentOf('b.test', [root])]);
+    withdrawn.replace(i, []);
+    expect(known(withdrawn, 'spiffe://b.test/x')).toBe('unknown_trust_domain: no trust bundle is configured for trust domain b.test');
+    // configured for a source that has not loaded yet: known (a certificate of it is untrusted_svid above)
+    const configured = new BundleSet();
+    configured.addSource({ source: 'federation#0', verifier: 'v' }, ['a.test']);
+    expect(known(configured, ID)).toBeNull();
+  });
 });
 
 describe('XFCC source', () => {
@@ -138,15 +154,25 @@ describe('XFCC source', () => {
     expect(summary(resolver().resolve(xfcc(`By=spiffe://a.test/proxy;URI=${ID}`)))).toEqual({ uri: ID, kind: 'uri', tier: 'basic', verifier: null, error: null });
   });
 
-  it('a Cert with its Chain verified against the bundle is an x509_svid', () => {
+  it('a Cert with its Chain verified against the bundle is an x509_svid when Envoy authenticated the peer (principal) in the same request', () => {
     const chain = envoyUrlEncode(viaInter.chainPem);
     const header = `Hash=${viaInter.x509.fingerprint256.replace(/:/g, '').toLowerCase()};Cert="${viaInter.envoyEncoded}";Chain="${chain}";URI=${ID}`;
-    expect(summary(resolver({ bundles: withBundle() }).resolve(xfcc(header)))).toEqual({ uri: ID, kind: 'x509_svid', tier: 'attested', verifier: 'https://spire.test', error: null });
+    const anchored = input({ principal: ID, headerList: { 'x-forwarded-client-cert': header } });
+    expect(summary(resolver({ bundles: withBundle() }).resolve(anchored))).toEqual({ uri: ID, kind: 'x509_svid', tier: 'attested', verifier: 'https://spire.test', error: null });
+  });
+
+  it('without an authenticated peer in the request, a verified Cert in the header is only a claimed URI (basic): a certificate is public', () => {
+    const chain = envoyUrlEncode(viaInter.chainPem);
+    const header = `Cert="${viaInter.envoyEncoded}";Chain="${chain}";URI=${ID}`;
+    const promoting = resolver({ bundles: withBundle(), trustedVerifiers: () => [verifiedEntry] });
+    expect(summary(promoting.resolve(xfcc(header)))).toEqual({ uri: ID, kind: 'uri', tier: 'basic', verifier: null, error: null });
+    // it is still checked: a Cert that does not verify is a deny
+    expect(promoting.resolve(xfcc(`Cert="${untrusted.envoyEncoded}"`)).error?.code).toBe('untrusted_svid');
   });
 
   it('a Chain alone (leaf first) works too', () => {
     const header = `Chain="${envoyUrlEncode(viaInter.chainPem)}";URI=${ID}`;
-    expect(summary(resolver({ bundles: withBundle() }).resolve(xfcc(header))).kind).toBe('x509_svid');
+    expect(summary(resolver({ bundles: withBundle() }).resolve(input({ principal: ID, headerList: { 'x-forwarded-client-cert': header } }))).kind).toBe('x509_svid');
   });
 
   it('a Cert without a bundle is only a claimed URI (basic)', () => {

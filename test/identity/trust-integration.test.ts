@@ -291,10 +291,15 @@ describe('XFCC and JWT-SVID sources', () => {
     expect(v).toMatchObject({ verdict: 'deny', reason: 'runtime_assurance_insufficient', attestation: { tier: 'basic', verifier: null, workloadIdentity: { credentialKind: 'uri' } } });
   });
 
-  it('an XFCC Cert that verifies against the bundle is an x509_svid', async () => {
+  it('an XFCC Cert that verifies against the bundle is an x509_svid when Envoy authenticated the peer (its principal) in the request', async () => {
     const examples = JSON.parse(readFileSync(path.join(FIXTURES, 'envoy', 'xfcc', 'xfcc-examples.json'), 'utf8')) as { examples: Array<{ id: string; header: string }> };
     const header = examples.examples.find((e) => e.id === 'envoy-with-cert')?.header ?? '';
     const req = setHeader(fixtureRequest('http-plaintext-no-identity'), 'x-forwarded-client-cert', header);
+    const v0 = await decide(svc, req);
+    // no authenticated peer: the certificate in the header is public, so only a claimed URI (basic)
+    expect(v0).toMatchObject({ verdict: 'deny', reason: 'runtime_assurance_insufficient', attestation: { tier: 'basic', verifier: null, workloadIdentity: { uri: FRONTEND, credentialKind: 'uri' } } });
+    const attrs = req.attributes as { source?: { principal?: string } };
+    attrs.source = { ...attrs.source, principal: FRONTEND };
     const v = await decide(svc, req);
     expect(v).toMatchObject({ verdict: 'allow', attestation: { tier: 'attested', verifier: 'https://spire.test', workloadIdentity: { uri: FRONTEND, credentialKind: 'x509_svid' } } });
   });
