@@ -47,7 +47,7 @@ export const DENY_CODES = [
   'workload_credential_kind_not_allowed', // require_workload_identity: credential kind not listed
   'workload_scheme_mismatch', //   require_workload_identity: scheme other than the required one
   'runtime_assurance_insufficient', // require_runtime_assurance_tier not met
-  'ambiguous_path', //             with %2F, %5C or \ read as /, the path falls under another rule or tool
+  'ambiguous_path', //             read as another server may (%2F, %5C, \ as /; ;params dropped), another rule or tool
   // capabilities (SPEC §7)
   'capability_required',
   'capability_malformed',

@@ -123,7 +123,7 @@ export function toCheckInput(raw: RawCheckRequest | null | undefined): CheckInpu
   const { host, hostname, port } = splitHost(hostRaw);
   const rawPath = nonEmpty(http.path) ?? headers.get(':path') ?? null;
   const reqPath = rawPath === null ? null : normalizePath(rawPath);
-  const slashPath = reqPath === null ? null : slashDecodedPath(reqPath);
+  const readings = reqPath === null ? NO_READINGS : otherPathReadings(reqPath);
   const requestId = headers.get('x-request-id') ?? nonEmpty(http.id);
 
   return {
@@ -135,7 +135,7 @@ export function toCheckInput(raw: RawCheckRequest | null | undefined): CheckInpu
     port,
     path: reqPath,
     grpc: grpcTarget(method, reqPath, headers.get('content-type')),
-    slashDecoded: slashPath === null ? null : { path: slashPath, grpc: grpcTarget(method, slashPath, headers.get('content-type')) },
+    otherReadings: readings.length === 0 ? NO_OTHER_READINGS : readings.map((p) => ({ path: p, grpc: grpcTarget(method, p, headers.get('content-type')) })),
     headers,
     source: sourceAddr,
     principal,
@@ -290,20 +290,41 @@ export function normalizePath(raw: string): string {
   return result;
 }
 
-const ENCODED_SLASH = /%2[fF]|%5[cC]|\\/g;
+const ENCODED_SLASH = /%2[fF]/g;
+const BACKSLASH = /%5[cC]|\\/g;
+const PATH_PARAMS = /;[^/]*/g;
 
 /**
- * A normalized path as a server that decodes `%2F` and `%5C`, or takes `\` for `/`, would route it
- * (many do: Go's `URL.Path`, Windows servers; Envoy keeps them unless
- * `path_with_escaped_slashes_action` says otherwise), normalized again; null when it has none of
- * them or reads the same. `/api/orders/..%2F..%2Fadmin` is `/admin` there.
+ * The other ways servers read a normalized path, each normalized again, without the path itself
+ * and without repeats (empty for almost every path: only one holding `%2F`, `%5C`, `\` or `;`
+ * has any):
+ * - `%2F` decoded to `/` (Go's `URL.Path`, many routers), `%5C` kept as a character;
+ * - `%5C` and `\` read as `/` (Windows servers), `%2F` kept;
+ * - all three as `/`;
+ * - each of these and the path as sent with `;parameters` dropped from every segment (Tomcat and
+ *   Spring read `..;/` as `../`).
+ * Envoy keeps all of them unless `path_with_escaped_slashes_action` / `normalize_path` say
+ * otherwise. `/api/orders/..%2F..%2Fadmin` is `/admin` to a server decoding `%2F`.
  */
-export function slashDecodedPath(normalized: string): string | null {
-  if (!normalized.includes('%') && !normalized.includes('\\')) return null;
-  const decoded = normalized.replace(ENCODED_SLASH, '/');
-  if (decoded === normalized) return null;
-  const again = normalizePath(decoded);
-  return again === normalized ? null : again;
+const NO_READINGS: string[] = [];
+const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];
+
+export function otherPathReadings(normalized: string): string[] {
+  const slash = normalized.includes('%2') && /%2[fF]/.test(normalized);
+  const back = normalized.includes('\\') || (normalized.includes('%5') && /%5[cC]/.test(normalized));
+  const params = normalized.includes(';');
+  if (!slash && !back && !params) return [];
+  const bases = [normalized];
+  if (slash) bases.push(normalized.replace(ENCODED_SLASH, '/'));
+  if (back) bases.push(normalized.replace(BACKSLASH, '/'));
+  if (slash && back) bases.push(normalized.replace(ENCODED_SLASH, '/').replace(BACKSLASH, '/'));
+  const out = new Set<string>();
+  for (const base of bases) {
+    out.add(normalizePath(base));
+    if (params) out.add(normalizePath(base.replace(PATH_PARAMS, '')));
+  }
+  out.delete(normalized);
+  return [...out];
 }
 
 const GRPC_PATH_RE = /^\/([A-Za-z_][A-Za-z0-9_.]*)\/([A-Za-z_][A-Za-z0-9_]*)$/;

@@ -21,11 +21,11 @@ export interface CheckInput {
   /** gRPC service and method when the request is `POST /pkg.Service/Method` with a gRPC content type. */
   readonly grpc: { readonly service: string; readonly method: string } | null;
   /**
-   * The path (and gRPC target) as a server that takes `%2F`, `%5C` and `\` for `/` would route it,
-   * when that differs from `path`; absent or null otherwise. Policy refuses a request whose rule or
-   * tool differ between the two readings (`ambiguous_path`).
+   * The path (and gRPC target) as other servers would route it: `%2F`, `%5C`, `\` taken for `/`,
+   * `;parameters` dropped (src/check/envoy.ts `otherPathReadings`); empty or absent for almost every
+   * path. Policy refuses a request whose rule or tool differ under any of them (`ambiguous_path`).
    */
-  readonly slashDecoded?: { readonly path: string; readonly grpc: CheckInput['grpc'] } | null;
+  readonly otherReadings?: ReadonlyArray<{ readonly path: string; readonly grpc: CheckInput['grpc'] }>;
   /** Lower-case header names → value (from `headers` or `header_map`; repeated headers joined with `,`). */
   readonly headers: ReadonlyMap<string, string>;
   /** `ip:port` (or the pipe path) of the downstream peer, null if absent. */

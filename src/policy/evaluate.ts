@@ -86,8 +86,13 @@ function decide({ policy, input, identity, identityError, tier, tierNote }: Eval
 
   if (identityError) return denied(ctx, identityError.code, identityError.message);
   if (selection.kind === 'error') return denied(ctx, selection.code, selection.message);
-  const ambiguity = input.slashDecoded ? ambiguousPath(policy, input, selection, ctx.tool, input.slashDecoded) : null;
-  if (ambiguity !== null) return denied(ctx, 'ambiguous_path', ambiguity);
+  const readings = input.otherReadings;
+  if (readings !== undefined && readings.length > 0) {
+    for (const reading of readings) {
+      const ambiguity = ambiguousPath(policy, input, selection, ctx.tool, reading);
+      if (ambiguity !== null) return denied(ctx, 'ambiguous_path', ambiguity);
+    }
+  }
   if (selection.kind === 'unmatched') {
     return policy.unmatched === 'deny'
       ? denied(ctx, 'no_matching_rule', 'no rule of the policy governs this request and defaults.unmatched is deny')
@@ -103,17 +108,23 @@ function ruleOf(selection: RuleSelection): string {
 }
 
 /**
- * Why the request would fall under another rule or tool where `%2F`, `%5C` and `\` are read as `/`
- * (src/check/envoy.ts `slashDecodedPath`), or null when both readings agree. A block list must not
- * be passed by spelling a slash so that chio and the upstream read different paths.
+ * Why the request would fall under another rule or tool as another server reads its path
+ * (src/check/envoy.ts `otherPathReadings`), or null when the readings agree. A block list must not
+ * be passed by spelling a path so that chio and the upstream read different ones.
  */
-function ambiguousPath(policy: CompiledPolicy, input: CheckInput, selection: RuleSelection, tool: string | null, alt: NonNullable<CheckInput['slashDecoded']>): string | null {
-  const altInput: CheckInput = { ...input, path: alt.path, grpc: alt.grpc, slashDecoded: null };
+function ambiguousPath(
+  policy: CompiledPolicy,
+  input: CheckInput,
+  selection: RuleSelection,
+  tool: string | null,
+  alt: NonNullable<CheckInput['otherReadings']>[number],
+): string | null {
+  const altInput: CheckInput = { ...input, path: alt.path, grpc: alt.grpc, otherReadings: [] };
   const altRule = ruleOf(policy.selectRule(altInput));
   const altTool = policy.resolveTool(altInput);
   if (altRule === ruleOf(selection) && altTool === tool) return null;
   const reading = (rule: string, t: string | null): string => `rule ${rule === '' ? '(none)' : JSON.stringify(rule)}, tool ${t === null ? '(none)' : JSON.stringify(t)}`;
-  return `the path reads as ${JSON.stringify(alt.path)} where %2F, %5C or "\\" is taken for "/", which falls under ${reading(altRule, altTool)} instead of ${reading(ruleOf(selection), tool)}`;
+  return `read as another server may (${JSON.stringify(alt.path)}: %2F, %5C or "\\" taken for "/", or ";" parameters dropped), the path falls under ${reading(altRule, altTool)} instead of ${reading(ruleOf(selection), tool)}`;
 }
 
 function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | null, ctx: Context): Decision | null {

@@ -6,7 +6,7 @@ import {
   AUTHORIZATION_SERVICE,
   loadAuthProtos,
   normalizePath,
-  slashDecodedPath,
+  otherPathReadings,
   splitHost,
   toCheckInput,
   type RawCheckRequest,
@@ -171,26 +171,30 @@ describe('normalizePath', () => {
   });
 });
 
-describe('slashDecodedPath: the path where %2F, %5C and \\ are "/"', () => {
+describe('otherPathReadings: the path as other servers read it', () => {
   it.each([
-    ['/api/v1/orders/..%2F..%2F..%2Fadmin', '/admin'],
-    ['/api/v1/orders/..%2f..%2f..%2fadmin', '/admin'],
-    ['/api/v1/orders/..%5C..%5Cadmin', '/api/admin'],
-    ['/api/v1/orders\\..\\..\\admin', '/api/admin'],
-    ['/repos/group%2Fproject/issues', '/repos/group/project/issues'],
-    ['/a%2F%2Fb', '/a/b'],
-  ])('%s → %s', (normalized, want) => {
-    expect(slashDecodedPath(normalized)).toBe(want);
+    ['/api/v1/orders/..%2F..%2F..%2Fadmin', ['/admin']],
+    ['/api/v1/orders/..%2f..%2f..%2fadmin', ['/admin']],
+    ['/api/v1/orders/..%5C..%5Cadmin', ['/api/admin']],
+    ['/api/v1/orders\\..\\..\\admin', ['/api/admin']],
+    ['/repos/group%2Fproject/issues', ['/repos/group/project/issues']],
+    // mixed separators: %2F alone and %5C alone give other paths than all three together
+    ['/public/a%5Cb%2F..%2F..%2Fadmin', ['/admin', '/public/a/b%2F..%2F..%2Fadmin', '/public/admin']],
+    ['/public/..;/admin', ['/admin']],
+    ['/public/%2e%2e;x/admin', ['/admin']],
+    ['/api/v1/orders;jsessionid=1', ['/api/v1/orders']],
+  ])('%s → %j', (sent, want) => {
+    expect(otherPathReadings(normalizePath(sent)).sort()).toEqual([...want].sort());
   });
 
-  it('is null when there is nothing to read otherwise', () => {
-    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/a%2F']) expect(slashDecodedPath(p), p).toBe(p === '/a%2F' ? '/a/' : null);
+  it('is empty when there is nothing to read otherwise', () => {
+    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/%2e%2e']) expect(otherPathReadings(normalizePath(p)), p).toEqual([]);
   });
 
-  it('toCheckInput carries it, with the gRPC target it would give', () => {
+  it('toCheckInput carries them, each with the gRPC target it would give', () => {
     const raw = (p: string): RawCheckRequest => ({ attributes: { request: { http: { method: 'GET', path: p, host: 'h' } } } }) as RawCheckRequest;
-    expect(toCheckInput(raw('/api/v1/orders/..%2F..%2F..%2Fadmin?x=1')).slashDecoded).toEqual({ path: '/admin', grpc: null });
-    expect(toCheckInput(raw('/api/v1/orders')).slashDecoded).toBeNull();
+    expect(toCheckInput(raw('/api/v1/orders/..%2F..%2F..%2Fadmin?x=1')).otherReadings).toEqual([{ path: '/admin', grpc: null }]);
+    expect(toCheckInput(raw('/api/v1/orders')).otherReadings).toEqual([]);
   });
 });
 

@@ -6,7 +6,7 @@ import type { WorkloadIdentity } from '../../src/identity/identity.js';
 import { evaluate, type Decision } from '../../src/policy/evaluate.js';
 import { compilePolicy } from '../../src/policy/load.js';
 import type { CompiledPolicy } from '../../src/policy/types.js';
-import { normalizePath, slashDecodedPath } from '../../src/check/envoy.js';
+import { normalizePath, otherPathReadings } from '../../src/check/envoy.js';
 import { httpRequest, tcpRequest, WORKER } from './input.js';
 
 const POLICY = `schema: chio.policy.v1
@@ -41,8 +41,7 @@ const policy = compilePolicy(POLICY, 'policy.yaml');
 /** `input` as src/check/envoy.ts makes it for a path sent as `sent` (normalized, with its slash-decoded reading). */
 function sentAs(input: CheckInput, sent: string): CheckInput {
   const path = normalizePath(sent);
-  const alt = slashDecodedPath(path);
-  return { ...input, path, slashDecoded: alt === null ? null : { path: alt, grpc: null } };
+  return { ...input, path, otherReadings: otherPathReadings(path).map((p) => ({ path: p, grpc: null })) };
 }
 const openPolicy = compilePolicy(POLICY.replace('unmatched: deny', 'unmatched: allow'), 'policy.yaml');
 
@@ -275,7 +274,7 @@ describe('a path that reads otherwise where %2F, %5C or \\ is "/" (ambiguous_pat
     expect(d).toMatchObject({ verdict: 'deny', rule: 'reports', tool: null, httpStatus: 403 });
     expect(d.reason).toEqual({
       code: 'ambiguous_path',
-      message: 'the path reads as "/admin" where %2F, %5C or "\\" is taken for "/", which falls under rule "reports", tool "admin" instead of rule "reports", tool (none)',
+      message: 'read as another server may ("/admin": %2F, %5C or "\\" taken for "/", or ";" parameters dropped), the path falls under rule "reports", tool "admin" instead of rule "reports", tool (none)',
     });
     expect(decide({ input: sentAs(report, '/reports\\..\\admin') }).reason?.code).toBe('ambiguous_path');
   });
@@ -288,8 +287,12 @@ describe('a path that reads otherwise where %2F, %5C or \\ is "/" (ambiguous_pat
     const d = decide({ policy: byPath, input: sentAs(httpRequest({ host: 'any.svc' }), '/public/..%2F..%2Fsecret') });
     expect(d).toMatchObject({ verdict: 'deny', rule: 'public' });
     expect(d.reason?.message).toBe(
-      'the path reads as "/secret" where %2F, %5C or "\\" is taken for "/", which falls under rule "private", tool (none) instead of rule "public", tool (none)',
+      'read as another server may ("/secret": %2F, %5C or "\\" taken for "/", or ";" parameters dropped), the path falls under rule "private", tool (none) instead of rule "public", tool (none)',
     );
+    // mixed separators (a %2F-only server keeps %5C as a character) and Tomcat's "..;"
+    for (const sent of ['/public/a%5Cb%2F..%2F..%2Fsecret', '/public/a\\b%2F..%2F..%2Fsecret', '/public/..;/secret', '/public/%2e%2e;x/secret']) {
+      expect(decide({ policy: byPath, input: sentAs(httpRequest({ host: 'any.svc' }), sent) }).reason?.code, sent).toBe('ambiguous_path');
+    }
     expect(decide({ policy: openPolicy, input: sentAs(httpRequest({ host: 'other.svc' }), '/x%2F..%2F..%2Fv1') }).reason).toBeNull(); // unmatched both ways
   });
 
