@@ -104,6 +104,8 @@ export const DEFAULT_REQUEST_READ_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_BUFFERED_REQUEST_BYTES = 64 * 1024 * 1024;
 /** How often streams still reading their request are checked for their deadline and for a peer that left. */
 const READ_SWEEP_MS = 100;
+/** How long, once shutdown begins, a request still arriving has to arrive whole (else UNAVAILABLE). */
+const SHUTDOWN_READ_GRACE_MS = 1000;
 
 const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 };
 
@@ -348,6 +350,9 @@ export class MessageBody {
 
   /** Takes a chunk; a refusal to answer with, or null. */
   add(chunk: Buffer): Refusal | null {
+    // the budget is charged what arrived, not what is reserved: a declared length alone costs nothing
+    // (a reserve is address space until written), so streams that send a prefix and stall cannot fill it
+    if (!this.#hold(chunk.length)) return this.#refuse(buffersFull(this.buffers.max));
     if (this.#buf === null) {
       this.#pending.push(chunk);
       this.#pendingBytes += chunk.length;
@@ -359,22 +364,17 @@ export class MessageBody {
       const size = 5 + declared;
       this.#size = size;
       if (head.length === size) {
-        if (!this.#hold(size)) return this.#refuse(buffersFull(this.buffers.max));
         this.#buf = head;
         this.#filled = size;
         return null;
       }
-      const reserve = Math.min(size, Math.max(INITIAL_RESERVE, head.length));
-      if (!this.#hold(reserve)) return this.#refuse(buffersFull(this.buffers.max));
-      this.#buf = Buffer.allocUnsafe(reserve);
+      this.#buf = Buffer.allocUnsafe(Math.min(size, Math.max(INITIAL_RESERVE, head.length)));
       chunk = head;
     }
     const filled = this.#filled + chunk.length;
     if (filled > this.#size) return this.#refuse(MORE_THAN_ONE);
     if (filled > this.#buf.length) {
-      const length = Math.min(this.#size, Math.max(filled, 2 * this.#buf.length));
-      if (!this.#hold(length - this.#buf.length)) return this.#refuse(buffersFull(this.buffers.max));
-      const grown = Buffer.allocUnsafe(length);
+      const grown = Buffer.allocUnsafe(Math.min(this.#size, Math.max(filled, 2 * this.#buf.length)));
       this.#buf.copy(grown, 0, 0, this.#filled);
       this.#buf = grown;
     }
@@ -440,7 +440,8 @@ function authContextOf(stream: http2.ServerHttp2Stream, peers: WeakMap<http2.Htt
 /** A stream whose request message has not arrived whole yet. */
 interface Reading {
   readonly body: MessageBody;
-  readonly deadline: number;
+  /** shortened to SHUTDOWN_READ_GRACE_MS from now when the server shuts down */
+  deadline: number;
   /** the grpc-timeout set the deadline (not requestReadTimeoutMs) */
   readonly byGrpcTimeout: boolean;
 }
@@ -666,6 +667,9 @@ export class NativeGrpcServer {
   /** Stops accepting, sends GOAWAY on every connection, ends streaming calls; `done` once every connection closed. */
   tryShutdown(done: () => void): void {
     this.#closed = true;
+    // a request still arriving gets a short grace, not its whole read deadline, to hold the drain
+    const grace = Date.now() + SHUTDOWN_READ_GRACE_MS;
+    for (const r of this.#reading.values()) r.deadline = Math.min(r.deadline, grace);
     for (const call of this.#streamingCalls) call.end(Status.UNAVAILABLE, 'server shutting down');
     this.#streamingCalls.clear();
     let pending = 1 + this.#sessions.size;
@@ -769,11 +773,14 @@ export class NativeGrpcServer {
         this.#reading.delete(stream);
         r.body.refused = true;
         r.body.release();
-        this.#refuse(
-          stream,
-          Status.DEADLINE_EXCEEDED,
-          r.byGrpcTimeout ? 'Deadline exceeded' : `Deadline exceeded: the request did not arrive whole within ${this.#readTimeoutMs} ms`,
-        );
+        if (this.#closed) this.#refuse(stream, Status.UNAVAILABLE, 'server shutting down');
+        else {
+          this.#refuse(
+            stream,
+            Status.DEADLINE_EXCEEDED,
+            r.byGrpcTimeout ? 'Deadline exceeded' : `Deadline exceeded: the request did not arrive whole within ${this.#readTimeoutMs} ms`,
+          );
+        }
       }
     }
     if (this.#reading.size === 0 && this.#sweeper !== null) {

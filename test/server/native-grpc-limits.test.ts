@@ -103,8 +103,8 @@ describe('NativeGrpcServer: a request must arrive whole in time', () => {
   it('answers DEADLINE_EXCEEDED to a stream that never ends its message, after requestReadTimeoutMs, and frees its buffer', async () => {
     const { server, port, errors, handled } = await start({ requestReadTimeoutMs: 300 });
     const { answer } = open(connect(port), Buffer.concat([prefix(100_000), Buffer.alloc(50_000, 1)]), false);
-    await until('the bytes to arrive', () => server.reading.bytes > 0);
-    expect(server.reading).toEqual({ streams: 1, bytes: 64 * 1024 });
+    await until('the bytes to arrive', () => server.reading.bytes === 50_005);
+    expect(server.reading).toEqual({ streams: 1, bytes: 50_005 });
     const a = await answer;
     expect(a.status).toBe(String(grpcStatus.DEADLINE_EXCEEDED));
     expect(a.message).toBe('Deadline exceeded: the request did not arrive whole within 300 ms');
@@ -141,22 +141,38 @@ describe('NativeGrpcServer: a request must arrive whole in time', () => {
   });
 });
 
+describe('NativeGrpcServer: shutdown with a request still arriving', () => {
+  it('gives it a second to arrive, then answers UNAVAILABLE, so the drain is not held for the read deadline', async () => {
+    const { server, port, errors } = await start({ requestReadTimeoutMs: 10_000 });
+    const { answer } = open(connect(port), prefix(10), false);
+    await until('the stream reading', () => server.reading.streams === 1);
+    const t0 = Date.now();
+    const drained = new Promise<number>((resolve) => server.tryShutdown(() => resolve(Date.now() - t0)));
+    const a = await answer;
+    expect(a).toMatchObject({ status: String(grpcStatus.UNAVAILABLE), message: 'server shutting down' });
+    expect(a.ms).toBeLessThan(3000);
+    expect(await drained).toBeLessThan(4000);
+    expect(errors).toEqual(['UNAVAILABLE']);
+  });
+});
+
 describe('NativeGrpcServer: the bytes of requests still arriving are bounded together', () => {
   it('refuses a stream whose buffer would pass maxBufferedRequestBytes with RESOURCE_EXHAUSTED; the others go on', async () => {
     const { server, port, errors, handled } = await start({ maxBufferedRequestBytes: 256 * 1024 });
     const session = connect(port);
-    // each declares 1 MiB and sends 100 KiB: 128 KiB reserved each, on connections of their own
+    // each declares 1 MiB and sends 100 KiB (and its 5-byte prefix), on connections of their own
     const body = Buffer.concat([prefix(1024 * 1024), Buffer.alloc(100 * 1024, 7)]);
     const gone = [connect(port), connect(port)];
     const first = open(gone[0] as http2.ClientHttp2Session, body, false);
     const second = open(gone[1] as http2.ClientHttp2Session, body, false);
-    await until('two streams holding 256 KiB', () => server.reading.bytes === 256 * 1024);
+    const held = 2 * (100 * 1024 + 5);
+    await until('two streams holding 200 KiB', () => server.reading.bytes === held);
     const third = await open(session, body, false).answer;
     expect(third).toMatchObject({
       status: String(grpcStatus.RESOURCE_EXHAUSTED),
       message: 'Server request buffers full (262144 bytes held by requests still arriving)',
     });
-    expect(server.reading).toEqual({ streams: 2, bytes: 256 * 1024 });
+    expect(server.reading).toEqual({ streams: 2, bytes: held });
 
     // a client that goes away hands its share back (node's client would END_STREAM a cancelled stream: a cut message)
     for (const s of gone) s.destroy();
@@ -166,6 +182,17 @@ describe('NativeGrpcServer: the bytes of requests still arriving are bounded tog
     expect(small.status).toBe('0');
     expect(handled).toEqual(['hi']);
     expect(errors).toEqual(['RESOURCE_EXHAUSTED']);
+  });
+
+  it('streams that only declare a large message and stall hold no budget: a request that arrives is served', async () => {
+    const { server, port, handled } = await start({ maxBufferedRequestBytes: 256 * 1024 });
+    const stalled = connect(port);
+    for (let i = 0; i < 50; i++) open(stalled, prefix(4 * 1024 * 1024), false);
+    await until('50 streams reading', () => server.reading.streams === 50);
+    expect(server.reading.bytes).toBe(250);
+    const a = await open(connect(port), Buffer.concat([prefix(2), Buffer.from('hi')]), true).answer;
+    expect(a.status).toBe('0');
+    expect(handled).toEqual(['hi']);
   });
 
   it('a whole message held without END_STREAM counts too, and is handed back once the request ends', async () => {
@@ -212,4 +239,4 @@ describe('NativeGrpcServer: admitCall', () => {
   });
 });
 
-const grpcStatus = { INTERNAL: 13, DEADLINE_EXCEEDED: 4, RESOURCE_EXHAUSTED: 8, PERMISSION_DENIED: 7 } as const;
+const grpcStatus = { INTERNAL: 13, DEADLINE_EXCEEDED: 4, RESOURCE_EXHAUSTED: 8, PERMISSION_DENIED: 7, UNAVAILABLE: 14 } as const;
