@@ -298,7 +298,15 @@ export class WorkloadApiBundleSource implements BundleSource {
       });
     }
     this.set.replace(this.index, contents);
-    if (this.options.ownTrustDomain === undefined && contents.length > 1 && !this.warnedShared) {
+    const own = this.options.ownTrustDomain;
+    if (own !== undefined && !contents.some((c) => c.trustDomain === own) && !this.warnedShared) {
+      this.warnedShared = true;
+      this.hooks.log.warn(
+        { source: this.label, trustDomain: own, delivered: contents.map((c) => c.trustDomain).sort() },
+        "the Workload API does not deliver this source's trust_domain: is it the agent's own? (its SVIDs stay untrusted, the others are verified as federated)",
+      );
+    }
+    if (own === undefined && contents.length > 1 && !this.warnedShared) {
       this.warnedShared = true;
       this.hooks.log.warn(
         { source: this.label, verifier: this.options.verifier, trustDomains: contents.map((c) => c.trustDomain).sort() },

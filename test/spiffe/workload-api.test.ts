@@ -149,6 +149,12 @@ describe('WorkloadApiBundleSource', () => {
     expect(h.logs.filter((l) => l === SHARED_VERIFIER_WARNING)).toHaveLength(1);
   });
 
+  it('warns once when the agent does not deliver the configured trust_domain (a wrong one)', async () => {
+    const h = await harness({ ownTrustDomain: 'c.test' });
+    expect(h.set.get('a.test')?.verifier).toBe('spiffe://a.test');
+    expect(h.logs.filter((l) => l.startsWith("the Workload API does not deliver this source's trust_domain"))).toHaveLength(1);
+  });
+
   it('its own trust_domain is pending until the agent delivers it', () => {
     const set = new BundleSet();
     const source = new WorkloadApiBundleSource(set, { label: 'workload_api#0', verifier: 'v', address: 'unix:///nonexistent/agent.sock', ownTrustDomain: 'a.test' });
