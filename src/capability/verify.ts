@@ -15,7 +15,7 @@
  *   capability_not_yet_valid → capability_expired → capability_revoked →
  *   capability_tool_not_in_scope → capability_workload_mismatch (the presented SPIFFE ID is not
  *   EXACTLY the bound uri, or no identity was presented) → capability_credential_kind_weaker
- *   (same ID, weaker credential: uri < x509_svid = jwt_svid) → capability_tier_insufficient.
+ *   (same ID, weaker credential: uri < jwt_svid < x509_svid) → capability_tier_insufficient.
  */
 import { tierSatisfies, type Tier } from '../attestation/tier.js';
 import { DenyError, type DenyCode } from '../errors.js';

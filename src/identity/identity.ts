@@ -9,8 +9,13 @@
 export const CREDENTIAL_KINDS = ['uri', 'x509_svid', 'jwt_svid'] as const;
 export type CredentialKind = (typeof CREDENTIAL_KINDS)[number];
 
-/** Strength order used when a capability is bound to a credential kind: uri < x509_svid = jwt_svid. */
-const KIND_STRENGTH: Readonly<Record<CredentialKind, number>> = { uri: 0, x509_svid: 1, jwt_svid: 1 };
+/**
+ * Strength order used when a capability is bound to a credential kind: uri < jwt_svid < x509_svid.
+ * A JWT-SVID is a bearer token, usable by whoever holds it until it expires (JWT-SVID §7); an
+ * X509-SVID presented over mTLS proves its key. So a capability bound from X.509 evidence needs an
+ * X.509 presentation, and one bound to a JWT-SVID accepts either.
+ */
+const KIND_STRENGTH: Readonly<Record<CredentialKind, number>> = { uri: 0, jwt_svid: 1, x509_svid: 2 };
 
 export function credentialKindStrength(kind: CredentialKind): number {
   return KIND_STRENGTH[kind];

@@ -124,7 +124,7 @@ describe('checkGrant: per-request checks, first failure wins', () => {
 
   it.each<[string, WorkloadIdentity | null, Tier, string | null]>([
     ['the bound workload', identity(FRONTEND), 'attested', null],
-    ['same ID as a JWT-SVID (as strong)', identity(FRONTEND, 'jwt_svid'), 'attested', null],
+    ['same ID as a JWT-SVID (a bearer token: weaker than x509_svid)', identity(FRONTEND, 'jwt_svid'), 'attested', 'capability_credential_kind_weaker'],
     ['a sibling path', identity('spiffe://example.org/ns/default/sa/backend'), 'attested', 'capability_workload_mismatch'],
     ['a child path (exact, not a prefix)', identity(`${FRONTEND}/canary`), 'attested', 'capability_workload_mismatch'],
     ['a parent path', identity('spiffe://example.org/ns/default/sa'), 'attested', 'capability_workload_mismatch'],
@@ -136,6 +136,13 @@ describe('checkGrant: per-request checks, first failure wins', () => {
     ['the bound workload above the stamped tier', identity(FRONTEND), 'verified', null],
   ])('%s', (_name, presented, tier, code) => {
     expect(codeOf(header(BOUND), grant({ identity: presented, tier }))).toBe(code);
+  });
+
+  it('a capability bound to a JWT-SVID accepts the JWT-SVID and the X.509-SVID of the same ID, not the principal alone', () => {
+    const jwtBound: CapabilityConstraints = { workloadIdentity: identity(FRONTEND, 'jwt_svid') };
+    expect(codeOf(header(jwtBound), grant({ identity: identity(FRONTEND, 'jwt_svid') }))).toBeNull();
+    expect(codeOf(header(jwtBound), grant({ identity: identity(FRONTEND, 'x509_svid') }))).toBeNull();
+    expect(codeOf(header(jwtBound), grant({ identity: identity(FRONTEND, 'uri') }))).toBe('capability_credential_kind_weaker');
   });
 
   it('an unbound token grants any workload; a tier stamp alone still applies', () => {
