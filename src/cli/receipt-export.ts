@@ -18,7 +18,7 @@ import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
 import { formatBundleFailure, scanCheckpointLog, verifyBundle, type BundleVerifyResult, type CheckpointLogFacts } from '../receipt/bundle-verify.js';
 import { checkpointStatePaths, hashRef, linesBackwards, readFrontierFile, type CheckpointLogFailure } from '../receipt/checkpoint.js';
 import { exportBundle, type BundleManifest } from '../receipt/export.js';
-import type { MerkleFrontier } from '../receipt/merkle.js';
+import { MerkleFrontier } from '../receipt/merkle.js';
 import { parseRfc3339 } from '../receipt/query.js';
 import { chainHashOf } from '../receipt/receipt.js';
 import { JsonlReceiptFiles, firstLine, listSegments, receiptSeqOf } from '../receipt/retention.js';
@@ -248,6 +248,12 @@ export interface FileAnchor {
   readonly failure: string | null;
   /** a live file's checkpoint log, read once here, for {@link missingAtEnd}; null: not a live file, or no log */
   readonly end: { readonly log: string; readonly facts: CheckpointLogFacts } | null;
+  /**
+   * The Merkle frontier of the receipts before the file (empty when it starts at seq 1; the
+   * retention anchor's when it was pruned there), so the file's receipts can be held to the latest
+   * checkpoint's root; null when not known (receipts before it are in rotated segments).
+   */
+  readonly startFrontier: MerkleFrontier | null;
 }
 
 /** checkpoints.jsonl beside the file; for a worker's chain of `chio serve --workers N` (receipts-w2.jsonl), checkpoints-w2.jsonl. */
@@ -268,7 +274,7 @@ export async function anchorForFile(
   options: { readonly checkpoints: string | undefined; readonly fromCheckpoint: boolean },
   keys: VerificationKeys,
 ): Promise<FileAnchor> {
-  const none: FileAnchor = { after: undefined, note: null, failure: null, end: null };
+  const none: FileAnchor = { after: undefined, note: null, failure: null, end: null, startFrontier: null };
   let first: Buffer | null;
   try {
     first = await firstLine(file);
@@ -296,7 +302,7 @@ export async function anchorForFile(
       : null;
   const facts = await scanCheckpointLog(log, keys, { cover: firstSeq, rootOfSize: retention?.size ?? 0 });
   const end = live ? { log, facts } : null;
-  if (firstSeq === 1) return { ...none, end };
+  if (firstSeq === 1) return { ...none, end, startFrontier: new MerkleFrontier() };
   const anchor = facts.covering; // the read stops at a failure: a covering checkpoint is before any
   if (anchor === null) {
     return facts.failure === null ? { ...unanchored(), end } : { ...none, failure: logFailure(log, facts.failure) };
@@ -305,10 +311,11 @@ export async function anchorForFile(
   const accounted = await missingBefore(file, firstSeq, { log, anchorPath, retention, facts });
   if (typeof accounted === 'string') return { ...none, failure: accounted };
   const covered = `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.signed.checkpoint.treeSize} (${log} line ${anchor.line})`;
+  const startFrontier = retention !== null && retention.size === firstSeq - 1 ? retention.clone() : null;
   if (accounted.hash !== null) {
-    return { after: { seq: firstSeq - 1, hash: accounted.hash }, note: `${covered}; the first receipt's prevHash is checked against the last receipt of ${accounted.segment}`, failure: null, end };
+    return { after: { seq: firstSeq - 1, hash: accounted.hash }, note: `${covered}; the first receipt's prevHash is checked against the last receipt of ${accounted.segment}`, failure: null, end, startFrontier };
   }
-  return { after, note: `${covered}; the first receipt's prevHash is not checked`, failure: null, end };
+  return { after, note: `${covered}; the first receipt's prevHash is not checked`, failure: null, end, startFrontier };
 }
 
 /** What a name shaped like a rotated segment's (`<name>-<first>-<last><ext>`) says: its live file and range; null for any other name. */
@@ -438,9 +445,37 @@ export async function verifyAnchoredFile(
 ): Promise<{ anchor: FileAnchor; result: VerifyResult | null; failure: string | null }> {
   const anchor = await anchorForFile(file, options, keys);
   if (anchor.failure !== null) return { anchor, result: null, failure: anchor.failure };
-  const result = await verifyReceiptFile(file, keys, { after: anchor.after });
-  const end = result.ok ? await missingAtEnd(file, anchor, result.head?.seq ?? null) : null;
+  const roots = rootAtLatestCheckpoint(anchor);
+  const result = await verifyReceiptFile(file, keys, { after: anchor.after, ...(roots === null ? {} : { onLeaf: roots.onLeaf }) });
+  const end = result.ok ? ((await missingAtEnd(file, anchor, result.head?.seq ?? null)) ?? roots?.mismatch() ?? null) : null;
   return { anchor, result, failure: end };
+}
+
+/**
+ * The file's receipts held to the latest checkpoint's root, not only its size: the checkpoints
+ * beside a file describe ITS log (a file replaced by another chain signed with the same key, e.g.
+ * another worker's, reached the same treeSize and verified: a review's finding). Null when the
+ * root cannot be computed here (no checkpoint, or the receipts before the file are not known).
+ */
+function rootAtLatestCheckpoint(anchor: FileAnchor): { onLeaf: (seq: number, leaf: Buffer) => void; mismatch: () => string | null } | null {
+  const latest = anchor.end?.facts.latest ?? null;
+  const frontier = anchor.startFrontier;
+  if (latest === null || frontier === null || anchor.end === null) return null;
+  const { treeSize, rootHash } = latest.signed.checkpoint;
+  if (treeSize <= frontier.size) return null;
+  const log = anchor.end.log;
+  let reached: string | null = null;
+  return {
+    onLeaf: (_seq, leaf) => {
+      if (frontier.size >= treeSize) return;
+      frontier.append(leaf);
+      if (frontier.size === treeSize) reached = `sha256:${frontier.root().toString('hex')}`;
+    },
+    mismatch: () =>
+      reached === null || reached === rootHash
+        ? null
+        : `receipt_chain_broken: the receipts through seq ${treeSize} hash to the Merkle root ${reached}, not to ${rootHash} of the signed checkpoint of treeSize ${treeSize} (${log} line ${latest.line}): the checkpoints beside the file are not of its log (receipts replaced, or another chain's file)`,
+  };
 }
 
 export async function missingAtEnd(file: string, anchor: FileAnchor, lastSeq: number | null): Promise<string | null> {

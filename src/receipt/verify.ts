@@ -23,7 +23,7 @@ import { CREDENTIAL_KINDS } from '../identity/identity.js';
 import { verifyEd25519, type PublicKeyInfo } from '../keys.js';
 import { batchStatementText } from './batch.js';
 import { jcs } from './canonical.js';
-import { rootFromInclusionProof } from './merkle.js';
+import { leafHash, rootFromInclusionProof } from './merkle.js';
 import {
   CHAIN_ID_PATTERN,
   RECEIPT_HASH_PATTERN,
@@ -76,6 +76,8 @@ export interface ChainStart {
 
 export interface ChainVerifyOptions {
   readonly after?: ChainStart;
+  /** each receipt that verified, in order, with its Merkle leaf (the checkpoints' leaf: RFC 6962 of its body, or of a v1 line) */
+  readonly onLeaf?: (seq: number, leaf: Buffer) => void;
 }
 
 /** Public keys by kid (the receipts' `kernelKey`). */
@@ -289,9 +291,12 @@ export class ReceiptChainVerifier {
   #batch: BatchPosition | null = null;
   #last: { line: number; id: string; seq: number } | null = null;
 
+  readonly #onLeaf: ((seq: number, leaf: Buffer) => void) | null;
+
   constructor(keys: VerificationKeys, options: ChainVerifyOptions = {}) {
     this.#keys = keys;
     this.#after = options.after ?? null;
+    this.#onLeaf = options.onLeaf ?? null;
   }
 
   get receipts(): number {
@@ -322,6 +327,8 @@ export class ReceiptChainVerifier {
       this.#prev = { seq: checked.receipt.seq, hash: checked.hash };
       this.#last = { line: this.#lineNo, id: checked.receipt.id, seq: checked.receipt.seq };
       this.#receipts++;
+      // v2: the chain hash is the leaf; v1: the leaf is of the whole line
+      this.#onLeaf?.(checked.receipt.seq, checked.version === 2 ? Buffer.from(checked.hash.slice(7), 'hex') : leafHash(bytes));
       return null;
     } catch (err) {
       if (!(err instanceof LineFailure)) throw err;

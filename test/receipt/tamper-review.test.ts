@@ -291,6 +291,25 @@ describe('FILE: the receipts before a file that does not start at seq 1', () => 
   });
 });
 
+describe('FILE: a live file replaced by another log signed with the same key', () => {
+  // the checkpoints were held to the file by size only: another chain's file (another worker's, which
+  // signs with the same key) of the same length verified against them (CLI review)
+  it('does not hash to the latest checkpoint\'s root', async () => {
+    const dir = path.join(work, 'replaced');
+    mkdirSync(dir);
+    writeLines(path.join(dir, 'receipts.jsonl'), sealedReceipts(12, null, 100, 2).map((r) => r.jcs));
+    cpSync(checkpointsFile, path.join(dir, 'checkpoints.jsonl'));
+    const r = await verifyCli(['replaced/receipts.jsonl', '--seed', 'data/kernel.seed']);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(
+      /^replaced\/receipts\.jsonl: FAILED\nreceipt_chain_broken: the receipts through seq 12 hash to the Merkle root sha256:[0-9a-f]{64}, not to sha256:[0-9a-f]{64} of the signed checkpoint of treeSize 12 \(.*checkpoints\.jsonl line 4\): the checkpoints beside the file are not of its log \(receipts replaced, or another chain's file\)\n$/,
+    );
+    // its own log verifies
+    writeLines(path.join(dir, 'receipts.jsonl'), receipts);
+    expect((await verifyCli(['replaced/receipts.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(0);
+  });
+});
+
 describe('FILE: a live file whose name looks like a segment', () => {
   // `receipts-2026-11.jsonl` was taken for a rotated segment of `receipts.jsonl` (name-seq-seq), so its
   // end was not held to the latest checkpoint: receipts cut from its end verified (metrics/retention review)
