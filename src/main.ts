@@ -195,21 +195,37 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     trustDomainLabel: trustDomainLabeler(() => policy),
   });
 
-  const tls = await startCheckListenerTls(config.listen.grpc_tls, log);
-  const grpcServer: RunningGrpcServer = await startGrpcServer({
-    address: config.listen.grpc,
-    handler: limitInFlight(pipeline, inFlight),
-    transport: config.listen.grpc_transport,
-    maxConcurrentStreams: config.limits.max_concurrent_streams,
-    requestReadTimeoutMs: config.limits.request_read_timeout_ms,
-    maxBufferedRequestBytes: config.limits.max_buffered_request_bytes,
-    ...(tls ? { tls, callers: tls.callers } : {}),
-    onRpcError: (code) => metrics.grpcErrors.inc({ code }),
-    onCallerRefused: (reason) => {
-      metrics.checkCallersRefused.inc();
-      log.warn({ reason }, 'Check call refused: caller not allowed');
-    },
-  });
+  /** What was started before the listeners, closed when one of them fails to start (else the process lingers). */
+  const closeStarted = async (): Promise<void> => {
+    await writer.close();
+    await audit.close();
+    await central?.close(0);
+    await trust.close();
+    await capabilities.close();
+  };
+  let tls: Awaited<ReturnType<typeof startCheckListenerTls>> | undefined;
+  let grpcServer: RunningGrpcServer;
+  try {
+    tls = await startCheckListenerTls(config.listen.grpc_tls, log);
+    grpcServer = await startGrpcServer({
+      address: config.listen.grpc,
+      handler: limitInFlight(pipeline, inFlight),
+      transport: config.listen.grpc_transport,
+      maxConcurrentStreams: config.limits.max_concurrent_streams,
+      requestReadTimeoutMs: config.limits.request_read_timeout_ms,
+      maxBufferedRequestBytes: config.limits.max_buffered_request_bytes,
+      ...(tls ? { tls, callers: tls.callers } : {}),
+      onRpcError: (code) => metrics.grpcErrors.inc({ code }),
+      onCallerRefused: (reason) => {
+        metrics.checkCallersRefused.inc();
+        log.warn({ reason }, 'Check call refused: caller not allowed');
+      },
+    });
+  } catch (err) {
+    tls?.close();
+    await closeStarted();
+    throw listenFailure(err, 'listen.grpc', config.listen.grpc);
+  }
   let ready = false;
 
   /** Re-reads the policy; a bad file keeps the last good policy. `onlyIfChanged`: skip an identical file. */
@@ -275,12 +291,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     policyWatch.close();
     tls?.close();
     grpcServer.forceShutdown();
-    await writer.close();
-    await audit.close();
-    await central?.close(0);
-    await trust.close();
-    await capabilities.close();
-    throw err;
+    await closeStarted();
+    throw listenFailure(err, 'listen.admin', config.listen.admin);
   }
 
   // limits.heap: lean while there is CPU to spare (src/memory.ts); a --heap-growing-percent on node's command line wins
@@ -395,6 +407,14 @@ function trustDomainLabeler(current: () => CompiledPolicy): (td: string) => stri
 }
 
 /** The admin token: from its file on each use (rotation without restart), or once from `admin.token_env`; never logged. */
+/** A listener that cannot bind, as one line with a stable code (`chio serve` exits 2), not a stack. */
+export function listenFailure(err: unknown, key: string, address: string): unknown {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  const why: Record<string, string> = { EADDRINUSE: 'the address is already in use', EACCES: 'permission denied', EADDRNOTAVAIL: 'no such local address' };
+  if (typeof code !== 'string' || why[code] === undefined) return err;
+  return new ChioError('io_error', `${key}: cannot listen on ${address}: ${why[code]} (${code})`, { cause: err });
+}
+
 /**
  * A warning when the admin token file is readable by every user of the host. Not refused, unlike a
  * signing seed: a Kubernetes Secret volume is group-readable under fsGroup whatever its defaultMode,
