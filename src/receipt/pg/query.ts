@@ -84,6 +84,15 @@ export interface PgStatement {
 }
 
 
+/**
+ * The condition (on `chio_receipts r`) that a row is held by its chain: seq >= the chain's
+ * first_seq. `chio_prune_chain` deletes a chain's rows below the new first_seq in the transaction
+ * that moves it, so no row below it exists in a store only chio wrote; one that does (chio_chains
+ * altered, rows restored) is pruned as far as the chain is concerned — `chio receipt verify
+ * --pg-url-env` reports it — and is never served.
+ */
+export const HELD_ROW = 'EXISTS (SELECT 1 FROM chio_chains c WHERE c.chain = r.chain AND c.first_seq <= r.seq)';
+
 /** One page: `limit + 1` rows of (time_ms, chain, seq, jcs) in the total order; the extra row says whether there is a next page. */
 export function centralQuerySql(q: CentralQuery): PgStatement {
   const where: string[] = [];
@@ -102,9 +111,9 @@ export function centralQuerySql(q: CentralQuery): PgStatement {
   if (q.since !== undefined) where.push(`time_ms >= ${param(q.since)}`);
   if (q.until !== undefined) where.push(`time_ms < ${param(q.until)}`);
   if (q.after !== undefined) where.push(`(time_ms, chain, seq) > (${param(q.after.timeMs)}, ${param(q.after.chain)}, ${param(q.after.seq)})`);
-  const filter = where.length === 0 ? '' : ` WHERE ${where.join(' AND ')}`;
+  where.push(HELD_ROW);
   return {
-    text: `SELECT time_ms, chain, seq, jcs FROM chio_receipts${filter} ORDER BY time_ms, chain, seq LIMIT ${param(q.limit + 1)}`,
+    text: `SELECT time_ms, chain, seq, jcs FROM chio_receipts r WHERE ${where.join(' AND ')} ORDER BY time_ms, chain, seq LIMIT ${param(q.limit + 1)}`,
     values,
   };
 }

@@ -7,7 +7,7 @@
 import type { ReceiptPage } from '../query.js';
 import type { ReceiptRecord } from '../store.js';
 import { int8, int8OrNull, pgError, type PgQueryable } from './connection.js';
-import { centralQuerySql, parseCentralQuery, toCentralPage, type CentralQuery, type CentralRow } from './query.js';
+import { centralQuerySql, HELD_ROW, parseCentralQuery, toCentralPage, type CentralQuery, type CentralRow } from './query.js';
 import { STORED_COLUMNS, type StoredColumn } from './receipt-row.js';
 
 /** The columns stored beside a receipt's text, as read back (the query API filters on them; `hash` links the chain). */
@@ -48,10 +48,35 @@ export class PgReceiptStore {
     );
   }
 
-  /** The JCS text of the receipt with this id (the first in the total order, should two chains share one), or null. */
+  /**
+   * The JCS text of the receipt with this id (the first in the total order, should two chains share
+   * one), or null. A row below its chain's first_seq is pruned as far as the chain is concerned: never served.
+   */
   async get(id: string): Promise<string | null> {
-    const [row] = await this.#read<{ jcs: string }>('SELECT jcs FROM chio_receipts WHERE id = $1 ORDER BY time_ms, chain, seq LIMIT 1', [id]);
+    const [row] = await this.#read<{ jcs: string }>(
+      `SELECT jcs FROM chio_receipts r WHERE id = $1 AND ${HELD_ROW} ORDER BY time_ms, chain, seq LIMIT 1`,
+      [id],
+    );
     return row?.jcs ?? null;
+  }
+
+  /**
+   * The rows of a chain with seq < `firstSeq` (none in a store only chio wrote: `chio_prune_chain`
+   * deletes them and moves first_seq in one transaction): how many, and the lowest and highest.
+   */
+  async heldBelow(chain: string, firstSeq: number): Promise<{ readonly rows: number; readonly lowest: { readonly seq: number; readonly id: string } | null; readonly highestSeq: number | null }> {
+    const [row] = await this.#read<{ rows: number; lowest_seq: number | null; lowest_id: string | null; highest_seq: number | null }>(
+      `SELECT count(*)::int8 AS rows, min(seq) AS lowest_seq, max(seq) AS highest_seq,
+              (SELECT id FROM chio_receipts WHERE chain = $1 AND seq < $2 ORDER BY seq LIMIT 1) AS lowest_id
+         FROM chio_receipts WHERE chain = $1 AND seq < $2`,
+      [chain, firstSeq],
+    );
+    const lowestSeq = int8OrNull(row?.lowest_seq ?? null);
+    return {
+      rows: int8(row?.rows ?? 0),
+      lowest: lowestSeq === null ? null : { seq: lowestSeq, id: row?.lowest_id ?? '' },
+      highestSeq: int8OrNull(row?.highest_seq ?? null),
+    };
   }
 
   /** Every chain the store knows, by chain id. */
