@@ -19,6 +19,7 @@ import { ChioError, describe, DenyError } from '../errors.js';
 import { CREDENTIAL_KINDS, type CredentialKind } from '../identity/identity.js';
 import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
 import { loadPolicyFile } from '../policy/load.js';
+import { parseRfc3339 } from '../receipt/query.js';
 import { SpiffeId } from '../spiffe/id.js';
 import { dispatch, usageError } from './args.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
@@ -41,7 +42,7 @@ Signs a chio.capability.v1 token granting the tools to the subject and prints th
   --authority-seed FILE            Ed25519 seed of the authority (mode 0600; \`chio keys generate\`)
   --subject SUBJECT                who the capability is for (free text, at most 256 characters)
   --tool TOOL                      a tool of the policy (repeatable)
-  --ttl DURATION                   lifetime: 300s, 5m, 1h or plain seconds (at most ${MAX_CAPABILITY_TTL_SECONDS / 86400} days)
+  --ttl DURATION                   lifetime: 300s, 5m, 1h, 1d or plain seconds (at most ${MAX_CAPABILITY_TTL_SECONDS / 86400} days)
   --runtime-attestation-file FILE  a chio.runtime-attestation.v1 JSON document: binds the capability to its
                                    workload and stamps the tier it reaches
   --policy FILE                    the policy whose tools, trusted_verifiers and runtime_assurance.tiers
@@ -109,7 +110,6 @@ const VERIFY_OPTIONS = {
 
 const TTL = /^(\d{1,9})(s|m|h|d)?$/;
 const TTL_UNIT_SECONDS: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600, d: 86400 };
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
 
 /** A usage problem: printed with the subcommand's help, exit 2. */
 class Usage extends Error {}
@@ -306,8 +306,9 @@ function readRevocations(file: string): ReadonlySet<string> {
 
 function decisionTime(at: string | undefined, io: CliIO): number {
   if (at === undefined) return io.now();
-  const ms = RFC3339.test(at) ? Date.parse(at.toUpperCase()) : NaN;
-  if (!Number.isFinite(ms)) throw new Usage(`--at ${JSON.stringify(at)} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)`);
+  // strict, as the receipt query's since/until: Date.parse rolls 2027-02-30 into March and takes hour 24
+  const ms = parseRfc3339(at);
+  if (ms === null) throw new Usage(`--at ${JSON.stringify(at)} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)`);
   return ms;
 }
 

@@ -10,7 +10,7 @@ import { createCheckClient } from '../check/client.js';
 import type { CheckResponseMessage, RawCheckRequest } from '../check/envoy.js';
 import { describe } from '../errors.js';
 import { publicKeyFromJwk } from '../keys.js';
-import { formatFailure, verificationKeys } from '../receipt/verify.js';
+import { formatFailure, verificationKeys, type VerificationKeys } from '../receipt/verify.js';
 import { verifyAnchoredFile } from './receipt-export.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type Command } from './io.js';
 
@@ -23,6 +23,9 @@ conflicting identities, …) to a running chio-authz and prints each verdict and
   --receipts FILE      where the service writes receipts (default ./chio-data/receipts.jsonl,
                        the embedded config's file)
 Start the service first: npm start
+Exit status: 0 every request answered and the receipt chain verified offline; 1 the service not
+reachable, or the chain FAILED or could not be verified (no receipts file, no key from --admin);
+2 bad usage.
 `;
 
 interface DemoCase {
@@ -74,31 +77,69 @@ export const run: Command = async (args, io) => {
     client.close();
   }
   io.stdout(`\nreceipts: ${receiptsFile}\n`);
+  const admin = values.admin ?? '127.0.0.1:9192';
+  const keysUrl = `http://${admin}/v1/keys`;
   if (!existsSync(receiptsFile)) {
-    io.stdout('  (not found here: the service writes them where its config says; see --receipts)\n');
-    return EXIT_OK;
+    // a demo whose receipts cannot be checked has not shown what it is for: not a success
+    io.stderr(`chio demo: could not verify the chain: no receipts file ${receiptsFile} (the service writes them where its config says; see --receipts)\n`);
+    return EXIT_CHECK_FAILED;
   }
   const first = findReceipt(receiptsFile, ids[0]);
   if (first) io.stdout(`\nthe receipt of the first decision:\n${JSON.stringify(first, null, 2)}\n`);
 
   // Verify the whole chain offline with the key the service publishes at /v1/keys.
-  const admin = values.admin ?? '127.0.0.1:9192';
+  let code = EXIT_OK;
+  let keys: VerificationKeys | null = null;
   try {
-    const jwks = (await (await fetch(`http://${admin}/v1/keys`)).json()) as { keys: unknown[] };
-    // as `chio receipt verify` does: a file that starts after seq 1 (retention, rotation) is anchored by the checkpoints
-    const keys = verificationKeys(jwks.keys.map((k) => publicKeyFromJwk(k)));
-    const { result, failure } = await verifyAnchoredFile(receiptsFile, { checkpoints: undefined, fromCheckpoint: false }, keys);
-    io.stdout(
-      failure === null && result?.ok === true
-        ? `\nchain verified offline: ${result.receipts} receipt(s), every signature and prevHash link checks out\n`
-        : `\nchain verification FAILED: ${failure ?? (result?.firstFailure ? formatFailure(result.firstFailure) : 'unknown')}\n`,
-    );
+    keys = await fetchKeys(keysUrl);
   } catch (err) {
-    io.stdout(`\n(could not fetch http://${admin}/v1/keys to verify the chain: ${describe(err)})\n`);
+    io.stderr(`chio demo: could not verify the chain: cannot fetch ${keysUrl}: ${describe((err as { cause?: unknown }).cause ?? err)}\n`);
+    code = EXIT_CHECK_FAILED;
   }
-  io.stdout(`verify it yourself: npx chio receipt verify ${path.relative(io.cwd, receiptsFile) || receiptsFile} --seed chio-data/kernel.seed\n`);
-  return EXIT_OK;
+  if (keys !== null) {
+    try {
+      // as `chio receipt verify` does: a file that starts after seq 1 (retention, rotation) is anchored by the checkpoints
+      const { result, failure } = await verifyAnchoredFile(receiptsFile, { checkpoints: undefined, fromCheckpoint: false }, keys);
+      if (failure === null && result?.ok === true) {
+        io.stdout(`\nchain verified offline: ${result.receipts} receipt(s), every signature and prevHash link checks out\n`);
+      } else {
+        io.stderr(`chio demo: chain verification FAILED: ${failure ?? (result?.firstFailure ? formatFailure(result.firstFailure) : 'unknown')}\n`);
+        code = EXIT_CHECK_FAILED;
+      }
+    } catch (err) {
+      io.stderr(`chio demo: could not verify the chain: ${describe(err)}\n`);
+      code = EXIT_CHECK_FAILED;
+    }
+  }
+  io.stdout(`verify it yourself: ${verifyCommand(receiptsFile, keysUrl, io.cwd)}\n`);
+  return code;
 };
+
+/** The receipt keys the service publishes (GET /v1/keys); throws with the reason when it cannot. */
+async function fetchKeys(url: string): Promise<VerificationKeys> {
+  const res = await fetch(url);
+  const body = (await res.json().catch(() => null)) as { keys?: unknown } | null;
+  if (!res.ok || !Array.isArray(body?.keys)) throw new Error(`answered HTTP ${res.status} without a key set`);
+  return verificationKeys(body.keys.map((k) => publicKeyFromJwk(k)));
+}
+
+/**
+ * The `chio receipt verify` command for this receipts file. The service's seed is known only when it
+ * sits beside the file (the embedded config's chio-data/kernel.seed); otherwise the published keys
+ * are saved for --jwks.
+ */
+function verifyCommand(receiptsFile: string, keysUrl: string, cwd: string): string {
+  const seed = path.join(path.dirname(receiptsFile), 'kernel.seed');
+  const verify = `npx chio receipt verify ${shellPath(receiptsFile, cwd)}`;
+  return existsSync(seed) ? `${verify} --seed ${shellPath(seed, cwd)}` : `curl -s ${keysUrl} > keys.json && ${verify} --jwks keys.json`;
+}
+
+/** A path as typed from `cwd` (relative when under it), quoted for a POSIX shell when it has to be. */
+function shellPath(file: string, cwd: string): string {
+  const relative = path.relative(cwd, file);
+  const text = relative !== '' && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : file;
+  return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", `'\\''`)}'`;
+}
 
 function findReceipt(file: string, id: string | undefined): unknown {
   if (id === undefined) return undefined;

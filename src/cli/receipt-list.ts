@@ -6,7 +6,8 @@
  * NDJSON (one receipt per line, its JCS text) with `--json`; `--all` follows the cursors.
  *
  * Exit codes: 0 listed (also when nothing matches); 2 bad usage, a bad filter, an unreadable store
- * or a service that refuses or cannot be reached.
+ * or a service that refuses, cannot be reached or answers something other than receipt pages (a
+ * receipt without the table's fields, a cursor that does not move forward).
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -77,6 +78,13 @@ Exit status: 0 listed (also when nothing matches), 2 bad usage, a bad filter or 
 /** One page of receipts (as JCS texts) per call. */
 type PageSource = (params: ReadonlyArray<readonly [QueryParameter, string]>) => Promise<ReceiptPage>;
 
+/** Where the pages come from; `name` (the store file or the service's origin) is for messages. */
+interface Source {
+  readonly name: string;
+  readonly pages: PageSource;
+  readonly close: () => void;
+}
+
 export async function listReceipts(args: string[], io: CliIO): Promise<number> {
   let values: ReturnType<typeof parse>;
   try {
@@ -107,18 +115,24 @@ export async function listReceipts(args: string[], io: CliIO): Promise<number> {
     return usageError(io, 'receipt list', '--token-file goes with --control-url', LIST_HELP);
   }
 
-  let source: { pages: PageSource; close: () => void };
+  let source: Source;
   try {
     source = values['control-url'] !== undefined ? apiSource(values['control-url'], values['token-file'], io) : storeSource(values.store ?? DEFAULT_STORE, io);
   } catch (err) {
     return failure(io, err);
   }
   try {
-    const printer = values.json ? ndjson(io) : table(io);
+    const printer = values.json ? ndjson(io) : table(io, source.name);
+    // a cursor handed out twice would have --all ask for the same pages forever
+    const cursors = new Set(values.cursor === undefined ? [] : [values.cursor]);
     let page = await source.pages(params);
     for (;;) {
       printer.page(page.receipts);
       if (!values.all || page.nextCursor === null) break;
+      if (cursors.has(page.nextCursor)) {
+        throw new ChioError('io_error', `${source.name} answered the cursor ${page.nextCursor} again: its pages do not move forward; stopped`);
+      }
+      cursors.add(page.nextCursor);
       page = await source.pages([...params.filter(([k]) => k !== 'cursor'), ['cursor', page.nextCursor]]);
     }
     printer.end();
@@ -159,15 +173,15 @@ export async function findStoredReceipt(file: string, id: string): Promise<unkno
   }
 }
 
-function storeSource(file: string, io: CliIO): { pages: PageSource; close: () => void } {
+function storeSource(file: string, io: CliIO): Source {
   const store = SqliteReceiptStore.open(path.resolve(io.cwd, file));
-  return { pages: (params) => store.query(parseReceiptQuery(params)), close: () => store.close() };
+  return { name: file, pages: (params) => store.query(parseReceiptQuery(params)), close: () => store.close() };
 }
 
 const pageSchema = z.object({ receipts: z.array(z.record(z.string(), z.unknown())), nextCursor: z.string().nullable() });
 const errorSchema = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
-function apiSource(controlUrl: string, tokenFile: string | undefined, io: CliIO): { pages: PageSource; close: () => void } {
+function apiSource(controlUrl: string, tokenFile: string | undefined, io: CliIO): Source {
   let base: URL;
   try {
     base = new URL('/v1/receipts/query', controlUrl);
@@ -194,7 +208,7 @@ function apiSource(controlUrl: string, tokenFile: string | undefined, io: CliIO)
     if (!page.success) throw new ChioError('io_error', `${base.origin} answered something that is not a receipt page`);
     return { receipts: page.data.receipts.map((r) => JSON.stringify(r)), nextCursor: page.data.nextCursor };
   };
-  return { pages, close: () => undefined };
+  return { name: base.origin, pages, close: () => undefined };
 }
 
 function readToken(tokenFile: string | undefined, io: CliIO): string {
@@ -240,13 +254,22 @@ const receiptRow = z.object({
 
 const COLUMNS = ['SEQ', 'TIME', 'VERDICT', 'RULE', 'TOOL', 'REASON', 'WORKLOAD'] as const;
 
-/** A table, columns sized to their content, printed as pages arrive (header once). */
-function table(io: CliIO): Printer {
+/**
+ * A table, columns sized to their content, printed as pages arrive (header once). A receipt without
+ * the columns' fields (a service answering something else) is receipt_malformed, not a crash.
+ */
+function table(io: CliIO, from: string): Printer {
   let rows = 0;
   return {
     page(receipts) {
-      const cells = receipts.map((text) => {
-        const r = receiptRow.parse(JSON.parse(text));
+      const cells = receipts.map((text, i) => {
+        const row = receiptRow.safeParse(JSON.parse(text));
+        if (!row.success) {
+          const issue = row.error.issues[0];
+          const where = issue === undefined || issue.path.length === 0 ? '' : `${issue.path.join('.')}: `;
+          throw new ChioError('receipt_malformed', `receipt ${rows + i + 1} from ${from} is not a receipt: ${where}${issue?.message ?? 'unexpected shape'}`);
+        }
+        const r = row.data;
         return [String(r.seq), r.timestamp, r.verdict, r.rule ?? '-', r.tool ?? '-', r.reasons[0]?.code ?? '-', r.runtimeAttestation.workloadIdentity?.uri ?? '-'];
       });
       if (cells.length === 0) return;

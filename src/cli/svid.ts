@@ -19,6 +19,7 @@ import {
   type BundleContent,
   type TrustBundle,
 } from '../spiffe/bundle.js';
+import { parseRfc3339 } from '../receipt/query.js';
 import { parseBundleFile } from '../spiffe/bundle-sources.js';
 import { verifySvid } from '../spiffe/chain.js';
 import { TrustDomain } from '../spiffe/id.js';
@@ -90,12 +91,11 @@ class Usage extends Error {}
 /** An unreadable input or bundle: printed, exit 2. */
 class Unreadable extends Error {}
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
-
 function decisionTime(at: string | undefined, io: CliIO): number {
   if (at === undefined) return io.now();
-  const ms = RFC3339.test(at) ? Date.parse(at.toUpperCase()) : NaN;
-  if (!Number.isFinite(ms)) throw new Usage(`--at ${JSON.stringify(at)} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)`);
+  // strict, as the receipt query's since/until: Date.parse rolls 2027-02-30 into March and takes hour 24
+  const ms = parseRfc3339(at);
+  if (ms === null) throw new Usage(`--at ${JSON.stringify(at)} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)`);
   return ms;
 }
 

@@ -90,15 +90,19 @@ const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9
 /**
  * Epoch milliseconds of an RFC 3339 date-time (section 5.6), rounded UP to the millisecond so that
  * `>= since` and `< until` stay exact for millisecond receipt times. Null when it is not one.
- * Leap seconds (`:60`) are refused: receipt times never carry them.
+ * Leap seconds (`:60`) are refused: receipt times never carry them. Strict where Date.parse is not
+ * (2026-02-30, hour 24 are refused), hence also the CLI's `--at` (svid, capability).
  */
 export function parseRfc3339(text: string): number | null {
   const m = RFC3339.exec(text);
   if (!m) return null;
   const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as [number, number, number, number, number, number];
   if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return null;
-  const dayStart = Date.UTC(year, month - 1, day);
-  if (new Date(dayStart).getUTCDate() !== day) return null; // e.g. 2026-02-30
+  // setUTCFullYear, not Date.UTC: Date.UTC takes years 0–99 as 1900–1999 (0099 would sort after 1950)
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
+  if (date.getUTCDate() !== day) return null; // e.g. 2026-02-30
+  const dayStart = date.getTime();
   const fraction = m[7] ?? '';
   let ms = Number(fraction.slice(0, 3).padEnd(3, '0'));
   if (/[1-9]/.test(fraction.slice(3))) ms += 1;
