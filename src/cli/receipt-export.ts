@@ -101,7 +101,7 @@ export const exportCommand: Command = async (args, io) => {
     io.stderr(`chio receipt export: ${err.code}: ${err.message}\n`);
     return CHECK_CODES.has(err.code) ? EXIT_CHECK_FAILED : EXIT_USAGE;
   }
-  io.stdout(values.json ? `${JSON.stringify(manifest)}\n` : exportReport(values.out as string, manifest));
+  io.stdout(values.json ? `${JSON.stringify(manifest)}\n` : exportReport(values.out as string, manifest, { since, until }));
   return EXIT_OK;
 };
 
@@ -149,7 +149,7 @@ function exportKeys(
   return [...new Map(keys.map((k) => [k.kid, k])).values()];
 }
 
-function exportReport(out: string, m: BundleManifest): string {
+function exportReport(out: string, m: BundleManifest, asked: { readonly since: number; readonly until: number }): string {
   const lines: string[] = [];
   const r = m.receipts;
   lines.push(
@@ -157,6 +157,9 @@ function exportReport(out: string, m: BundleManifest): string {
       ? `${out}: no checkpointed receipt is stamped in [${m.range.since}, ${m.range.until})`
       : `${out}: exported ${r.count} receipt(s), seq ${r.firstSeq} to ${r.lastSeq}, proven against ${m.checkpoints.count} checkpoint(s) (treeSize ${m.checkpoints.firstTreeSize} to ${m.checkpoints.latestTreeSize})`,
   );
+  // the range a bundle can prove whole (src/receipt/export.ts provableRange)
+  if (Date.parse(m.range.since) !== asked.since) lines.push(`the range starts at ${m.range.since}: retention pruned the receipts before (the bundle proves none of the range is among them)`);
+  if (Date.parse(m.range.until) !== asked.until) lines.push(`the range ends at ${m.range.until}, just after the latest checkpoint: receipts stamped after it are not checkpointed yet`);
   const n = m.notYetCheckpointed;
   if (n.count > 0) {
     lines.push(`${n.count} receipt(s) of the range (seq ${n.firstSeq} to ${n.lastSeq}) are not yet checkpointed and were left out: export again after the next checkpoint`);

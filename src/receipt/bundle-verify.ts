@@ -178,12 +178,27 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null, 
       fail(BUNDLE_FILES.bounds, stray.line, { id: null, seq: from <= to ? from : stray.seq }, 'receipt_chain_broken', `receipt seq ${stray.seq} is not next to the bundle's receipts (seq ${firstSeq} to ${last})${gap}`);
     }
     if (progress.receipts > 0) {
-      const pruned = firstSeq > 1 && before === null && (await prunedBefore(dir, keys, checkpoints, firstSeq));
+      const prunedAt = firstSeq > 1 && before === null ? await prunedBefore(dir, keys, checkpoints, firstSeq) : null;
+      // pruned receipts were all stamped before the checkpoint retention pruned at was signed: none is
+      // of the range when it was signed before since (else receipts of the range may be gone)
+      const prunedOutside = prunedAt !== null && Date.parse(prunedAt.signed.checkpoint.timestamp) < Date.parse(manifest.range.since);
+      // every receipt stamped before until (at most 1 ms before it) is covered by a checkpoint signed no earlier
+      const latest = checkpoints[checkpoints.length - 1];
+      const endsAtLatest =
+        progress.lastSeq === progress.latestTreeSize && latest !== undefined && Date.parse(latest.signed.checkpoint.timestamp) + 1 >= Date.parse(manifest.range.until);
       complete = {
-        start: firstSeq === 1 ? 'chain' : before !== null ? 'bound' : pruned ? 'pruned' : 'open',
-        end: after !== null ? 'bound' : progress.lastSeq === progress.latestTreeSize ? 'checkpoint' : 'open',
+        start: firstSeq === 1 ? 'chain' : before !== null ? 'bound' : prunedOutside ? 'pruned' : 'open',
+        end: after !== null ? 'bound' : endsAtLatest ? 'checkpoint' : 'open',
       };
-      if (options.openEnds !== true) checkComplete(complete, firstSeq, progress.lastSeq as number);
+      if (options.openEnds !== true) {
+        checkComplete(complete, firstSeq, progress.lastSeq as number, {
+          start: prunedAt !== null && !prunedOutside ? `retention pruned at the checkpoint of treeSize ${firstSeq - 1}, signed ${prunedAt.signed.checkpoint.timestamp}, not before since ${manifest.range.since}: receipts of the range may be among those gone` : null,
+          end:
+            progress.lastSeq === progress.latestTreeSize && !endsAtLatest && latest !== undefined
+              ? `its last is the latest checkpoint's, but that checkpoint was signed ${latest.signed.checkpoint.timestamp}, before until ${manifest.range.until}: receipts stamped after it may be missing`
+              : null,
+        });
+      }
     }
     return result(null);
   } catch (err) {
@@ -426,33 +441,36 @@ function checkEmptyComplete(complete: NonNullable<BundleVerifyResult['complete']
  * checkpoint names as its previous (signed link): retention pruned exactly there. False when the
  * bundle has none; a failure when it has one that is not that.
  */
-async function prunedBefore(dir: string, keys: VerificationKeys, checkpoints: readonly CheckpointLine[], firstSeq: number): Promise<boolean> {
+async function prunedBefore(dir: string, keys: VerificationKeys, checkpoints: readonly CheckpointLine[], firstSeq: number): Promise<CheckpointLine | null> {
   const file = BUNDLE_FILES.retentionCheckpoint;
   const entries: CheckpointLine[] = [];
   let failure: CheckpointLogFailure | null;
   try {
     failure = await readCheckpointLog(path.join(dir, file), keys, (entry) => entries.push(entry));
   } catch (err) {
-    if (err instanceof ChioError && err.code === 'file_not_found') return false;
+    if (err instanceof ChioError && err.code === 'file_not_found') return null;
     throw err;
   }
   if (failure !== null) fail(file, failure.line, NO_RECEIPT, failure.code, failure.message);
   const [at, extra] = entries;
-  if (at === undefined) return false;
+  if (at === undefined) return null;
   const next = checkpoints[0]?.signed;
   if (extra !== undefined || at.signed.checkpoint.treeSize !== firstSeq - 1 || next?.checkpoint.previousCheckpointHash !== at.signed.hash) {
     fail(file, 1, NO_RECEIPT, 'receipt_chain_broken', `the checkpoint retention pruned at must have treeSize ${firstSeq - 1} (the seq before the bundle's first receipt) and be the one ${BUNDLE_FILES.checkpoints} line 1 names as previous; this one (treeSize ${at.signed.checkpoint.treeSize}) is not`);
   }
-  return true;
+  return at;
 }
 
-function checkComplete(complete: NonNullable<BundleVerifyResult['complete']>, firstSeq: number, lastSeq: number): void {
+/** `why`: a more exact reason than the generic one for an open start or end, when known. */
+function checkComplete(complete: NonNullable<BundleVerifyResult['complete']>, firstSeq: number, lastSeq: number, why: { readonly start: string | null; readonly end: string | null }): void {
   const file = BUNDLE_FILES.bounds;
   if (complete.start === 'open') {
-    fail(file, null, { id: null, seq: firstSeq - 1 }, 'receipt_chain_broken', `the bundle does not prove where its range starts: receipt seq ${firstSeq - 1}, the one before its first, is not in ${file} (receipts may have been cut from the start, or it was pruned by retention; --open-ends accepts this)`);
+    const reason = why.start === null ? `receipt seq ${firstSeq - 1}, the one before its first, is not in ${file} (receipts may have been cut from the start, or it was pruned by retention; --open-ends accepts this)` : `${why.start} (--open-ends accepts this)`;
+    fail(file, null, { id: null, seq: firstSeq - 1 }, 'receipt_chain_broken', `the bundle does not prove where its range starts: ${reason}`);
   }
   if (complete.end === 'open') {
-    fail(file, null, { id: null, seq: lastSeq + 1 }, 'receipt_chain_broken', `the bundle does not prove where its range ends: receipt seq ${lastSeq + 1}, the one after its last, is not in ${file} and its last is not the latest checkpoint's (receipts may have been cut from the end; --open-ends accepts this)`);
+    const reason = why.end === null ? `receipt seq ${lastSeq + 1}, the one after its last, is not in ${file} and its last is not the latest checkpoint's (receipts may have been cut from the end; --open-ends accepts this)` : `${why.end} (--open-ends accepts this)`;
+    fail(file, null, { id: null, seq: lastSeq + 1 }, 'receipt_chain_broken', `the bundle does not prove where its range ends: ${reason}`);
   }
 }
 

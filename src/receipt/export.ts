@@ -128,6 +128,28 @@ const receiptHeader = z.looseObject({
   kernelKey: z.string(),
 });
 
+/**
+ * The part of [since, until) a bundle can prove whole, which its manifest then names:
+ * - it ends just after the latest checkpoint's timestamp: receipts stamped after it are not
+ *   checkpointed, so nothing could show one of them missing (./bundle-verify.ts accepts an end "at
+ *   the latest checkpoint" only when that checkpoint was signed no earlier than 1 ms before `until`);
+ * - when retention pruned the receipts before the range's start, it starts after the checkpoint
+ *   retention pruned at: every pruned receipt was stamped before that checkpoint was signed, so
+ *   none of them is of the range (./bundle-verify.ts likewise).
+ * The range is kept as asked when clamping would leave nothing (such a bundle does not verify
+ * without --open-ends, truthfully).
+ */
+export function provableRange(o: { readonly since: number; readonly until: number }, checkpoints: readonly CheckpointLine[], prunedThrough: number): { since: number; until: number } {
+  const latest = checkpoints[checkpoints.length - 1];
+  const prunedAt = prunedThrough > 0 ? checkpoints.find((c) => c.signed.checkpoint.treeSize === prunedThrough) : undefined;
+  const prunedTime = prunedAt === undefined ? null : Date.parse(prunedAt.signed.checkpoint.timestamp);
+  const since = prunedTime !== null && prunedTime >= o.since ? prunedTime + 1 : o.since;
+  const latestTime = latest === undefined ? null : Date.parse(latest.signed.checkpoint.timestamp);
+  // a receipt is stamped at or before the checkpoint that covers it: through latestTime, inclusive
+  const until = latestTime !== null && latestTime + 1 < o.until ? latestTime + 1 : o.until;
+  return since < until ? { since, until } : { since: o.since, until: o.until };
+}
+
 /** Writes the bundle; returns its manifest. Throws ChioError for bad input or a log that does not match its checkpoints. */
 export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   if (!(o.since < o.until)) throw new ChioError('usage', 'the range is empty: --since must be before --until');
@@ -137,6 +159,7 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   const anchor = await loadAnchor(o.checkpointsPath, checkpoints);
   const prunedThrough = anchor.size; // (the frontier grows below)
   const kids = new Set(o.keys.map((k) => k.kid));
+  const { since, until } = provableRange(o, checkpoints, prunedThrough);
 
   const out = await BufferedFile.create(path.join(o.outDir, BUNDLE_FILES.receipts));
   const included: Included[] = [];
@@ -155,8 +178,8 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
       }
       const header = parseHeader(record.jcs, record.seq);
       const at = Date.parse(header.timestamp);
-      if (state === 'before' && at >= o.since) {
-        state = at < o.until ? 'in' : 'after';
+      if (state === 'before' && at >= since) {
+        state = at < until ? 'in' : 'after';
         // straight to 'after': the range is empty; the receipts around it prove that when checkpointed
         if (state === 'in' || record.seq <= latest) {
           tree = new MerkleTree(frontier);
@@ -167,7 +190,7 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
           }
           if (state === 'after') bounds.after = { seq: record.seq, id: header.id, jcs: record.jcs };
         }
-      } else if (state === 'in' && at >= o.until) {
+      } else if (state === 'in' && at >= until) {
         state = 'after';
         const last = included[included.length - 1];
         if (last !== undefined && last.seq === record.seq - 1 && record.seq <= latest) bounds.after = { seq: record.seq, id: header.id, jcs: record.jcs };
@@ -177,6 +200,12 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
       else {
         if (held !== null) frontier.append(held.leaf);
         held = { seq: record.seq, id: header.id, jcs: record.jcs, leaf };
+      }
+      if (state === 'after' && record.seq > latest && at < o.until) {
+        // asked for, after the provable range (./provableRange): not checkpointed yet
+        notYet.count++;
+        notYet.firstSeq ??= record.seq;
+        notYet.lastSeq = record.seq;
       }
       if (state === 'in') {
         if (!kids.has(header.kernelKey)) {
@@ -191,7 +220,7 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
           notYet.lastSeq = record.seq;
         }
       }
-      if (state === 'after' && record.seq >= latest) break;
+      if (state === 'after' && record.seq >= latest && at >= o.until) break;
     }
   } finally {
     await out.close();
@@ -220,7 +249,7 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
     schema: BUNDLE_SCHEMA,
     tool: { name: o.tool.name, version: o.tool.version },
     createdAt: new Date(o.now).toISOString(),
-    range: { since: new Date(o.since).toISOString(), until: new Date(o.until).toISOString() },
+    range: { since: new Date(since).toISOString(), until: new Date(until).toISOString() },
     receipts: { count: included.length, firstSeq: first?.seq ?? null, lastSeq: last?.seq ?? null, firstId: first?.id ?? null, lastId: last?.id ?? null },
     checkpoints: {
       count: chain.length,

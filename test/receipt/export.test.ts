@@ -377,7 +377,20 @@ describe('a bundle exported from a real service run', () => {
     });
     expect(m.receipts).toEqual({ count: 6, firstSeq: 1, lastSeq: 6, firstId: idOf(1), lastId: idOf(6) });
     expect(m.notYetCheckpointed).toEqual({ count: 4, firstSeq: 7, lastSeq: 10 });
-    expect((await verifyBundle(path.join(raw, 'bundle'), null)).ok).toBe(true);
+    // the range it names ends just after the latest checkpoint it can prove against, not at the --until asked
+    const cp6 = JSON.parse(cps[1]!) as { timestamp: string };
+    expect(m.range).toEqual({ since: new Date(START).toISOString(), until: new Date(Date.parse(cp6.timestamp) + 1).toISOString() });
+    expect(await verifyBundle(path.join(raw, 'bundle'), null)).toMatchObject({ ok: true, complete: { start: 'chain', end: 'checkpoint' } });
+    // a bundle claiming a later until while it ends at a checkpoint signed before it: its end is not proven
+    // (receipts cut from the end with the checkpoints after them, the manifest edited, looked whole: CLI review)
+    const manifestFile = path.join(raw, 'bundle', 'manifest.json');
+    const edited = { ...(JSON.parse(readFileSync(manifestFile, 'utf8')) as { range: object }), range: { since: new Date(START).toISOString(), until: new Date(START + DAY).toISOString() } };
+    writeFileSync(manifestFile, JSON.stringify(edited));
+    expect((await verifyBundle(path.join(raw, 'bundle'), null)).firstFailure).toMatchObject({
+      file: 'bounds.jsonl',
+      code: 'receipt_chain_broken',
+      message: `the bundle does not prove where its range ends: its last is the latest checkpoint's, but that checkpoint was signed ${cp6.timestamp}, before until ${new Date(START + DAY).toISOString()}: receipts stamped after it may be missing (--open-ends accepts this)`,
+    });
   });
 
   it('refuses to export a log whose receipts do not match its signed checkpoints', async () => {
@@ -449,6 +462,17 @@ describe('retention', () => {
       // its start: receipts 1..6 were pruned at the signed checkpoint of treeSize 6, which the bundle carries
       expect(readFileSync(path.join(out, 'retention-checkpoint.jsonl'), 'utf8')).toBe(`${lines(checkpointsPath)[1]}\n`);
       expect(await verifyBundle(out, keys)).toMatchObject({ ok: true, receipts: 3, firstSeq: 7, lastSeq: 9, checkpoints: 1, complete: { start: 'pruned', end: 'checkpoint' } });
+      // the range starts after the checkpoint retention pruned at (every pruned receipt is stamped before it)
+      const cp6Time = (JSON.parse(lines(checkpointsPath)[1]!) as { timestamp: string }).timestamp;
+      expect(m.range.since).toBe(new Date(Date.parse(cp6Time) + 1).toISOString());
+      // a since before that checkpoint: pruned receipts may be of the range (receipts cut from the start looked pruned: CLI review)
+      const earlier = path.join(work, 'after-retention-since-edited');
+      cpSync(out, earlier, { recursive: true });
+      writeFileSync(path.join(earlier, 'manifest.json'), JSON.stringify({ ...m, range: { ...m.range, since: new Date(START).toISOString() } }));
+      expect((await verifyBundle(earlier, keys)).firstFailure).toMatchObject({
+        file: 'bounds.jsonl',
+        message: `the bundle does not prove where its range starts: retention pruned at the checkpoint of treeSize 6, signed ${cp6Time}, not before since ${new Date(START).toISOString()}: receipts of the range may be among those gone (--open-ends accepts this)`,
+      });
       const without = path.join(work, 'after-retention-stripped');
       cpSync(out, without, { recursive: true });
       writeFileSync(path.join(without, 'retention-checkpoint.jsonl'), '');
