@@ -2,7 +2,7 @@
  * Tamper review: an attacker who can edit receipt files and bundle folders (but holds no signing
  * key) must not get `chio receipt verify FILE|DIR` to report OK for content an auditor cares about.
  */
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/receipt.js';
@@ -307,6 +307,20 @@ describe('FILE: a live file replaced by another log signed with the same key', (
     // its own log verifies
     writeLines(path.join(dir, 'receipts.jsonl'), receipts);
     expect((await verifyCli(['replaced/receipts.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(0);
+  });
+});
+
+describe('FILE: a symlink to a live file', () => {
+  it('is held to the checkpoints beside the file it points to, not beside the link', async () => {
+    const dir = path.join(work, 'linked');
+    mkdirSync(path.join(dir, 'real'), { recursive: true });
+    mkdirSync(path.join(dir, 'elsewhere'));
+    writeLines(path.join(dir, 'real', 'receipts.jsonl'), receipts.slice(0, 8)); // its last batches cut
+    cpSync(checkpointsFile, path.join(dir, 'real', 'checkpoints.jsonl'));
+    symlinkSync(path.join(dir, 'real', 'receipts.jsonl'), path.join(dir, 'elsewhere', 'link.jsonl'));
+    const r = await verifyCli(['linked/elsewhere/link.jsonl', '--seed', 'data/kernel.seed']);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^linked\/elsewhere\/link\.jsonl: FAILED\nreceipt_chain_broken: the receipts seq 9 to 12 are missing: the signed checkpoint of treeSize 12 .* covers them, but the log ends at seq 8\n$/);
   });
 });
 
