@@ -3,7 +3,7 @@
  * as the service does and reports the result.
  *
  * Exit codes: 0 valid; 1 invalid (the located `file:line:col: yaml.path: message` error);
- * 2 bad usage or a missing file.
+ * 2 bad usage, or a file that is missing or cannot be read (a folder, no permission).
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -59,7 +59,7 @@ function check(file: string, json: boolean, io: CliIO): number {
     if (!(err instanceof ChioError)) throw err;
     if (json) io.stdout(`${JSON.stringify({ ok: false, file, error: err.toJSON() })}\n`);
     else io.stderr(`${err.message}\n`);
-    return err.code === 'file_not_found' ? EXIT_USAGE : EXIT_CHECK_FAILED;
+    return err.code === 'file_not_found' || err.code === 'io_error' ? EXIT_USAGE : EXIT_CHECK_FAILED;
   }
 }
 

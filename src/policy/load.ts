@@ -50,6 +50,7 @@ function readPolicyBytes(path: string, label: string): Buffer {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ChioError('file_not_found', `${label}: no such file`, { cause: err });
-    throw new ChioError('policy_invalid', `${label}: cannot read: ${describe(err)}`, { cause: err });
+    // not the policy's fault (a folder, no permission): what a missing file is, not an invalid policy
+    throw new ChioError('io_error', `${label}: cannot read: ${describe(err)}`, { cause: err });
   }
 }

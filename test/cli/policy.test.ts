@@ -75,6 +75,10 @@ describe('chio policy check', () => {
     expect(JSON.parse(json.stdout)).toEqual({ ok: false, file: 'nope.yaml', error: { code: 'file_not_found', message: 'nope.yaml: no such file' } });
   });
 
+  it('a file that cannot be read (a folder): exit 2, as a missing one (was 1, as an invalid policy)', async () => {
+    expect(await chioPolicy('check', '.')).toEqual({ code: 2, stdout: '', stderr: '.: cannot read: EISDIR: illegal operation on a directory, read\n' });
+  });
+
   it('usage errors: exit 2 with the usage text', async () => {
     for (const args of [[], ['check'], ['lint', 'valid.yaml'], ['check', 'a.yaml', 'b.yaml'], ['check', 'valid.yaml', '--strict']]) {
       const { code, stdout, stderr } = await chioPolicy(...args);

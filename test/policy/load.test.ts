@@ -324,9 +324,9 @@ describe('loadPolicyFile errors', () => {
     expect(err.message).toBe('latin1.yaml: not valid UTF-8');
   });
 
-  it('a directory is policy_invalid', () => {
+  it('a directory is io_error (it cannot be read: not an invalid policy)', () => {
     const err = thrown(() => loadPolicyFile(dir, 'dir'));
-    expect(err.code).toBe('policy_invalid');
+    expect(err.code).toBe('io_error');
     expect(err.message).toBe('dir: cannot read: EISDIR: illegal operation on a directory, read');
   });
 });
