@@ -123,7 +123,7 @@ export function toCheckInput(raw: RawCheckRequest | null | undefined): CheckInpu
   const { host, hostname, port } = splitHost(hostRaw);
   const rawPath = nonEmpty(http.path) ?? headers.get(':path') ?? null;
   const reqPath = rawPath === null ? null : normalizePath(rawPath);
-  const readings = reqPath === null ? NO_READINGS : otherPathReadings(reqPath);
+  const readings = rawPath === null || reqPath === null ? NO_READINGS : otherPathReadings(rawPath, reqPath);
   const requestId = headers.get('x-request-id') ?? nonEmpty(http.id);
 
   return {
@@ -309,15 +309,23 @@ const PATH_PARAMS = /;[^/]*/g;
 const NO_READINGS: string[] = [];
 const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];
 
-export function otherPathReadings(normalized: string): string[] {
-  const slash = normalized.includes('%2') && /%2[fF]/.test(normalized);
-  const back = normalized.includes('\\') || (normalized.includes('%5') && /%5[cC]/.test(normalized));
-  const params = normalized.includes(';');
+export function otherPathReadings(sent: string, normalized: string): string[] {
+  // read from the path as sent (query dropped), not the normalized one: a ".." after the segment that
+  // holds the marker removes it there (/public/x/..;/../admin normalizes to /public/x/admin: a review)
+  const q = sent.search(/[?#]/);
+  const path = q >= 0 ? sent.slice(0, q) : sent;
+  const slash = path.includes('%2') && /%2[fF]/.test(path);
+  const back = path.includes('\\') || (path.includes('%5') && /%5[cC]/.test(path));
+  const params = path.includes(';');
   if (!slash && !back && !params) return [];
-  const bases = [normalized];
-  if (slash) bases.push(normalized.replace(ENCODED_SLASH, '/'));
-  if (back) bases.push(normalized.replace(BACKSLASH, '/'));
-  if (slash && back) bases.push(normalized.replace(ENCODED_SLASH, '/').replace(BACKSLASH, '/'));
+  // each reading is a whole normalization (and a rule and tool lookup): bounded, failing closed
+  if (path.length > MAX_READ_PATH) {
+    throw deny('ambiguous_path', `the path is longer than ${MAX_READ_PATH} bytes and holds %2F, %5C, "\\" or ";": it is not read as other servers would, and is refused`);
+  }
+  const bases = [path];
+  if (slash) bases.push(path.replace(ENCODED_SLASH, '/'));
+  if (back) bases.push(path.replace(BACKSLASH, '/'));
+  if (slash && back) bases.push(path.replace(ENCODED_SLASH, '/').replace(BACKSLASH, '/'));
   const out = new Set<string>();
   for (const base of bases) {
     out.add(normalizePath(base));
@@ -326,6 +334,9 @@ export function otherPathReadings(normalized: string): string[] {
   out.delete(normalized);
   return [...out];
 }
+
+/** The longest path read otherwise (Envoy's default header limit is 60 KiB). */
+export const MAX_READ_PATH = 64 * 1024;
 
 const GRPC_PATH_RE = /^\/([A-Za-z_][A-Za-z0-9_.]*)\/([A-Za-z_][A-Za-z0-9_]*)$/;
 

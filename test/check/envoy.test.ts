@@ -183,12 +183,26 @@ describe('otherPathReadings: the path as other servers read it', () => {
     ['/public/..;/admin', ['/admin']],
     ['/public/%2e%2e;x/admin', ['/admin']],
     ['/api/v1/orders;jsessionid=1', ['/api/v1/orders']],
+    // the marker's segment removed by a later ".." in the normalized path: read from the path as sent
+    ['/public/x/..;/../admin', ['/admin']],
+    ['/public/.;/../admin', ['/admin']],
+    ['/public/x/..%2F..%2Fadmin%2Fy/..', ['/admin/']],
+    ['/public/x/..%5C..%5Cadmin%5Cy/..', ['/admin/']],
+    ['/api/v1/orders;x=1?q=a;b', ['/api/v1/orders']],
   ])('%s → %j', (sent, want) => {
-    expect(otherPathReadings(normalizePath(sent)).sort()).toEqual([...want].sort());
+    expect(otherPathReadings(sent, normalizePath(sent)).sort()).toEqual([...want].sort());
+  });
+
+  it('refuses a path over 64 KiB that holds a marker (each reading is a whole normalization); a long plain path is read once', () => {
+    const long = `/a/${'x'.repeat(64 * 1024)}`;
+    expect(otherPathReadings(long, normalizePath(long))).toEqual([]);
+    expect(() => otherPathReadings(`${long}%2F`, normalizePath(`${long}%2F`))).toThrow(
+      expect.objectContaining({ code: 'ambiguous_path', message: 'the path is longer than 65536 bytes and holds %2F, %5C, "\\" or ";": it is not read as other servers would, and is refused' }),
+    );
   });
 
   it('is empty when there is nothing to read otherwise', () => {
-    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/%2e%2e']) expect(otherPathReadings(normalizePath(p)), p).toEqual([]);
+    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/%2e%2e', '/a?x=1;y=%2F']) expect(otherPathReadings(p, normalizePath(p)), p).toEqual([]);
   });
 
   it('toCheckInput carries them, each with the gRPC target it would give', () => {

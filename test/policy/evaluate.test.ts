@@ -41,7 +41,7 @@ const policy = compilePolicy(POLICY, 'policy.yaml');
 /** `input` as src/check/envoy.ts makes it for a path sent as `sent` (normalized, with its slash-decoded reading). */
 function sentAs(input: CheckInput, sent: string): CheckInput {
   const path = normalizePath(sent);
-  return { ...input, path, otherReadings: otherPathReadings(path).map((p) => ({ path: p, grpc: null })) };
+  return { ...input, path, otherReadings: otherPathReadings(sent, path).map((p) => ({ path: p, grpc: null })) };
 }
 const openPolicy = compilePolicy(POLICY.replace('unmatched: deny', 'unmatched: allow'), 'policy.yaml');
 
@@ -290,7 +290,7 @@ describe('a path that reads otherwise where %2F, %5C or \\ is "/" (ambiguous_pat
       'read as another server may ("/secret": %2F, %5C or "\\" taken for "/", or ";" parameters dropped), the path falls under rule "private", tool (none) instead of rule "public", tool (none)',
     );
     // mixed separators (a %2F-only server keeps %5C as a character) and Tomcat's "..;"
-    for (const sent of ['/public/a%5Cb%2F..%2F..%2Fsecret', '/public/a\\b%2F..%2F..%2Fsecret', '/public/..;/secret', '/public/%2e%2e;x/secret']) {
+    for (const sent of ['/public/a%5Cb%2F..%2F..%2Fsecret', '/public/a\\b%2F..%2F..%2Fsecret', '/public/..;/secret', '/public/%2e%2e;x/secret', '/public/x/..;/../secret', '/public/x/..%2F..%2Fsecret%2Fy/..']) {
       expect(decide({ policy: byPath, input: sentAs(httpRequest({ host: 'any.svc' }), sent) }).reason?.code, sent).toBe('ambiguous_path');
     }
     expect(decide({ policy: openPolicy, input: sentAs(httpRequest({ host: 'other.svc' }), '/x%2F..%2F..%2Fv1') }).reason).toBeNull(); // unmatched both ways
