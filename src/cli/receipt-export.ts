@@ -159,7 +159,7 @@ function exportReport(out: string, m: BundleManifest, asked: { readonly since: n
   );
   // the range a bundle can prove whole (src/receipt/export.ts provableRange)
   if (Date.parse(m.range.since) !== asked.since) lines.push(`the range starts at ${m.range.since}: retention pruned the receipts before (the bundle proves none of the range is among them)`);
-  if (Date.parse(m.range.until) !== asked.until) lines.push(`the range ends at ${m.range.until}, just after the latest checkpoint: receipts stamped after it are not checkpointed yet`);
+  if (Date.parse(m.range.until) !== asked.until) lines.push(`the range ends at ${m.range.until}, the stamp of the last checkpointed receipt (the bound after it): receipts stamped after it are not checkpointed yet`);
   const n = m.notYetCheckpointed;
   if (n.count > 0) {
     lines.push(`${n.count} receipt(s) of the range (seq ${n.firstSeq} to ${n.lastSeq}) are not yet checkpointed and were left out: export again after the next checkpoint`);

@@ -182,20 +182,19 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null, 
       // pruned receipts were all stamped before the checkpoint retention pruned at was signed: none is
       // of the range when it was signed before since (else receipts of the range may be gone)
       const prunedOutside = prunedAt !== null && Date.parse(prunedAt.signed.checkpoint.timestamp) < Date.parse(manifest.range.since);
-      // every receipt stamped before until (at most 1 ms before it) is covered by a checkpoint signed no earlier
+      // an end is proven by its bound only: a range ending at the latest checkpoint proves nothing of
+      // the receipts after it (they may be stamped before until: a batch in flight when it was signed)
       const latest = checkpoints[checkpoints.length - 1];
-      const endsAtLatest =
-        progress.lastSeq === progress.latestTreeSize && latest !== undefined && Date.parse(latest.signed.checkpoint.timestamp) + 1 >= Date.parse(manifest.range.until);
       complete = {
         start: firstSeq === 1 ? 'chain' : before !== null ? 'bound' : prunedOutside ? 'pruned' : 'open',
-        end: after !== null ? 'bound' : endsAtLatest ? 'checkpoint' : 'open',
+        end: after !== null ? 'bound' : 'open',
       };
       if (options.openEnds !== true) {
         checkComplete(complete, firstSeq, progress.lastSeq as number, {
           start: prunedAt !== null && !prunedOutside ? `retention pruned at the checkpoint of treeSize ${firstSeq - 1}, signed ${prunedAt.signed.checkpoint.timestamp}, not before since ${manifest.range.since}: receipts of the range may be among those gone` : null,
           end:
-            progress.lastSeq === progress.latestTreeSize && !endsAtLatest && latest !== undefined
-              ? `its last is the latest checkpoint's, but that checkpoint was signed ${latest.signed.checkpoint.timestamp}, before until ${manifest.range.until}: receipts stamped after it may be missing`
+            progress.lastSeq === progress.latestTreeSize && latest !== undefined
+              ? `its last is the latest checkpoint's (treeSize ${latest.signed.checkpoint.treeSize}), and no receipt after it proves that none stamped before until ${manifest.range.until} is missing (a bundle made before 2026-11-26 ends so; export it again)`
               : null,
         });
       }

@@ -130,24 +130,37 @@ const receiptHeader = z.looseObject({
 
 /**
  * The part of [since, until) a bundle can prove whole, which its manifest then names:
- * - it ends just after the latest checkpoint's timestamp: receipts stamped after it are not
- *   checkpointed, so nothing could show one of them missing (./bundle-verify.ts accepts an end "at
- *   the latest checkpoint" only when that checkpoint was signed no earlier than 1 ms before `until`);
+ * - it ends no later than the stamp of the last checkpointed receipt (seq = the latest checkpoint's
+ *   treeSize), so the receipt after the range (its bound) is always checkpointed: a receipt's stamp
+ *   is taken when it is decided, before the receipts after it, so a range ending there holds every
+ *   receipt stamped before it. (A checkpoint's own timestamp proves nothing here: receipts of a
+ *   batch still in flight when it was signed carry earlier stamps: a review's finding.)
  * - when retention pruned the receipts before the range's start, it starts after the checkpoint
- *   retention pruned at: every pruned receipt was stamped before that checkpoint was signed, so
- *   none of them is of the range (./bundle-verify.ts likewise).
- * The range is kept as asked when clamping would leave nothing (such a bundle does not verify
+ *   retention pruned at: every pruned receipt was stamped before that checkpoint was signed.
+ * The range is kept as asked when narrowing would leave nothing (such a bundle does not verify
  * without --open-ends, truthfully).
  */
-export function provableRange(o: { readonly since: number; readonly until: number }, checkpoints: readonly CheckpointLine[], prunedThrough: number): { since: number; until: number } {
-  const latest = checkpoints[checkpoints.length - 1];
+export function provableRange(
+  o: { readonly since: number; readonly until: number },
+  checkpoints: readonly CheckpointLine[],
+  prunedThrough: number,
+  lastCheckpointedStamp: number | null,
+): { since: number; until: number } {
   const prunedAt = prunedThrough > 0 ? checkpoints.find((c) => c.signed.checkpoint.treeSize === prunedThrough) : undefined;
   const prunedTime = prunedAt === undefined ? null : Date.parse(prunedAt.signed.checkpoint.timestamp);
   const since = prunedTime !== null && prunedTime >= o.since ? prunedTime + 1 : o.since;
-  const latestTime = latest === undefined ? null : Date.parse(latest.signed.checkpoint.timestamp);
-  // a receipt is stamped at or before the checkpoint that covers it: through latestTime, inclusive
-  const until = latestTime !== null && latestTime + 1 < o.until ? latestTime + 1 : o.until;
+  const until = lastCheckpointedStamp !== null && lastCheckpointedStamp < o.until ? lastCheckpointedStamp : o.until;
   return since < until ? { since, until } : { since: o.since, until: o.until };
+}
+
+/** The stamp of receipt `seq` (ms), or null when the log does not hold it. */
+async function stampOf(source: Pick<ReceiptSource, 'iterateBySeq'>, seq: number): Promise<number | null> {
+  if (seq < 1) return null;
+  for await (const record of source.iterateBySeq(seq, seq)) {
+    if (record.seq !== seq) return null;
+    return Date.parse(parseHeader(record.jcs, record.seq).timestamp);
+  }
+  return null;
 }
 
 /** Writes the bundle; returns its manifest. Throws ChioError for bad input or a log that does not match its checkpoints. */
@@ -159,7 +172,7 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
   const anchor = await loadAnchor(o.checkpointsPath, checkpoints);
   const prunedThrough = anchor.size; // (the frontier grows below)
   const kids = new Set(o.keys.map((k) => k.kid));
-  const { since, until } = provableRange(o, checkpoints, prunedThrough);
+  const { since, until } = provableRange(o, checkpoints, prunedThrough, await stampOf(o.source, latest));
 
   const out = await BufferedFile.create(path.join(o.outDir, BUNDLE_FILES.receipts));
   const included: Included[] = [];

@@ -375,21 +375,21 @@ describe('a bundle exported from a real service run', () => {
       now: clock.now,
       tool: TOOL,
     });
-    expect(m.receipts).toEqual({ count: 6, firstSeq: 1, lastSeq: 6, firstId: idOf(1), lastId: idOf(6) });
+    // the range it names ends at the stamp of the last checkpointed receipt (seq 6), which is its bound:
+    // every receipt stamped before it is in the bundle, the ones after are counted as not checkpointed
+    expect(m.receipts).toEqual({ count: 5, firstSeq: 1, lastSeq: 5, firstId: idOf(1), lastId: idOf(5) });
     expect(m.notYetCheckpointed).toEqual({ count: 4, firstSeq: 7, lastSeq: 10 });
-    // the range it names ends just after the latest checkpoint it can prove against, not at the --until asked
-    const cp6 = JSON.parse(cps[1]!) as { timestamp: string };
-    expect(m.range).toEqual({ since: new Date(START).toISOString(), until: new Date(Date.parse(cp6.timestamp) + 1).toISOString() });
-    expect(await verifyBundle(path.join(raw, 'bundle'), null)).toMatchObject({ ok: true, complete: { start: 'chain', end: 'checkpoint' } });
-    // a bundle claiming a later until while it ends at a checkpoint signed before it: its end is not proven
-    // (receipts cut from the end with the checkpoints after them, the manifest edited, looked whole: CLI review)
-    const manifestFile = path.join(raw, 'bundle', 'manifest.json');
-    const edited = { ...(JSON.parse(readFileSync(manifestFile, 'utf8')) as { range: object }), range: { since: new Date(START).toISOString(), until: new Date(START + DAY).toISOString() } };
-    writeFileSync(manifestFile, JSON.stringify(edited));
+    const r6 = JSON.parse(lines(path.join(raw, 'receipts.jsonl'))[5]!) as { timestamp: string };
+    expect(m.range).toEqual({ since: new Date(START).toISOString(), until: r6.timestamp });
+    expect(await verifyBundle(path.join(raw, 'bundle'), null)).toMatchObject({ ok: true, complete: { start: 'chain', end: 'bound' } });
+    // without its bound, a bundle that ends at the latest checkpoint proves nothing of the receipts after
+    // it: receipts cut from the end with the checkpoints after them verified as whole (CLI review, twice)
+    writeFileSync(path.join(raw, 'bundle', 'bounds.jsonl'), '');
+    writeFileSync(path.join(raw, 'bundle', 'bounds-proofs.jsonl'), '');
     expect((await verifyBundle(path.join(raw, 'bundle'), null)).firstFailure).toMatchObject({
       file: 'bounds.jsonl',
       code: 'receipt_chain_broken',
-      message: `the bundle does not prove where its range ends: its last is the latest checkpoint's, but that checkpoint was signed ${cp6.timestamp}, before until ${new Date(START + DAY).toISOString()}: receipts stamped after it may be missing (--open-ends accepts this)`,
+      message: `the bundle does not prove where its range ends: receipt seq 6, the one after its last, is not in bounds.jsonl and its last is not the latest checkpoint's (receipts may have been cut from the end; --open-ends accepts this)`,
     });
   });
 
@@ -458,10 +458,10 @@ describe('retention', () => {
       expect(await anchorForFile(svc.receiptsFile, { checkpoints: undefined, fromCheckpoint: false }, keys)).toMatchObject({ after: { seq: 6 }, failure: null });
       const out = path.join(work, 'after-retention');
       const m = await exportBundle({ source: new JsonlReceiptFiles(svc.receiptsFile), checkpointsPath, outDir: out, since: START, until: clock.now + DAY, keys: [svc.service.key], now: clock.now, tool: TOOL });
-      expect(m.receipts).toMatchObject({ count: 3, firstSeq: 7, lastSeq: 9 });
+      expect(m.receipts).toMatchObject({ count: 2, firstSeq: 7, lastSeq: 8 }); // seq 9, the last checkpointed, is its bound
       // its start: receipts 1..6 were pruned at the signed checkpoint of treeSize 6, which the bundle carries
       expect(readFileSync(path.join(out, 'retention-checkpoint.jsonl'), 'utf8')).toBe(`${lines(checkpointsPath)[1]}\n`);
-      expect(await verifyBundle(out, keys)).toMatchObject({ ok: true, receipts: 3, firstSeq: 7, lastSeq: 9, checkpoints: 1, complete: { start: 'pruned', end: 'checkpoint' } });
+      expect(await verifyBundle(out, keys)).toMatchObject({ ok: true, receipts: 2, firstSeq: 7, lastSeq: 8, checkpoints: 1, complete: { start: 'pruned', end: 'bound' } });
       // the range starts after the checkpoint retention pruned at (every pruned receipt is stamped before it)
       const cp6Time = (JSON.parse(lines(checkpointsPath)[1]!) as { timestamp: string }).timestamp;
       expect(m.range.since).toBe(new Date(Date.parse(cp6Time) + 1).toISOString());
@@ -485,7 +485,7 @@ describe('retention', () => {
         message:
           'the bundle does not prove where its range starts: receipt seq 6, the one before its first, is not in bounds.jsonl (receipts may have been cut from the start, or it was pruned by retention; --open-ends accepts this)',
       });
-      expect(await verifyBundle(without, keys, { openEnds: true })).toMatchObject({ ok: true, complete: { start: 'open', end: 'checkpoint' } });
+      expect(await verifyBundle(without, keys, { openEnds: true })).toMatchObject({ ok: true, complete: { start: 'open', end: 'bound' } });
       writeFileSync(path.join(without, 'retention-checkpoint.jsonl'), `${lines(checkpointsPath)[0]}\n`); // the checkpoint of treeSize 3
       expect((await verifyBundle(without, keys)).firstFailure).toMatchObject({ file: 'retention-checkpoint.jsonl', line: 1, code: 'receipt_chain_broken' });
 
