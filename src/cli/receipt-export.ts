@@ -42,7 +42,7 @@ range, which prove it whole). \`chio receipt verify DIR\` checks it offline.
 Receipts after the latest checkpoint cannot be proven yet: they are left out and reported.
   --file FILE          the live receipt file; its rotated segments beside it are read too
                        (default ${DEFAULT_RECEIPTS})
-  --checkpoints FILE   the checkpoint log (default ${CHECKPOINTS_FILE} beside --file)
+  --checkpoints FILE   the checkpoint log (default ${CHECKPOINTS_FILE} beside --file; checkpoints-wN.jsonl for a worker's receipts-wN.jsonl)
   --seed FILE, --public-key KEY, --jwks FILE
                        the signing key(s) (default: kernel.seed beside --file)
   --json               print the manifest as JSON
@@ -84,7 +84,8 @@ export const exportCommand: Command = async (args, io) => {
   if (until === null) return usageError(io, 'receipt export', `--until ${JSON.stringify(values.until)} is not an RFC 3339 date-time`, EXPORT_HELP);
   if (since >= until) return usageError(io, 'receipt export', '--since must be before --until', EXPORT_HELP);
   const file = path.resolve(io.cwd, values.file ?? DEFAULT_RECEIPTS);
-  const checkpointsPath = path.resolve(io.cwd, values.checkpoints ?? path.join(path.dirname(file), CHECKPOINTS_FILE));
+  // beside the file, per worker as `chio receipt verify FILE` looks for it (checkpoints-w2.jsonl for receipts-w2.jsonl)
+  const checkpointsPath = path.resolve(io.cwd, values.checkpoints ?? path.join(path.dirname(file), defaultCheckpointsFile(file)));
   const outDir = path.resolve(io.cwd, values.out as string);
 
   let manifest: BundleManifest;

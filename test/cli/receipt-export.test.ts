@@ -107,6 +107,17 @@ describe('chio receipt export', () => {
     );
   });
 
+  it("a worker's receipts-wN.jsonl is exported with its checkpoints-wN.jsonl by default, as verify reads it", async () => {
+    const log = path.join(cwd, 'worker');
+    mkdirSync(log);
+    cpSync(path.join(cwd, 'data', 'receipts.jsonl'), path.join(log, 'receipts-w2.jsonl'));
+    cpSync(path.join(cwd, 'data', 'checkpoints.jsonl'), path.join(log, 'checkpoints-w2.jsonl'));
+    cpSync(path.join(cwd, 'data', 'kernel.seed'), path.join(log, 'kernel.seed'));
+    const io = fakeIO(cwd, {}, () => clock.now);
+    expect(await run(['export', '--since', at(0), '--until', at(60), '--file', 'worker/receipts-w2.jsonl', '--out', 'worker-bundle'], io)).toBe(0);
+    expect(io.out).toMatch(/^worker-bundle: exported \d+ receipt\(s\)/);
+  });
+
   it('bad usage and bad input exit 2 with the reason', async () => {
     const cases: Array<[string[], string]> = [
       [['export', '--out', 'x'], 'chio receipt export: missing --since, --until\n'],
