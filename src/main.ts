@@ -100,7 +100,8 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   });
   const head = await openSinksOnOneChain(sinks, { keys: verificationKeys([key]), log });
   // with a JSONL file (where a receipt becomes durable), SQLite stores follow it off the answer path
-  const receiptHealth = new ReceiptHealth(clock);
+  // a monotonic clock: a wall clock stepped back held a replica not ready for the size of the step (review)
+  const receiptHealth = new ReceiptHealth(() => performance.now());
   // on_failure deny and no sink writing: every answer is a deny receipt_unavailable
   const receiptsFailing = (): string | null => (config.receipts.on_failure === 'deny' ? receiptHealth.failing() : null);
   const sinkError = (sink: string, err: unknown): void => {

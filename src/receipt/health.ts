@@ -14,6 +14,7 @@ export class ReceiptHealth {
   #reason = '';
 
   constructor(
+    /** a monotonic clock in ms (performance.now): the hold must not follow wall-clock steps */
     private readonly clock: () => number,
     private readonly holdMs = 10_000,
   ) {}
