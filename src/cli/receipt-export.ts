@@ -20,9 +20,9 @@ import { checkpointStatePaths, hashRef, linesBackwards, readFrontierFile, type C
 import { exportBundle, type BundleManifest } from '../receipt/export.js';
 import { MerkleFrontier } from '../receipt/merkle.js';
 import { parseRfc3339 } from '../receipt/query.js';
-import { chainHashOf } from '../receipt/receipt.js';
+import { chainHashOf, receiptLeafOf } from '../receipt/receipt.js';
 import { JsonlReceiptFiles, firstLine, listSegments, receiptSeqOf } from '../receipt/retention.js';
-import { verifyReceiptFile, type ChainStart, type VerificationKeys, type VerifyResult } from '../receipt/verify.js';
+import { readReceiptLines, verifyReceiptFile, type ChainStart, type VerificationKeys, type VerifyResult } from '../receipt/verify.js';
 import { usageError } from './args.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
 import { keysOfJwksFile } from './receipt.js';
@@ -315,7 +315,7 @@ export async function anchorForFile(
   const accounted = await missingBefore(file, firstSeq, { log, anchorPath, retention, facts });
   if (typeof accounted === 'string') return { ...none, failure: accounted };
   const covered = `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.signed.checkpoint.treeSize} (${log} line ${anchor.line})`;
-  const startFrontier = retention !== null && retention.size === firstSeq - 1 ? retention.clone() : null;
+  const startFrontier = accounted.frontier ?? (retention !== null && retention.size === firstSeq - 1 ? retention.clone() : null);
   if (accounted.hash !== null) {
     return { after: { seq: firstSeq - 1, hash: accounted.hash }, note: `${covered}; the first receipt's prevHash is checked against the last receipt of ${accounted.segment}`, failure: null, end, startFrontier };
   }
@@ -364,7 +364,7 @@ async function missingBefore(
   file: string,
   firstSeq: number,
   where: { readonly log: string; readonly anchorPath: string; readonly retention: MerkleFrontier | null; readonly facts: CheckpointLogFacts },
-): Promise<string | { hash: string | null; segment: string | null }> {
+): Promise<string | { hash: string | null; segment: string | null; frontier: MerkleFrontier | null }> {
   const { anchorPath, retention, facts } = where;
   const pruned = retention?.size ?? 0;
   if (retention !== null && pruned > 0) {
@@ -382,6 +382,7 @@ async function missingBefore(
   let covered = pruned;
   let link: { hash: string | null; segment: string | null } = { hash: null, segment: null };
   let bad = '';
+  const used: string[] = [];
   for (const segment of await listSegments(livePathOf(file))) {
     if (covered >= firstSeq - 1 || segment.first > covered + 1) break;
     if (segment.last >= firstSeq || path.resolve(segment.path) === path.resolve(file)) break;
@@ -394,11 +395,43 @@ async function missingBefore(
     if (segment.last > covered) {
       covered = segment.last;
       link = { hash: held.lastHash, segment: segment.path };
+      used.push(segment.path);
     }
   }
-  if (covered >= firstSeq - 1) return covered === firstSeq - 1 ? link : { hash: null, segment: null };
+  if (covered >= firstSeq - 1) {
+    if (covered !== firstSeq - 1) return { hash: null, segment: null, frontier: null };
+    const frontier = await frontierThrough(retention?.clone() ?? new MerkleFrontier(), used, firstSeq - 1);
+    return typeof frontier === 'string' ? frontier : { ...link, frontier };
+  }
   const why = pruned > 0 ? `retention pruned through seq ${pruned} (${anchorPath})` : `no retention anchor (${anchorPath}) says they were pruned`;
   return `receipt_chain_broken: the receipts seq ${covered + 1} to ${firstSeq - 1} are missing: the file starts at seq ${firstSeq}, ${why}, and no segment beside it holds them${bad} (--from-checkpoint accepts such a file)`;
+}
+
+/**
+ * The Merkle frontier through seq `through`: `start` (the retention anchor's, or empty) with the
+ * leaves of the segments' receipts appended in order, so the live file can be held to the latest
+ * checkpoint's root (its content, not only the segment names and ends, counts: segments cut from
+ * another chain's file skipped the check: a review). A failure when the segments do not hold every
+ * receipt in order.
+ */
+async function frontierThrough(start: MerkleFrontier, segments: readonly string[], through: number): Promise<MerkleFrontier | string> {
+  const frontier = start;
+  const broken = (segment: string, why: string): string => `receipt_chain_broken: ${segment}: ${why}: the receipts before the file are not whole`;
+  for (const segment of segments) {
+    for await (const piece of readReceiptLines(segment)) {
+      if (piece.kind !== 'line') return broken(segment, piece.kind === 'torn' ? 'it ends with a torn line' : 'a line is too long to be a receipt');
+      const seq = receiptSeqOf(piece.bytes);
+      if (seq === null) return broken(segment, 'a line is not a receipt');
+      if (seq <= frontier.size) continue;
+      if (seq !== frontier.size + 1) return broken(segment, `receipt seq ${frontier.size + 1} is missing (found seq ${seq})`);
+      try {
+        frontier.append(receiptLeafOf(piece.bytes));
+      } catch (err) {
+        return broken(segment, `receipt seq ${seq}: ${describe(err)}`);
+      }
+    }
+  }
+  return frontier.size === through ? frontier : `receipt_chain_broken: the segments before the file end at seq ${frontier.size}, not ${through}`;
 }
 
 /** The seqs of a segment's first and last complete lines and the last one's chain hash; null when it holds no receipt. */

@@ -308,6 +308,22 @@ describe('FILE: a live file replaced by another log signed with the same key', (
     writeLines(path.join(dir, 'receipts.jsonl'), receipts);
     expect((await verifyCli(['replaced/receipts.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(0);
   });
+
+  it('cut into a segment and a live file, it still does not hash to the root (the segments are read too)', async () => {
+    const dir = path.join(work, 'replaced-split');
+    mkdirSync(dir);
+    const other = sealedReceipts(12, null, 100, 2).map((r) => r.jcs);
+    writeLines(path.join(dir, 'receipts-1-4.jsonl'), other.slice(0, 4));
+    writeLines(path.join(dir, 'receipts.jsonl'), other.slice(4));
+    cpSync(checkpointsFile, path.join(dir, 'checkpoints.jsonl'));
+    const r = await verifyCli(['replaced-split/receipts.jsonl', '--seed', 'data/kernel.seed']);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/: FAILED\nreceipt_chain_broken: the receipts through seq 12 hash to the Merkle root sha256:[0-9a-f]{64}, not to sha256:[0-9a-f]{64} of the signed checkpoint of treeSize 12 /);
+    // the log's own receipts cut the same way verify
+    writeLines(path.join(dir, 'receipts-1-4.jsonl'), receipts.slice(0, 4));
+    writeLines(path.join(dir, 'receipts.jsonl'), receipts.slice(4));
+    expect((await verifyCli(['replaced-split/receipts.jsonl', '--seed', 'data/kernel.seed'])).code).toBe(0);
+  });
 });
 
 describe('FILE: a symlink to a live file', () => {
