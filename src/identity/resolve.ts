@@ -164,10 +164,7 @@ export class IdentityResolver {
     const chosen = agreeingClaim(claims);
     this.checkKnownTrustDomain(chosen.id);
     return {
-      // the tier is the best evidence's; the credential kind the strongest presented, whatever its tier
-      // (an X.509-SVID over mTLS beside a fresher, promoted JWT-SVID is still an X.509 presentation:
-      // an X.509-bound capability must not fail for the JWT beside it: a review)
-      identity: toWorkloadIdentity(chosen.id, strongestKind(claims)),
+      identity: toWorkloadIdentity(chosen.id, chosen.kind),
       tier: chosen.tier,
       verifier: chosen.verifier,
       error: null,
@@ -294,13 +291,6 @@ function agreeingClaim(claims: readonly Claim[]): Claim {
     if (stronger(claim, best)) best = claim;
   }
   return best;
-}
-
-/** The strongest credential kind among agreeing claims (uri < jwt_svid < x509_svid). */
-function strongestKind(claims: readonly Claim[]): CredentialKind {
-  let kind = (claims[0] as Claim).kind;
-  for (const c of claims) if (credentialKindStrength(c.kind) > credentialKindStrength(kind)) kind = c.kind;
-  return kind;
 }
 
 function stronger(a: Claim, b: Claim): boolean {

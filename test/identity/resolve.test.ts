@@ -279,14 +279,13 @@ describe('JWT-SVID source and conflicts between sources', () => {
     );
   });
 
-  it('agreeing sources: the best evidence gives the tier, the strongest credential the kind', async () => {
+  it('agreeing sources: the strongest evidence speaks', async () => {
     const r = resolver({ bundles: withBundle() });
     const both = bearer(await jwtFor(ID), { principal: ID });
     expect(summary(r.resolve(both))).toMatchObject({ kind: 'jwt_svid', tier: 'attested' });
     const jwtVerified = { ...verifiedEntry, schema: 'chio.runtime-attestation.spiffe.jwt-svid.v1', allowedAttestationTypes: ['jwt_svid'] };
-    // the promoted JWT-SVID gives the tier; the X.509-SVID presented beside it stays the kind
     expect(summary(r.resolve(bearer(await jwtFor(ID), { certificate: leaf.envoyEncoded, principal: ID }), { trustedVerifiers: [jwtVerified] }))).toMatchObject({
-      kind: 'x509_svid',
+      kind: 'jwt_svid',
       tier: 'verified',
     });
     expect(summary(r.resolve(input({ principal: ID, headerList: { 'x-forwarded-client-cert': `URI=${ID}` } })))).toMatchObject({ kind: 'uri', tier: 'attested', verifier: 'envoy' });

@@ -320,10 +320,10 @@ describe('XFCC and JWT-SVID sources', () => {
     expect((await decide(svc, req)).reason).toBe('identity_conflict');
   });
 
-  it('a JWT-SVID agreeing with the certificate: the verified JWT evidence gives the tier, the certificate the kind', async () => {
+  it('a JWT-SVID agreeing with the certificate: the verified JWT evidence speaks', async () => {
     const req = setHeader(fixtureRequest('http-mtls-spiffe-full'), 'authorization', `Bearer ${await jwt({})}`);
     const v = await decide(svc, req);
-    expect(v).toMatchObject({ verdict: 'allow', attestation: { tier: 'verified', workloadIdentity: { credentialKind: 'x509_svid' } } });
+    expect(v).toMatchObject({ verdict: 'allow', attestation: { tier: 'verified', workloadIdentity: { credentialKind: 'jwt_svid' } } });
   });
 });
 
