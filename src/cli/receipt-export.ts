@@ -160,7 +160,13 @@ function exportReport(out: string, m: BundleManifest, asked: { readonly since: n
   );
   // the range a bundle can prove whole (src/receipt/export.ts provableRange)
   if (Date.parse(m.range.since) !== asked.since) lines.push(`the range starts at ${m.range.since}: retention pruned the receipts before (the bundle proves none of the range is among them)`);
-  if (Date.parse(m.range.until) !== asked.until) lines.push(`the range ends at ${m.range.until}, the stamp of the last checkpointed receipt (the bound after it): receipts stamped after it are not checkpointed yet`);
+  if (Date.parse(m.range.until) !== asked.until) {
+    // that receipt proves the range's end, so it is exported as its bound, not in the range
+    lines.push(`the range ends at ${m.range.until}, the stamp of the last checkpointed receipt, exported as its bound`);
+  } else if (r.count > 0 && m.receipts.lastSeq !== null && m.checkpoints.latestTreeSize !== null && m.receipts.lastSeq >= m.checkpoints.latestTreeSize) {
+    // the range could not end before the last checkpointed receipt: no receipt after it proves its end yet
+    lines.push(`the end of this range cannot be proven yet (no checkpointed receipt after it): chio receipt verify needs --open-ends, or export again after the next checkpoint`);
+  }
   const n = m.notYetCheckpointed;
   if (n.count > 0) {
     lines.push(`${n.count} receipt(s) of the range (seq ${n.firstSeq} to ${n.lastSeq}) are not yet checkpointed and were left out: export again after the next checkpoint`);

@@ -194,7 +194,7 @@ export async function verifyBundle(dir: string, given: VerificationKeys | null, 
           start: prunedAt !== null && !prunedOutside ? `retention pruned at the checkpoint of treeSize ${firstSeq - 1}, signed ${prunedAt.signed.checkpoint.timestamp}, not before since ${manifest.range.since}: receipts of the range may be among those gone` : null,
           end:
             progress.lastSeq === progress.latestTreeSize && latest !== undefined
-              ? `its last is the latest checkpoint's (treeSize ${latest.signed.checkpoint.treeSize}), and no receipt after it proves that none stamped before until ${manifest.range.until} is missing (a bundle made before 2026-11-26 ends so; export it again)`
+              ? `its last is the latest checkpoint's (treeSize ${latest.signed.checkpoint.treeSize}), and no receipt after it proves that none stamped before until ${manifest.range.until} is missing (export again after the next checkpoint; bundles made before 2026-11-26 end so)`
               : null,
         });
       }

@@ -101,10 +101,23 @@ describe('chio receipt export', () => {
     const r6 = JSON.parse(readFileSync(path.join(log, 'receipts.jsonl'), 'utf8').split('\n')[5]!) as { timestamp: string };
     expect(io.out).toBe(
       'young-bundle: exported 5 receipt(s), seq 1 to 5, proven against 2 checkpoint(s) (treeSize 3 to 6)\n' +
-        `the range ends at ${r6.timestamp}, the stamp of the last checkpointed receipt (the bound after it): receipts stamped after it are not checkpointed yet\n` +
+        `the range ends at ${r6.timestamp}, the stamp of the last checkpointed receipt, exported as its bound\n` +
         '4 receipt(s) of the range (seq 7 to 10) are not yet checkpointed and were left out: export again after the next checkpoint\n' +
         'verify it with: chio receipt verify young-bundle\n',
     );
+  });
+
+  it('says when the end of the range cannot be proven yet (it starts at the last checkpointed receipt)', async () => {
+    const log = path.join(cwd, 'young2');
+    mkdirSync(log);
+    cpSync(path.join(cwd, 'data', 'receipts.jsonl'), path.join(log, 'receipts.jsonl'));
+    cpSync(path.join(cwd, 'data', 'kernel.seed'), path.join(log, 'kernel.seed'));
+    const checkpoints = readFileSync(path.join(cwd, 'data', 'checkpoints.jsonl'), 'utf8').split('\n');
+    writeFileSync(path.join(log, 'checkpoints.jsonl'), `${checkpoints.slice(0, 2).join('\n')}\n`);
+    const r6 = JSON.parse(readFileSync(path.join(log, 'receipts.jsonl'), 'utf8').split('\n')[5]!) as { timestamp: string };
+    const io = fakeIO(cwd, {}, () => clock.now);
+    expect(await run(['export', '--since', r6.timestamp, '--until', at(60), '--file', 'young2/receipts.jsonl', '--out', 'young2-bundle'], io)).toBe(0);
+    expect(io.out).toContain('the end of this range cannot be proven yet (no checkpointed receipt after it): chio receipt verify needs --open-ends, or export again after the next checkpoint\n');
   });
 
   it("a worker's receipts-wN.jsonl is exported with its checkpoints-wN.jsonl by default, as verify reads it", async () => {
