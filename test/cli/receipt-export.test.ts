@@ -89,16 +89,21 @@ describe('chio receipt export', () => {
     });
   });
 
-  it('reports receipts that are not checkpointed yet', async () => {
-    const log = path.join(cwd, 'young');
+  /** The log as it was at treeSize 6 (checkpoints 3 and 6; receipts 7–10 not checkpointed), in `name`/; the stamp of receipt 6. */
+  function youngLog(name: string): { r6: { timestamp: string } } {
+    const log = path.join(cwd, name);
     mkdirSync(log);
     cpSync(path.join(cwd, 'data', 'receipts.jsonl'), path.join(log, 'receipts.jsonl'));
     cpSync(path.join(cwd, 'data', 'kernel.seed'), path.join(log, 'kernel.seed'));
     const checkpoints = readFileSync(path.join(cwd, 'data', 'checkpoints.jsonl'), 'utf8').split('\n');
     writeFileSync(path.join(log, 'checkpoints.jsonl'), `${checkpoints.slice(0, 2).join('\n')}\n`);
+    return { r6: JSON.parse(readFileSync(path.join(log, 'receipts.jsonl'), 'utf8').split('\n')[5]!) as { timestamp: string } };
+  }
+
+  it('reports receipts that are not checkpointed yet', async () => {
+    const { r6 } = youngLog('young');
     const io = fakeIO(cwd, {}, () => clock.now);
     expect(await run(['export', '--since', at(0), '--until', at(60), '--file', 'young/receipts.jsonl', '--out', 'young-bundle'], io)).toBe(0);
-    const r6 = JSON.parse(readFileSync(path.join(log, 'receipts.jsonl'), 'utf8').split('\n')[5]!) as { timestamp: string };
     expect(io.out).toBe(
       'young-bundle: exported 5 receipt(s), seq 1 to 5, proven against 2 checkpoint(s) (treeSize 3 to 6)\n' +
         `the range ends at ${r6.timestamp}, the stamp of the last checkpointed receipt, exported as its bound\n` +
@@ -108,13 +113,7 @@ describe('chio receipt export', () => {
   });
 
   it('says when the end of the range cannot be proven yet (it starts at the last checkpointed receipt)', async () => {
-    const log = path.join(cwd, 'young2');
-    mkdirSync(log);
-    cpSync(path.join(cwd, 'data', 'receipts.jsonl'), path.join(log, 'receipts.jsonl'));
-    cpSync(path.join(cwd, 'data', 'kernel.seed'), path.join(log, 'kernel.seed'));
-    const checkpoints = readFileSync(path.join(cwd, 'data', 'checkpoints.jsonl'), 'utf8').split('\n');
-    writeFileSync(path.join(log, 'checkpoints.jsonl'), `${checkpoints.slice(0, 2).join('\n')}\n`);
-    const r6 = JSON.parse(readFileSync(path.join(log, 'receipts.jsonl'), 'utf8').split('\n')[5]!) as { timestamp: string };
+    const { r6 } = youngLog('young2');
     const io = fakeIO(cwd, {}, () => clock.now);
     expect(await run(['export', '--since', r6.timestamp, '--until', at(60), '--file', 'young2/receipts.jsonl', '--out', 'young2-bundle'], io)).toBe(0);
     expect(io.out).toContain('the end of this range cannot be proven yet (no checkpointed receipt after it): chio receipt verify needs --open-ends, or export again after the next checkpoint\n');
