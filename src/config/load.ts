@@ -9,7 +9,8 @@ import { ChioError } from '../errors.js';
 import { parseYamlSource, validateYaml } from '../yaml-source.js';
 import { configSchema, type ConfigFile } from './schema.js';
 import { resolveGrpcTlsPaths } from '../server/tls.js';
-import { resolveTrustPaths } from './trust.js';
+import { federationStateFile, resolveTrustPaths, statefulFederations } from './trust.js';
+import { checkpointStatePaths } from '../receipt/checkpoint.js';
 import { resolveCapabilityPaths } from '../capability/config.js';
 import { defaultCheckpointsPath } from '../receipt/retention.js';
 import { checkWrittenFiles, type WrittenFile } from './files.js';
@@ -119,7 +120,14 @@ function writtenFiles(c: Config): WrittenFile[] {
   });
   out.push({ role: 'keys.receipt_signing_seed', path: c.keys.receipt_signing_seed, named: true });
   if (sinks.length > 0) {
-    out.push({ role: 'receipts.checkpoints.path', path: defaultCheckpointsPath(c.receipts.checkpoints, sinks), named: c.receipts.checkpoints.path !== undefined });
+    const checkpoints = defaultCheckpointsPath(c.receipts.checkpoints, sinks);
+    out.push({ role: 'receipts.checkpoints.path', path: checkpoints, named: c.receipts.checkpoints.path !== undefined });
+    // the checkpoint log's state files beside it (src/receipt/checkpoint.ts)
+    const state = checkpointStatePaths(checkpoints);
+    out.push({ role: 'receipts.checkpoints.path (frontier)', path: state.frontier, named: false }, { role: 'receipts.checkpoints.path (anchor)', path: state.anchor, named: false });
+  }
+  for (const td of statefulFederations(c.trust)) {
+    out.push({ role: `trust federation state of ${td}`, path: federationStateFile(path.dirname(c.keys.receipt_signing_seed), td), named: false });
   }
   if (c.capabilities.revocations_file !== undefined) out.push({ role: 'capabilities.revocations_file', path: c.capabilities.revocations_file, named: true });
   return out;

@@ -24,6 +24,7 @@
  * the same trust domain are an error. Relative paths resolve against the config folder
  * ({@link resolveTrustPaths}, called by ./load.ts).
  */
+import path from 'node:path';
 import { z } from 'zod';
 import { DenyError } from '../errors.js';
 import { SpiffeId, TrustDomain } from '../spiffe/id.js';
@@ -184,6 +185,19 @@ export function bundleKind(entry: TrustBundleEntry): BundleKind {
   const kind = BUNDLE_KINDS.find((k) => entry[k] !== undefined);
   if (kind === undefined) throw new TypeError('bundle entry without a kind');
   return kind;
+}
+
+/**
+ * Where an `https_spiffe` federation source keeps the latest bundle it fetched (beside the signing
+ * seed, `stateDir`): read by the source, and listed among the files chio writes (./files.ts).
+ */
+export function federationStateFile(stateDir: string, trustDomain: string): string {
+  return path.join(stateDir, `federation-${trustDomain}.json`);
+}
+
+/** The `https_spiffe` federation entries that keep a state file: their trust domains. */
+export function statefulFederations(trust: TrustConfig): string[] {
+  return trust.bundles.flatMap((b) => (b.federation?.profile === 'https_spiffe' && b.trust_domain !== undefined ? [b.trust_domain] : []));
 }
 
 /** Relative file paths of `trust` resolved with `resolve` (the config folder). */

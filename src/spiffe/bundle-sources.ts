@@ -23,7 +23,7 @@ import { request } from 'node:https';
 import path from 'node:path';
 import type { PeerCertificate } from 'node:tls';
 import { FileWatch, statKeyOf } from '../file-watch.js';
-import { bundleKind, type TrustConfig } from '../config/trust.js';
+import { bundleKind, federationStateFile, type TrustConfig } from '../config/trust.js';
 import { ChioError, describe } from '../errors.js';
 import {
   MAX_BUNDLE_BYTES,
@@ -465,7 +465,7 @@ export function createBundleSources(trust: TrustConfig, set: BundleSet, hooks: S
                 ? {
                     endpointId: entry.federation.endpoint_spiffe_id,
                     bootstrapFile: entry.federation.endpoint_bundle,
-                    stateFile: options.stateDir === undefined ? undefined : path.join(options.stateDir, `federation-${trustDomain}.json`),
+                    stateFile: options.stateDir === undefined ? undefined : federationStateFile(options.stateDir, trustDomain),
                   }
                 : undefined,
           },

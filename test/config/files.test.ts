@@ -62,6 +62,17 @@ describe('every file chio writes is its own', () => {
     );
   });
 
+  it('a sink on a state file chio keeps: the checkpoint frontier, an https_spiffe federation\'s kept bundle', () => {
+    const dir = tempDir();
+    expect(configError(dir, [SEED, 'receipts: { sinks: [ { type: jsonl, path: ./d/r.jsonl }, { type: jsonl, path: ./d/checkpoints.frontier.json } ] }'])).toBe(
+      `receipts.sinks[1].path and receipts.checkpoints.path (frontier) name the same file ${path.join(dir, 'd', 'checkpoints.frontier.json')}: each file chio writes must be its own`,
+    );
+    const federation = 'trust: { bundles: [ { trust_domain: peer.example, federation: { url: "https://spire.peer.example:8443", profile: https_spiffe, endpoint_spiffe_id: spiffe://other.example/spire/server }, verifier: v } ] }';
+    expect(configError(dir, [SEED, 'receipts: { sinks: [ { type: jsonl, path: ./data/federation-peer.example.json } ] }', federation])).toBe(
+      `receipts.sinks[0].path and trust federation state of peer.example name the same file ${path.join(dir, 'data', 'federation-peer.example.json')}: each file chio writes must be its own`,
+    );
+  });
+
   it('a written file that the config also names for another purpose (the policy, the admin token)', () => {
     const dir = tempDir();
     expect(configError(dir, [SEED, 'receipts: { sinks: [ { type: jsonl, path: ./policy.yaml } ] }'])).toBe(
