@@ -79,7 +79,12 @@ export const run: Command = dispatch('db', GROUP_HELP, {
       return EXIT_OK;
     }
     const lines = [`schema "${status.schema}": version ${status.current} (this chio needs ${status.latest})${status.current < status.latest ? ' — run chio db migrate' : ''}`];
-    for (const c of chains) lines.push(`chain ${c.chain}: ${c.receipts} receipt(s), seq ${c.receipts === 0 ? '-' : `${c.firstSeq} to ${c.headSeq}`}`);
+    for (const c of chains) {
+      // the rows a chain holds are exactly first_seq..head; anything else is for chio receipt verify --pg-url-env to name
+      const whole = c.receipts === 0 || (c.headSeq !== null && c.headSeq - c.firstSeq + 1 === c.receipts);
+      const warning = whole ? '' : ` — its rows do not match chio_chains (first_seq ${c.firstSeq}): run chio receipt verify --pg-url-env`;
+      lines.push(`chain ${c.chain}: ${c.receipts} receipt(s), seq ${c.receipts === 0 ? '-' : `${c.firstSeq} to ${c.headSeq}`}${warning}`);
+    }
     if (chains.length === 0) lines.push('no receipt chains');
     io.stdout(`${lines.join('\n')}\n`);
     return EXIT_OK;

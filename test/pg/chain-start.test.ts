@@ -66,6 +66,10 @@ describe.skipIf(SKIP_PG)("the central store: a chain's start (chio_chains) again
     expect(io.out).toBe(
       `${schema.url}: FAILED\nchain ${CHAIN}: FAILED\n  line 1 (${at(1).id}, seq 1): receipt_chain_broken: chio_chains starts chain ${CHAIN} at first_seq 17, but the store holds 16 receipt(s) below it (seq 1 to 16): rows below first_seq were pruned and must not be held (chio_chains was altered, or pruned rows were put back)\n  (0 receipt(s) before it verified)\n`,
     );
+    // chio db status says it does not add up (it showed "16 receipt(s), seq 17 to 16")
+    const status = fakeIO(tempDir('chio-pg-start-'), { PG: schema.url });
+    expect(await main(['db', 'status', '--url-env', 'PG'], status)).toBe(0);
+    expect(status.out).toContain(`chain ${CHAIN}: 16 receipt(s), seq 17 to 16 — its rows do not match chio_chains (first_seq 17): run chio receipt verify --pg-url-env\n`);
   });
 
   it('first_seq moved up with a plausible first_prev_hash while the rows below stay: verify FAILS; query and get serve none of them', async () => {
