@@ -46,6 +46,8 @@ export class FileWatch {
   private readonly watchers: FSWatcher[] = [];
   private readonly poll: NodeJS.Timeout;
   private debounce: NodeJS.Timeout | undefined;
+  /** when the first event of the burst being waited out came (null: none pending) */
+  private burstStart: number | null = null;
   private last: string;
   private closed = false;
 
@@ -83,8 +85,18 @@ export class FileWatch {
 
   private schedule(): void {
     if (this.closed) return;
+    const delay = this.options.debounceMs ?? 100;
+    const now = Date.now();
+    // a burst of events is waited out, but not for longer than 4 delays: other files in the folder
+    // (the receipt log beside the revocation file, written on every Check) kept postponing the look,
+    // so an edit waited for the 5 s poll under load (a review)
+    if (this.burstStart === null) this.burstStart = now;
+    else if (now - this.burstStart >= 4 * delay) return;
     clearTimeout(this.debounce);
-    this.debounce = setTimeout(() => this.check(), this.options.debounceMs ?? 100);
+    this.debounce = setTimeout(() => {
+      this.burstStart = null;
+      this.check();
+    }, delay);
     this.debounce.unref();
   }
 

@@ -42,6 +42,29 @@ describe('FileWatch', () => {
     await until(() => c.count() === 1);
   });
 
+  it('sees a rewrite while another file in its folder is written all the time (it waits out a burst for 4 delays at most)', async () => {
+    const { dir, file } = setup();
+    const c = changes(file, { pollIntervalMs: 60_000, debounceMs: 50 });
+    const busy = path.join(dir, 'receipts.jsonl');
+    let writing = true;
+    const noise = (async () => {
+      for (let i = 0; writing; i++) {
+        writeFileSync(busy, String(i)); // every 10 ms: the look used to be postponed for as long as this lasted
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    writeFileSync(file, 'bb');
+    try {
+      await until(() => c.count() === 1, 2000);
+      expect(Date.now() - t0).toBeLessThan(1000);
+    } finally {
+      writing = false;
+      await noise;
+    }
+  });
+
   it('sees a rename-over (how editors and ConfigMaps replace files) with stat checks only', async () => {
     const { dir, file } = setup();
     const c = changes(file, { useFsWatch: false, pollIntervalMs: 20 });
