@@ -67,6 +67,8 @@ export interface RunningService {
   reloadPolicy(): CompiledPolicy;
   /** Why decisions cannot be recorded now (on_failure deny, a sink failing: ./receipt/health.ts), else null: what `/readyz` tells. */
   receiptsFailing(): string | null;
+  /** Re-reads the revocation file now (`--workers`: the primary recorded a revocation). */
+  reloadRevocations(): void;
   /** Health NOT_SERVING, in-flight calls finish, receipts flushed, listeners closed. */
   close(deadlineMs?: number): Promise<void>;
 }
@@ -313,6 +315,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     policy: () => policy,
     reloadPolicy: () => reloadPolicy(),
     receiptsFailing,
+    reloadRevocations: () => void capabilities.revocations.reload(),
     close: (deadlineMs = config.shutdown.deadline_seconds * 1000) =>
       (closing ??= (async () => {
         ready = false;

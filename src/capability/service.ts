@@ -39,6 +39,11 @@ export interface CapabilityServiceOptions {
    * src/receipt/pg/revocations.ts): enforced beside the file's, and `POST /v1/revocations` records there.
    */
   readonly shared?: SharedRevocations | null;
+  /**
+   * Awaited after a new revocation is recorded, before it is answered: `--workers`' primary tells
+   * every worker to apply it (they check the Checks), so a 201 means it is in force everywhere.
+   */
+  readonly afterRevoke?: () => Promise<void>;
 }
 
 /** A revocation list other replicas share; closed with the capabilities. */
@@ -120,6 +125,7 @@ async function revoke(req: AdminRequest, revocations: Pick<RevocationList, 'revo
   try {
     const { revocation, created } = await revocations.revoke(parsed.data.id, parsed.data.reason ?? null, options.clock());
     if (created) options.log.info({ capabilityId: revocation.id, reason: revocation.reason }, 'capability revoked');
+    await options.afterRevoke?.();
     return json(created ? 201 : 200, { revocation });
   } catch (err) {
     if (!(err instanceof ChioError) || err.code !== 'io_error') throw err;

@@ -60,22 +60,30 @@ export const WORKER_CONFIG_ENV = 'CHIO_WORKER_CONFIG';
 const RESTART_DELAY_MS = 1000;
 const MAX_RESTART_DELAY_MS = 30_000;
 const METRICS_TIMEOUT_MS = 2000;
+/** How long a revocation's answer waits for each worker to confirm it applied it. */
+const REVOCATION_TIMEOUT_MS = 2000;
 /** How often a worker looks whether its receipts are being written (for the primary's /readyz). */
 const RECEIPTS_HEALTH_MS = 500;
 
 /** Messages between the primary and its workers (node:cluster IPC). */
-type ToWorker = { type: 'chio:shutdown' } | { type: 'chio:reload' } | { type: 'chio:metrics'; id: number };
+type ToWorker =
+  | { type: 'chio:shutdown' }
+  | { type: 'chio:reload' }
+  | { type: 'chio:metrics'; id: number }
+  /** the primary recorded a revocation: re-read the file, then say so */
+  | { type: 'chio:revocations'; id: number };
 type FromWorker =
   | { type: 'chio:ready'; grpcPort: number }
   | { type: 'chio:failed'; message: string }
   | { type: 'chio:metrics'; id: number; metrics: MetricJson[] }
   /** the worker's receipts stopped (or resumed) being written: RunningService.receiptsFailing */
-  | { type: 'chio:receipts'; failing: string | null };
+  | { type: 'chio:receipts'; failing: string | null }
+  | { type: 'chio:revocations'; id: number };
 type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
 
 function isFromWorker(m: unknown): m is FromWorker {
   const t = (m as { type?: unknown } | null)?.type;
-  return t === 'chio:ready' || t === 'chio:failed' || t === 'chio:metrics' || t === 'chio:receipts';
+  return t === 'chio:ready' || t === 'chio:failed' || t === 'chio:metrics' || t === 'chio:receipts' || t === 'chio:revocations';
 }
 
 /** The config text a worker runs, from {@link WORKER_CONFIG_ENV}; null when the primary set none. */
@@ -137,6 +145,13 @@ export async function runWorker(config: Config, index: number, log: Logger): Pro
       } catch {
         /* logged and counted by reloadPolicy */
       }
+    } else if (m?.type === 'chio:revocations') {
+      try {
+        service?.reloadRevocations();
+      } catch {
+        /* logged by the revocation list (it keeps the last good list) */
+      }
+      send({ type: 'chio:revocations', id: m.id });
     } else if (m?.type === 'chio:metrics' && service !== null) {
       const { id } = m;
       service.metrics.registry.getMetricsAsJSON().then(
@@ -262,7 +277,34 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   // POST /v1/revocations is answered here: with `revocations: {type: postgres}` it is recorded there,
   // and every worker (each listening on its own connection) enforces it as every replica does
   const shared = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
-  const capabilities: RunningCapabilities = startCapabilities({ config: config.capabilities, log, clock: Date.now, policy: () => policy, shared });
+  // a revocation the primary records (POST /v1/revocations) is in force in every worker before it is answered
+  const revocationReplies = new Map<number, () => void>();
+  let revocationRequests = 0;
+  const afterRevoke = async (): Promise<void> => {
+    const waits = slots.flatMap((s) => {
+      const worker = s.worker;
+      if (worker === null || !s.ready || !worker.isConnected()) return [];
+      const id = ++revocationRequests;
+      return [
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            revocationReplies.delete(id);
+            log.error({ pid: worker.process.pid }, 'a worker did not confirm a revocation in time; its file watch applies it');
+            resolve();
+          }, REVOCATION_TIMEOUT_MS);
+          timer.unref();
+          revocationReplies.set(id, () => {
+            clearTimeout(timer);
+            revocationReplies.delete(id);
+            resolve();
+          });
+          worker.send({ type: 'chio:revocations', id } satisfies ToWorker);
+        }),
+      ];
+    });
+    await Promise.all(waits);
+  };
+  const capabilities: RunningCapabilities = startCapabilities({ config: config.capabilities, log, clock: Date.now, policy: () => policy, shared, afterRevoke });
   const reloadOwnPolicy = (): void => {
     try {
       policy = loadPolicyFile(config.policy);
@@ -314,6 +356,8 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
         metricReplies.get(m.id)?.(m.metrics);
       } else if (m.type === 'chio:receipts') {
         slot.receiptsFailing = m.failing;
+      } else if (m.type === 'chio:revocations') {
+        revocationReplies.get(m.id)?.();
       } else if (startupFailure !== null) {
         startupFailure(`worker ${i + 1}: ${m.message}`);
       } else {

@@ -285,3 +285,43 @@ describe('chio serve --workers 2: a worker whose receipts cannot be written', ()
     expect((await r.exit).code).toBe(0);
   }, 60_000);
 });
+
+describe('chio serve --workers 2: a revocation', () => {
+  it('is in force in every worker when POST /v1/revocations answers (the primary records it, the workers check the Checks)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'chio-workers-revoke-'));
+    writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
+    writeFileSync(path.join(dir, 'authority.seed'), `${'33'.repeat(32)}\n`, { mode: 0o600 });
+    writeFileSync(path.join(dir, 'admin.token'), 'workers-admin-token\n', { mode: 0o600 });
+    writeFileSync(
+      path.join(dir, 'chio.yaml'),
+      configText().replace(
+        'log: { level: info }',
+        'log: { level: info }\ncapabilities: { authority_seed: ./authority.seed, revocations_file: ./data/revocations.jsonl }\nadmin: { token_file: ./admin.token }',
+      ),
+    );
+    const r = serve({ dir });
+    const ready = await r.ready;
+    const post = async (p: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> => {
+      const res = await fetch(`http://${ready.admin}${p}`, { method: 'POST', headers: { authorization: 'Bearer workers-admin-token', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+    };
+    const issued = await post('/v1/capabilities/issue', { subject: 'orders-bot', tools: ['list_orders'], ttlSeconds: 300 });
+    expect(issued.status).toBe(201);
+    const token = String(issued.json['token']);
+    const id = String((issued.json['capability'] as { id: string }).id);
+    const withToken = (): ReturnType<typeof fixtureRequest> => {
+      const req = fixtureRequest('http-mtls-spiffe-full');
+      const headers = req.attributes.request?.http?.headers;
+      if (headers) headers['x-chio-capability'] = token;
+      return req;
+    };
+    // several connections: the workers share them
+    const cs = [createCheckClient(ready.grpc), createCheckClient(ready.grpc), createCheckClient(ready.grpc), createCheckClient(ready.grpc)];
+    clients.push(...cs);
+    for (const c of cs) expect((await c.check(withToken())).status.code).toBe(0);
+    expect((await post('/v1/revocations', { id, reason: 'test' })).status).toBe(201);
+    for (const c of cs) expect((await c.check(withToken())).status).toMatchObject({ code: 7, message: 'capability_revoked' });
+    r.child.kill('SIGTERM');
+    expect((await r.exit).code).toBe(0);
+  }, 60_000);
+});
