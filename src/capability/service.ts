@@ -137,12 +137,21 @@ async function revoke(req: AdminRequest, revocations: Pick<RevocationList, 'revo
 /** The request body as JSON; ChioError('bad_request') otherwise. */
 async function jsonBody(req: AdminRequest): Promise<unknown> {
   const raw = await req.body();
+  let text: string;
   try {
-    return JSON.parse(raw.toString('utf8')) as unknown;
+    // not Buffer#toString: it would turn bytes that are not UTF-8 into U+FFFD inside a subject or reason
+    text = STRICT_UTF8.decode(raw);
+  } catch {
+    throw new ChioError('bad_request', 'the request body is not valid UTF-8');
+  }
+  try {
+    return JSON.parse(text) as unknown;
   } catch (err) {
     throw new ChioError('bad_request', `the request body is not JSON: ${describe(err)}`);
   }
 }
+
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function badRequest(error: z.ZodError): ChioError {
   const { field, message } = zodFault(error);

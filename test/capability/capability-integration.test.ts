@@ -290,6 +290,13 @@ describe('issuance refused: nothing issued', () => {
     expect((res.json['error'] as { code: string }).code).toBe('bad_request');
   });
 
+  it('HTTP 400 for a body that is not UTF-8 (it was decoded with U+FFFD into the subject and issued)', async () => {
+    const body = Buffer.concat([Buffer.from('{"subject":"a'), Buffer.from([0xff]), Buffer.from('b","tools":["list_orders"],"ttlSeconds":60}')]);
+    const res = await fetch(`${svc.adminUrl}/v1/capabilities/issue`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` }, body });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'bad_request', message: 'the request body is not valid UTF-8' });
+  });
+
   it.each<[string, string, string]>([
     ['attestation-conflict-trust-domain.json', 'runtimeAttestation.workloadIdentity.trustDomain', '"example.org" disagrees with the trust domain "other-domain.test" of runtimeIdentity'],
     ['attestation-malformed-uri.json', 'runtimeAttestation.workloadIdentity.uri', 'SPIFFE ID "spiffe://example.org/ns/../sa/frontend": path contains a ".." segment at index 24'],
