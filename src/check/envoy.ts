@@ -270,7 +270,10 @@ export function normalizePath(raw: string): string {
   if (q >= 0) p = p.slice(0, q);
   if (/%(?![0-9a-fA-F]{2})/.test(p)) throw deny('malformed_request', 'request path has an invalid percent-encoding');
   if (p.includes('%')) p = decodeUnreserved(p);
-  if (!p.startsWith('/')) return p === '*' ? p : '/' + p;
+  if (p === '*') return p;
+  // a path without its leading slash (Envoy never forwards one; a direct caller might) is normalized
+  // like any other: 'public/../admin' is /admin, not a path under /public (final review)
+  if (!p.startsWith('/')) p = '/' + p;
   if (!p.includes('//') && !p.includes('/.')) return p;
   const out: string[] = [];
   const segs = p.split('/');

@@ -149,6 +149,9 @@ describe('normalizePath', () => {
     ['/a/b/', '/a/b/'],
     ['/a/..', '/'],
     ['relative', '/relative'],
+    ['public/../admin', '/admin'],
+    ['./a/./b', '/a/b'],
+    ['*', '*'],
   ])('%s → %s', (raw, want) => {
     expect(normalizePath(raw)).toBe(want);
   });
