@@ -278,31 +278,14 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   // and every worker (each listening on its own connection) enforces it as every replica does
   const shared = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
   // a revocation the primary records (POST /v1/revocations) is in force in every worker before it is answered
-  const revocationReplies = new Map<number, () => void>();
-  let revocationRequests = 0;
   const afterRevoke = async (): Promise<void> => {
-    const waits = slots.flatMap((s) => {
-      const worker = s.worker;
-      if (worker === null || !s.ready || !worker.isConnected()) return [];
-      const id = ++revocationRequests;
-      return [
-        new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            revocationReplies.delete(id);
-            log.error({ pid: worker.process.pid }, 'a worker did not confirm a revocation in time; its file watch applies it');
-            resolve();
-          }, REVOCATION_TIMEOUT_MS);
-          timer.unref();
-          revocationReplies.set(id, () => {
-            clearTimeout(timer);
-            revocationReplies.delete(id);
-            resolve();
-          });
-          worker.send({ type: 'chio:revocations', id } satisfies ToWorker);
-        }),
-      ];
-    });
-    await Promise.all(waits);
+    await Promise.all(
+      readySlots().map(async (slot) => {
+        const worker = slot.worker as Worker;
+        const done = await ask<true>(worker, (id) => ({ type: 'chio:revocations', id }), REVOCATION_TIMEOUT_MS);
+        if (done === null) log.error({ pid: worker.process.pid }, 'a worker did not confirm a revocation in time; its file watch applies it');
+      }),
+    );
   };
   const capabilities: RunningCapabilities = startCapabilities({ config: config.capabilities, log, clock: Date.now, policy: () => policy, shared, afterRevoke });
   const reloadOwnPolicy = (): void => {
@@ -332,8 +315,27 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   };
   let stopping = false;
   let startupFailure: ((why: string) => void) | null = null;
-  const metricReplies = new Map<number, (metrics: MetricJson[]) => void>();
-  let metricRequests = 0;
+  // requests to workers answered by id (chio:metrics, chio:revocations)
+  const replies = new Map<number, (answer: unknown) => void>();
+  let requests = 0;
+  /** Sends `message(id)` to `worker`: its answer to that id, or null after `timeoutMs`. */
+  const ask = <T>(worker: Worker, message: (id: number) => ToWorker, timeoutMs: number): Promise<T | null> =>
+    new Promise((resolve) => {
+      const id = ++requests;
+      const timer = setTimeout(() => {
+        replies.delete(id);
+        resolve(null);
+      }, timeoutMs);
+      timer.unref();
+      replies.set(id, (answer) => {
+        clearTimeout(timer);
+        replies.delete(id);
+        resolve(answer as T);
+      });
+      worker.send(message(id));
+    });
+  /** The slots whose worker is up and reachable. */
+  const readySlots = (): Slot[] => slots.filter((s) => s.ready && s.worker?.isConnected() === true);
   const workerEnv = {
     ...(options.env ?? process.env),
     ...(options.configText == null ? {} : { [WORKER_CONFIG_ENV]: Buffer.from(options.configText, 'utf8').toString('base64') }),
@@ -353,11 +355,11 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
         slot.grpcPort = m.grpcPort;
         readyChanged();
       } else if (m.type === 'chio:metrics') {
-        metricReplies.get(m.id)?.(m.metrics);
+        replies.get(m.id)?.(m.metrics);
       } else if (m.type === 'chio:receipts') {
         slot.receiptsFailing = m.failing;
       } else if (m.type === 'chio:revocations') {
-        revocationReplies.get(m.id)?.();
+        replies.get(m.id)?.(true);
       } else if (startupFailure !== null) {
         startupFailure(`worker ${i + 1}: ${m.message}`);
       } else {
@@ -382,28 +384,12 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     });
   };
 
-  /** One worker's registry as JSON, or null when it does not answer in time. */
-  const workerMetrics = (worker: Worker): Promise<MetricJson[] | null> =>
-    new Promise((resolve) => {
-      const id = ++metricRequests;
-      const timer = setTimeout(() => {
-        metricReplies.delete(id);
-        resolve(null);
-      }, METRICS_TIMEOUT_MS);
-      metricReplies.set(id, (metrics) => {
-        clearTimeout(timer);
-        metricReplies.delete(id);
-        resolve(metrics);
-      });
-      worker.send({ type: 'chio:metrics', id } satisfies ToWorker);
-    });
   /** The ready workers' metrics, summed (a worker starting or gone is left out, never a failed scrape). */
   const clusterMetrics = async (): Promise<Registry> => {
-    const ready = slots.filter((s) => s.ready && s.worker?.isConnected() === true);
     const answers = await Promise.all(
-      ready.map(async (slot) => {
+      readySlots().map(async (slot) => {
         const worker = slot.worker as Worker;
-        const answer = await workerMetrics(worker);
+        const answer = await ask<MetricJson[]>(worker, (id) => ({ type: 'chio:metrics', id }), METRICS_TIMEOUT_MS);
         if (answer !== null && slot.worker === worker) slot.lastMetrics = answer;
         return answer;
       }),
