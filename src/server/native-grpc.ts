@@ -107,6 +107,11 @@ const READ_SWEEP_MS = 100;
 /** How long, once shutdown begins, a request still arriving has to arrive whole (else UNAVAILABLE). */
 const SHUTDOWN_READ_GRACE_MS = 1000;
 
+const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
+const GRPC_CONTENT_TYPE = 'application/grpc';
+const ACCEPT_ENCODING = 'identity,gzip,deflate';
+const noop = (): void => {};
+
 const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 };
 
 /**
@@ -118,10 +123,6 @@ export function parseGrpcTimeout(value: string): number | null {
   if (m === null) return null;
   return Number(m[1]) * (TIMEOUT_UNIT_MS[m[2] as string] as number);
 }
-const MAX_BUFFER_LENGTH = bufferConstants.MAX_LENGTH;
-const GRPC_CONTENT_TYPE = 'application/grpc';
-const ACCEPT_ENCODING = 'identity,gzip,deflate';
-const noop = (): void => {};
 
 /** The name of a gRPC status code, for metrics. */
 export function statusName(code: number): string {
@@ -400,6 +401,14 @@ export class MessageBody {
     this.#held = 0;
   }
 
+  /** Drops what arrived and hands its budget back; later chunks are ignored (`refused`). */
+  abandon(): void {
+    this.refused = true;
+    this.#pending = [];
+    this.#buf = null;
+    this.release();
+  }
+
   #hold(bytes: number): boolean {
     if (!this.buffers.reserve(bytes)) return false;
     this.#held += bytes;
@@ -407,10 +416,7 @@ export class MessageBody {
   }
 
   #refuse(refusal: Refusal): Refusal {
-    this.refused = true;
-    this.#pending = [];
-    this.#buf = null;
-    this.release();
+    this.abandon();
     return refusal;
   }
 }
@@ -738,12 +744,12 @@ export class NativeGrpcServer {
     });
     stream.once('end', () => {
       this.#reading.delete(stream);
-      if (body.refused || stream.destroyed) return body.release();
+      body.release(); // the message is taken below, or dropped: it no longer counts as arriving
+      if (body.refused || stream.destroyed) return;
       // node:http2 ends the readable side of a stream the client reset with NO_ERROR too: that
       // request was abandoned (no END_STREAM), not sent; nothing to serve or answer
-      if (stream.closed) return body.release();
+      if (stream.closed) return;
       const framing = unframeSingleMessage(body.bytes(), encoding, this.#maxReceive);
-      body.release();
       if (!('message' in framing)) {
         return this.#refuse(stream, framing.code, framing.details, framing.acceptEncoding ? { 'grpc-accept-encoding': ACCEPT_ENCODING } : undefined);
       }
@@ -766,22 +772,14 @@ export class NativeGrpcServer {
   #sweepReading(): void {
     const now = Date.now();
     for (const [stream, r] of this.#reading) {
-      if (stream.destroyed || stream.closed) {
-        this.#reading.delete(stream);
-        r.body.release();
-      } else if (now >= r.deadline) {
-        this.#reading.delete(stream);
-        r.body.refused = true;
-        r.body.release();
-        if (this.#closed) this.#refuse(stream, Status.UNAVAILABLE, 'server shutting down');
-        else {
-          this.#refuse(
-            stream,
-            Status.DEADLINE_EXCEEDED,
-            r.byGrpcTimeout ? 'Deadline exceeded' : `Deadline exceeded: the request did not arrive whole within ${this.#readTimeoutMs} ms`,
-          );
-        }
-      }
+      const gone = stream.destroyed || stream.closed;
+      if (!gone && now < r.deadline) continue;
+      this.#reading.delete(stream);
+      r.body.abandon();
+      if (gone) continue;
+      if (this.#closed) this.#refuse(stream, Status.UNAVAILABLE, 'server shutting down');
+      else if (r.byGrpcTimeout) this.#refuse(stream, Status.DEADLINE_EXCEEDED, 'Deadline exceeded');
+      else this.#refuse(stream, Status.DEADLINE_EXCEEDED, `Deadline exceeded: the request did not arrive whole within ${this.#readTimeoutMs} ms`);
     }
     if (this.#reading.size === 0 && this.#sweeper !== null) {
       clearInterval(this.#sweeper);
