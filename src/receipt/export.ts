@@ -214,24 +214,17 @@ export async function exportBundle(o: ExportOptions): Promise<BundleManifest> {
         if (held !== null) frontier.append(held.leaf);
         held = { seq: record.seq, id: header.id, jcs: record.jcs, leaf };
       }
-      if (state === 'after' && record.seq > latest && at < o.until) {
-        // asked for, after the provable range (./provableRange): not checkpointed yet
+      if (state === 'in' && !kids.has(header.kernelKey)) {
+        throw new ChioError('key_invalid', `receipt seq ${record.seq} is signed by key ${header.kernelKey}, which is not among the keys given`);
+      }
+      if (record.seq > latest && (state === 'in' || (state === 'after' && at < o.until))) {
+        // asked for and not checkpointed yet: in the range, or after the provable range (./provableRange)
         notYet.count++;
         notYet.firstSeq ??= record.seq;
         notYet.lastSeq = record.seq;
-      }
-      if (state === 'in') {
-        if (!kids.has(header.kernelKey)) {
-          throw new ChioError('key_invalid', `receipt seq ${record.seq} is signed by key ${header.kernelKey}, which is not among the keys given`);
-        }
-        if (record.seq <= latest) {
-          await out.write(`${record.jcs}\n`);
-          included.push({ seq: record.seq, id: header.id });
-        } else {
-          notYet.count++;
-          notYet.firstSeq ??= record.seq;
-          notYet.lastSeq = record.seq;
-        }
+      } else if (state === 'in') {
+        await out.write(`${record.jcs}\n`);
+        included.push({ seq: record.seq, id: header.id });
       }
       if (state === 'after' && record.seq >= latest && at >= o.until) break;
     }
