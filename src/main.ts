@@ -101,11 +101,11 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     onRotationError: (err) => log.error({ err: describe(err) }, 'cannot rotate the receipt file into a segment; writing on'),
   });
   const head = await openSinksOnOneChain(sinks, { keys: verificationKeys([key]), log });
-  // with a JSONL file (where a receipt becomes durable), SQLite stores follow it off the answer path
   // a monotonic clock: a wall clock stepped back held a replica not ready for the size of the step (review)
   const receiptHealth = new ReceiptHealth(() => performance.now());
   // on_failure deny and no sink writing: every answer is a deny receipt_unavailable
   const receiptsFailing = (): string | null => (config.receipts.on_failure === 'deny' ? receiptHealth.failing() : null);
+  // with a JSONL file (where a receipt becomes durable), SQLite stores follow it off the answer path
   const sinkError = (sink: string, err: unknown): void => {
     receiptHealth.failed(sink, describe(err));
     metrics.receiptSinkErrors.inc({ sink });
@@ -410,7 +410,6 @@ function trustDomainLabeler(current: () => CompiledPolicy): (td: string) => stri
   };
 }
 
-/** The admin token: from its file on each use (rotation without restart), or once from `admin.token_env`; never logged. */
 /** A listener that cannot bind, as one line with a stable code (`chio serve` exits 2), not a stack. */
 export function listenFailure(err: unknown, key: string, address: string): unknown {
   const code = (err as NodeJS.ErrnoException | null)?.code;
@@ -436,6 +435,7 @@ export function warnOpenTokenFile(file: string | undefined, log: Logger): void {
   }
 }
 
+/** The admin token: from its file on each use (rotation without restart), or once from `admin.token_env`; never logged. */
 export function adminTokenReader(admin: Config['admin'], env: NodeJS.ProcessEnv): () => string | null {
   if (admin.token_env !== undefined) {
     // read once: the environment does not change; unset is a start error, not a silently closed API

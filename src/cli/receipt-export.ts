@@ -259,9 +259,9 @@ export interface FileAnchor {
   /** a live file's checkpoint log, read once here, for {@link missingAtEnd}; null: not a live file, or no log */
   readonly end: { readonly log: string; readonly facts: CheckpointLogFacts } | null;
   /**
-   * The Merkle frontier of the receipts before the file (empty when it starts at seq 1; the
-   * retention anchor's when it was pruned there), so the file's receipts can be held to the latest
-   * checkpoint's root; null when not known (receipts before it are in rotated segments).
+   * The Merkle frontier of the receipts before the file (empty when it starts at seq 1; else the
+   * retention anchor's with the rotated segments' receipts after it), so the file's receipts can be
+   * held to the latest checkpoint's root; null when not known (--from-checkpoint, no anchor).
    */
   readonly startFrontier: MerkleFrontier | null;
 }
@@ -321,7 +321,7 @@ export async function anchorForFile(
   const accounted = await missingBefore(file, firstSeq, { log, anchorPath, retention, facts });
   if (typeof accounted === 'string') return { ...none, failure: accounted };
   const covered = `the receipts before seq ${firstSeq} are covered by the signed checkpoint of treeSize ${anchor.signed.checkpoint.treeSize} (${log} line ${anchor.line})`;
-  const startFrontier = accounted.frontier ?? (retention !== null && retention.size === firstSeq - 1 ? retention.clone() : null);
+  const startFrontier = accounted.frontier;
   if (accounted.hash !== null) {
     return { after: { seq: firstSeq - 1, hash: accounted.hash }, note: `${covered}; the first receipt's prevHash is checked against the last receipt of ${accounted.segment}`, failure: null, end, startFrontier };
   }

@@ -37,9 +37,10 @@ export function canonicalPath(file: string): string {
  * the config for another purpose. `named` is every path the config names, written ones included.
  */
 export function checkWrittenFiles(written: readonly WrittenFile[], named: readonly string[]): void {
+  const canonical = written.map((w) => ({ ...w, path: canonicalPath(w.path) }));
   const roleOf = new Map<string, string>();
-  for (const w of written) {
-    const p = canonicalPath(w.path);
+  for (const w of canonical) {
+    const p = w.path;
     const other = roleOf.get(p);
     if (other !== undefined) throw new ChioError('config_invalid', `${other} and ${w.role} name the same file ${p}: each file chio writes must be its own`);
     roleOf.set(p, w.role);
@@ -49,8 +50,8 @@ export function checkWrittenFiles(written: readonly WrittenFile[], named: readon
     const p = canonicalPath(n);
     if (roleOf.has(p)) times.set(p, (times.get(p) ?? 0) + 1);
   }
-  for (const w of written) {
-    const p = canonicalPath(w.path);
+  for (const w of canonical) {
+    const p = w.path;
     if ((times.get(p) ?? 0) > (w.named ? 1 : 0)) {
       throw new ChioError(
         'config_invalid',

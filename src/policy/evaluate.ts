@@ -86,12 +86,9 @@ function decide({ policy, input, identity, identityError, tier, tierNote }: Eval
 
   if (identityError) return denied(ctx, identityError.code, identityError.message);
   if (selection.kind === 'error') return denied(ctx, selection.code, selection.message);
-  const readings = input.otherReadings;
-  if (readings !== undefined && readings.length > 0) {
-    for (const reading of readings) {
-      const ambiguity = ambiguousPath(policy, input, selection, ctx.tool, reading);
-      if (ambiguity !== null) return denied(ctx, 'ambiguous_path', ambiguity);
-    }
+  for (const reading of input.otherReadings ?? []) {
+    const ambiguity = ambiguousPath(policy, input, selection, ctx.tool, reading);
+    if (ambiguity !== null) return denied(ctx, 'ambiguous_path', ambiguity);
   }
   if (selection.kind === 'unmatched') {
     return policy.unmatched === 'deny'

@@ -466,11 +466,10 @@ export class BundleSet {
     if (this.current.has(trustDomain)) return null;
     if (this.pending.has(trustDomain)) return `the trust bundle of ${trustDomain} is configured but not loaded yet`;
     if (this.withdrawn.has(trustDomain)) return `the trust bundle of ${trustDomain} was withdrawn by its source`;
-    for (const index of this.openEnded) {
-      const source = (this.sources[index] as { info: BundleSourceInfo }).info.source;
-      return `no trust bundle yet: bundle source ${source} has not delivered, and the bundle of ${trustDomain} may come from it`;
-    }
-    return null;
+    const [waiting] = this.openEnded;
+    if (waiting === undefined) return null;
+    const source = (this.sources[waiting] as { info: BundleSourceInfo }).info.source;
+    return `no trust bundle yet: bundle source ${source} has not delivered, and the bundle of ${trustDomain} may come from it`;
   }
 
   /** Trust domains with a bundle or one expected. */

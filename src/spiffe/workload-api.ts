@@ -327,12 +327,12 @@ export class WorkloadApiBundleSource implements BundleSource {
   }
 }
 
-/** The same trust domains with no authorities: what a denied stream leaves (SVIDs of them are untrusted). */
 /** The verifier name of a federated trust domain's bundle delivered by the agent (see `ownTrustDomain`). */
 export function federatedVerifier(trustDomain: string): string {
   return `spiffe://${trustDomain}`;
 }
 
+/** The same trust domains with no authorities: what a denied stream leaves (SVIDs of them are untrusted). */
 function withoutAuthorities(held: ReadonlyMap<string, BundleContent>): Map<string, BundleContent> {
   const out = new Map<string, BundleContent>();
   for (const [td, content] of held) out.set(td, { ...content, x509Authorities: [], jwtAuthorities: new Map(), intermediates: [] });
