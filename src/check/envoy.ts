@@ -258,6 +258,12 @@ function decodeUnreserved(p: string): string {
   return from === 0 ? p : out + p.slice(from);
 }
 
+/** A request target without its query and fragment. */
+function withoutQuery(target: string): string {
+  const q = target.search(/[?#]/);
+  return q >= 0 ? target.slice(0, q) : target;
+}
+
 /**
  * The path policy matches on: no query or fragment, percent-encoded unreserved characters
  * decoded (RFC 3986 §6.2.2.2: `/%61dmin` is `/admin`), repeated slashes merged and dot-segments
@@ -265,9 +271,7 @@ function decodeUnreserved(p: string): string {
  * Encoded `/` and `\` stay encoded (they are not the same path). Bad %-escapes are malformed.
  */
 export function normalizePath(raw: string): string {
-  let p = raw;
-  const q = p.search(/[?#]/);
-  if (q >= 0) p = p.slice(0, q);
+  let p = withoutQuery(raw);
   if (/%(?![0-9a-fA-F]{2})/.test(p)) throw deny('malformed_request', 'request path has an invalid percent-encoding');
   if (p.includes('%')) p = decodeUnreserved(p);
   if (p === '*') return p;
@@ -297,10 +301,13 @@ const ENCODED_SLASH = /%2[fF]/g;
 const BACKSLASH = /%5[cC]|\\/g;
 const PATH_PARAMS = /;[^/]*/g;
 
+const NO_READINGS: string[] = [];
+const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];
+
 /**
- * The other ways servers read a normalized path, each normalized again, without the path itself
- * and without repeats (empty for almost every path: only one holding `%2F`, `%5C`, `\` or `;`
- * has any):
+ * The other ways servers read the path as sent, each normalized, without chio's own reading
+ * (`normalized`) and without repeats (empty for almost every path: only one holding `%2F`, `%5C`,
+ * `\` or `;` has any):
  * - `%2F` decoded to `/` (Go's `URL.Path`, many routers), `%5C` kept as a character;
  * - `%5C` and `\` read as `/` (Windows servers), `%2F` kept;
  * - all three as `/`;
@@ -309,14 +316,10 @@ const PATH_PARAMS = /;[^/]*/g;
  * Envoy keeps all of them unless `path_with_escaped_slashes_action` / `normalize_path` say
  * otherwise. `/api/orders/..%2F..%2Fadmin` is `/admin` to a server decoding `%2F`.
  */
-const NO_READINGS: string[] = [];
-const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];
-
 export function otherPathReadings(sent: string, normalized: string): string[] {
   // read from the path as sent (query dropped), not the normalized one: a ".." after the segment that
   // holds the marker removes it there (/public/x/..;/../admin normalizes to /public/x/admin: a review)
-  const q = sent.search(/[?#]/);
-  const path = q >= 0 ? sent.slice(0, q) : sent;
+  const path = withoutQuery(sent);
   const slash = path.includes('%2') && /%2[fF]/.test(path);
   const back = path.includes('\\') || (path.includes('%5') && /%5[cC]/.test(path));
   const params = path.includes(';');
