@@ -2,10 +2,10 @@
  * The composition root: config → keys → policy → sinks → chain → pipeline → servers.
  * Everything else takes its dependencies as arguments; only this file wires them.
  */
-import path from 'node:path';
 import { readFileSync, statSync } from 'node:fs';
 import { ChioError, describe } from './errors.js';
 import type { Config } from './config/load.js';
+import { federationStateDir } from './config/trust.js';
 import { CheckPipeline, type Logger } from './check/pipeline.js';
 import { IdentityResolver } from './identity/resolve.js';
 import { loadOrCreateSeedFile, publicJwk, type SigningKey } from './keys.js';
@@ -375,7 +375,7 @@ async function startTrust(config: Config, metrics: Metrics, log: Logger): Promis
     {
       onWorkloadApiConnected: (source, connected) => metrics.workloadApiConnected.set({ source }, connected ? 1 : 0),
       // beside the signing key: a self-serving https_spiffe endpoint's latest bundle authenticates it after a restart
-      stateDir: path.dirname(config.keys.receipt_signing_seed),
+      stateDir: federationStateDir(config.keys.receipt_signing_seed),
     },
   );
   const close = async (): Promise<void> => {

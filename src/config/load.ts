@@ -9,7 +9,7 @@ import { ChioError } from '../errors.js';
 import { parseYamlSource, validateYaml } from '../yaml-source.js';
 import { configSchema, type ConfigFile } from './schema.js';
 import { resolveGrpcTlsPaths } from '../server/tls.js';
-import { federationStateFile, resolveTrustPaths, statefulFederations } from './trust.js';
+import { federationStateDir, federationStateFile, resolveTrustPaths, statefulFederations } from './trust.js';
 import { checkpointStatePaths } from '../receipt/checkpoint.js';
 import { resolveCapabilityPaths } from '../capability/config.js';
 import { defaultCheckpointsPath } from '../receipt/retention.js';
@@ -127,7 +127,7 @@ function writtenFiles(c: Config): WrittenFile[] {
     out.push({ role: 'receipts.checkpoints.path (frontier)', path: state.frontier, named: false }, { role: 'receipts.checkpoints.path (anchor)', path: state.anchor, named: false });
   }
   for (const td of statefulFederations(c.trust)) {
-    out.push({ role: `trust federation state of ${td}`, path: federationStateFile(path.dirname(c.keys.receipt_signing_seed), td), named: false });
+    out.push({ role: `trust federation state of ${td}`, path: federationStateFile(federationStateDir(c.keys.receipt_signing_seed), td), named: false });
   }
   if (c.capabilities.revocations_file !== undefined) out.push({ role: 'capabilities.revocations_file', path: c.capabilities.revocations_file, named: true });
   return out;

@@ -187,9 +187,14 @@ export function bundleKind(entry: TrustBundleEntry): BundleKind {
   return kind;
 }
 
+/** Where federation sources keep state: beside the receipt signing seed (the service's own folder of secrets). */
+export function federationStateDir(receiptSigningSeed: string): string {
+  return path.dirname(receiptSigningSeed);
+}
+
 /**
- * Where an `https_spiffe` federation source keeps the latest bundle it fetched (beside the signing
- * seed, `stateDir`): read by the source, and listed among the files chio writes (./files.ts).
+ * Where an `https_spiffe` federation source keeps the latest bundle it fetched (in `stateDir`,
+ * {@link federationStateDir}): read by the source, and listed among the files chio writes (./files.ts).
  */
 export function federationStateFile(stateDir: string, trustDomain: string): string {
   return path.join(stateDir, `federation-${trustDomain}.json`);
