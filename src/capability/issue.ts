@@ -9,9 +9,10 @@
  * 3. the runtime attestation (./attestation.ts): identity consistency, times, and the highest
  *    tier it satisfies (`attested`, or a trusted verifier's `effective_tier`); no attestation:
  *    tier `none` and no binding;
- * 4. the policy's `extensions.runtime_assurance.tiers` entry of that tier, if any: the tier must
- *    reach its `minimum_attestation_tier`; `max_scope.ttl_seconds` caps the TTL;
- *    `max_scope.operations` lists the tools allowed at that tier (`invoke` = any tool);
+ * 4. the policy's `extensions.runtime_assurance.tiers` entry of that tier: the tier must reach its
+ *    `minimum_attestation_tier`; `max_scope.ttl_seconds` caps the TTL; `max_scope.operations` lists
+ *    the tools allowed at that tier (`invoke` = any tool). A tier without an entry is capped by the
+ *    `max_scope` of the nearest tier above that has one (`ceilingFor`);
  * 5. sign: constraints carry `minimumRuntimeAssuranceTier` (the resolved tier) and
  *    `workloadIdentity` when an attestation was given, and the capability expires at now + TTL, or
  *    at the attestation's `expiresAt` when that comes first (a grant bound to evidence does not
@@ -19,9 +20,9 @@
  */
 import { monotonicFactory } from 'ulid';
 import { z } from 'zod';
-import { tierSatisfies, type Tier } from '../attestation/tier.js';
+import { TIERS, tierRank, tierSatisfies, type Tier } from '../attestation/tier.js';
 import type { SigningKey } from '../keys.js';
-import type { CompiledPolicy } from '../policy/types.js';
+import type { CompiledPolicy, TierCeiling } from '../policy/types.js';
 import { issuanceRefused, resolveAttestation, runtimeAttestationSchema, type AttestedWorkload } from './attestation.js';
 import {
   CAPABILITY_SCHEMA,
@@ -137,22 +138,40 @@ function checkToolsDefined(tools: readonly string[], defined: ReadonlySet<string
   if (unknown !== undefined) throw issuanceRefused('tools', `tool ${JSON.stringify(unknown)} is not defined by the policy`);
 }
 
+/**
+ * The ceiling that caps issuance at `tier`: its own `tiers` entry, else the entry of the nearest tier
+ * above it that has one (its `max_scope` only): a tier the policy leaves out is never wider than the
+ * next one up (with only `verified: {ttl_seconds: 300}` configured, an unattested, unbound capability
+ * used to get any tool for up to 7 days). null: no entry at or above the tier (no cap but 7 days).
+ */
+export function ceilingFor(ceilings: ReadonlyMap<Tier, TierCeiling>, tier: Tier): { entry: TierCeiling; own: boolean } | null {
+  const own = ceilings.get(tier);
+  if (own !== undefined) return { entry: own, own: true };
+  for (const above of TIERS.slice(tierRank(tier) + 1)) {
+    const entry = ceilings.get(above);
+    if (entry !== undefined) return { entry, own: false };
+  }
+  return null;
+}
+
 function checkCeiling(policy: IssuancePolicy | null, tier: Tier, tools: readonly string[], ttlSeconds: number): void {
-  const ceiling = policy?.tierCeilings.get(tier);
-  if (ceiling === undefined) return;
-  const where = `extensions.runtime_assurance.tiers.${tier}`;
-  if (!tierSatisfies(tier, ceiling.minimumAttestationTier)) {
+  const found = policy === null ? null : ceilingFor(policy.tierCeilings, tier);
+  if (found === null) return;
+  const { entry: ceiling, own } = found;
+  const where = `extensions.runtime_assurance.tiers.${ceiling.tier}`;
+  const why = own ? '' : ` (tier ${tier} has no entry: the nearest tier above with one caps it)`;
+  if (own && !tierSatisfies(tier, ceiling.minimumAttestationTier)) {
     throw issuanceRefused('runtimeAttestation', `the evidence reaches tier ${tier}; ${where} needs minimum_attestation_tier ${ceiling.minimumAttestationTier}`);
   }
   const maxTtl = ceiling.maxScope.ttlSeconds;
   if (maxTtl !== null && ttlSeconds > maxTtl) {
-    throw issuanceRefused('ttlSeconds', `${ttlSeconds}s is longer than ${where}.max_scope.ttl_seconds ${maxTtl}s`);
+    throw issuanceRefused('ttlSeconds', `${ttlSeconds}s is longer than ${where}.max_scope.ttl_seconds ${maxTtl}s${why}`);
   }
   const operations = ceiling.maxScope.operations;
   if (operations !== null && !operations.includes(ANY_OPERATION)) {
     const outside = tools.find((t) => !operations.includes(t));
     if (outside !== undefined) {
-      throw issuanceRefused('tools', `tool ${JSON.stringify(outside)} is not in ${where}.max_scope.operations [${operations.join(', ')}]`);
+      throw issuanceRefused('tools', `tool ${JSON.stringify(outside)} is not in ${where}.max_scope.operations [${operations.join(', ')}]${why}`);
     }
   }
 }

@@ -168,6 +168,50 @@ describe('issueCapability: refusals name the field, nothing is issued', () => {
     });
   });
 
+  it('a tier without an entry is capped by the max_scope of the nearest tier above with one (never wider than it)', () => {
+    // the fixture has attested (600 s, three tools) and verified (300 s, invoke), no none entry
+    expect(refusal(request({ ttlSeconds: 601 }))).toEqual({
+      field: 'ttlSeconds',
+      message:
+        'ttlSeconds: 601s is longer than extensions.runtime_assurance.tiers.attested.max_scope.ttl_seconds 600s (tier none has no entry: the nearest tier above with one caps it)',
+    });
+    expect(refusal(request({ tools: ['admin'] }))).toEqual({
+      field: 'tools',
+      message:
+        'tools: tool "admin" is not in extensions.runtime_assurance.tiers.attested.max_scope.operations [list_orders, create_order, transfer_funds] (tier none has no entry: the nearest tier above with one caps it)',
+    });
+    expect(issueCapability(request({ ttlSeconds: 600, tools: ['transfer_funds'] }), ctx).capability.tools).toEqual(['transfer_funds']);
+    // SPEC §5's example: only verified has an entry; its minimum_attestation_tier is its own, not inherited
+    const specExample = compilePolicy(
+      `schema: chio.policy.v1
+tools: { list_orders: [ { path_prefix: /api } ], admin: [ { path_prefix: /admin } ] }
+extensions: { runtime_assurance: { tiers: { verified: { minimum_attestation_tier: verified, max_scope: { operations: [invoke], ttl_seconds: 300 } } } } }
+`,
+      'spec-example.yaml',
+    );
+    const spec = { ...ctx, policy: specExample };
+    expect(issueCapability(request({ ttlSeconds: 300, tools: ['admin'] }), spec).capability.constraints).toEqual({});
+    expect(refusal(request({ ttlSeconds: 301 }), spec).message).toBe(
+      'ttlSeconds: 301s is longer than extensions.runtime_assurance.tiers.verified.max_scope.ttl_seconds 300s (tier none has no entry: the nearest tier above with one caps it)',
+    );
+    expect(refusal(request({ ttlSeconds: 301, runtimeAttestation: attestation(NOW) }), spec).message).toBe(
+      'ttlSeconds: 301s is longer than extensions.runtime_assurance.tiers.verified.max_scope.ttl_seconds 300s (tier attested has no entry: the nearest tier above with one caps it)',
+    );
+    // no entry at or above the tier: only the 7-day maximum
+    const lowOnly = compilePolicy(
+      `schema: chio.policy.v1
+tools: { list_orders: [ { path_prefix: /api } ] }
+extensions: { runtime_assurance: { tiers: { none: { max_scope: { ttl_seconds: 60 } } } } }
+`,
+      'low-only.yaml',
+    );
+    const evidence = attestation(NOW, FRONTEND, { expiresAt: '2026-12-09T00:00:00Z' }); // attested: no entry at or above it
+    expect(refusal(request({ ttlSeconds: 61 }), { ...ctx, policy: lowOnly }).field).toBe('ttlSeconds');
+    expect(issueCapability(request({ ttlSeconds: MAX_CAPABILITY_TTL_SECONDS, runtimeAttestation: evidence }), { ...ctx, policy: lowOnly }).capability.expiresAt).toBe(
+      '2026-12-08T00:00:00.000Z',
+    );
+  });
+
   it('a tier below the minimum_attestation_tier of its entry', () => {
     const strict = compilePolicy(
       `schema: chio.policy.v1
