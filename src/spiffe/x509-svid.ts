@@ -195,7 +195,8 @@ function walkCertificate(r: DerReader): CertificateFacts {
   let at = 0;
   const next = (tag: number, what: string): Tlv => r.expect(fields[at++], tag, what, tbs.end);
   const optional = (tag: number): Tlv | undefined => (fields[at]?.tag === tag ? fields[at++] : undefined);
-  optional(TAG_VERSION);
+  const versionField = optional(TAG_VERSION);
+  const version = versionField === undefined ? 1 : certificateVersion(r, versionField);
   next(DerTag.INTEGER, 'serialNumber');
   next(DerTag.SEQUENCE, 'signature');
   next(DerTag.SEQUENCE, 'issuer');
@@ -207,12 +208,25 @@ function walkCertificate(r: DerReader): CertificateFacts {
   const extensions = optional(TAG_EXTENSIONS);
   const extra = fields[at];
   if (extra !== undefined) throw new DerError(`unexpected ${tagName(extra.tag)} in tbsCertificate`, extra.offset);
+  // RFC 5280 §4.1.2.9: extensions only in v3; a v1 or v2 certificate's are not read (Go's crypto/x509 ignores them)
+  if (extensions !== undefined && version !== 3) throw malformed(`a v${version} certificate carries extensions (only v3 may: RFC 5280 §4.1.2.9)`);
 
   const times = r.children(validity);
   if (times.length !== 2) throw new DerError(`validity has ${times.length} elements; expected 2`, validity.offset);
   const notBefore = r.time(times[0] as Tlv);
   const notAfter = r.time(times[1] as Tlv);
   return { ...readExtensions(r, extensions), notBefore, notAfter };
+}
+
+/**
+ * `[0] EXPLICIT Version DEFAULT v1` (RFC 5280 §4.1.2.1) as 2 or 3: DER omits the default, so an
+ * encoded v1, or any value above v3, is malformed.
+ */
+function certificateVersion(r: DerReader, field: Tlv): number {
+  const bytes = r.contents(r.expect(r.wrapped(field), DerTag.INTEGER, 'version'));
+  const value = bytes.length === 1 ? (bytes[0] as number) : -1;
+  if (value !== 1 && value !== 2) throw malformed(`version is not v2 or v3 (INTEGER 1 or 2; v1 is encoded by leaving it out)`);
+  return value + 1;
 }
 
 function readExtensions(r: DerReader, wrapper: Tlv | undefined): ExtensionFacts {

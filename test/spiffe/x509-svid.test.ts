@@ -571,12 +571,37 @@ describe('readCertificateFacts on hand-built structures', () => {
       'certificate: invalid DER: extnValue of 2.5.29.37: expected OCTET STRING, found SEQUENCE (at byte 73)',
     ],
     [
+      'a v1 certificate (no version field) with extensions',
+      () => certificate([...fields().slice(1), derTlv(0xa3, seq())]),
+      'certificate: a v1 certificate carries extensions (only v3 may: RFC 5280 §4.1.2.9)',
+    ],
+    [
+      'a v2 certificate with extensions',
+      () => certificate([derTlv(0xa0, derTlv(0x02, Buffer.from([1]))), ...fields().slice(1), derTlv(0xa3, seq())]),
+      'certificate: a v2 certificate carries extensions (only v3 may: RFC 5280 §4.1.2.9)',
+    ],
+    ...[0, 3, 5].map((v): [string, () => Buffer, string] => [
+      `version INTEGER ${v}`,
+      () => certificate([derTlv(0xa0, derTlv(0x02, Buffer.from([v]))), ...fields().slice(1)]),
+      'certificate: version is not v2 or v3 (INTEGER 1 or 2; v1 is encoded by leaving it out)',
+    ]),
+    [
+      'a version of two octets',
+      () => certificate([derTlv(0xa0, derTlv(0x02, Buffer.from([0, 2]))), ...fields().slice(1)]),
+      'certificate: version is not v2 or v3 (INTEGER 1 or 2; v1 is encoded by leaving it out)',
+    ],
+    [
       'a certificate without signature',
       () => seq(seq(...fields()), seq(oid('2a8648ce3d040302'))),
       'certificate: invalid DER: Certificate has 2 elements; expected 3 (at byte 0)',
     ],
   ])('rejects %s', (_what, build, message) => {
     expect(malformedMessage(build())).toBe(message);
+  });
+
+  it('v1 and v2 certificates without extensions are read (their facts: none)', () => {
+    expect(readCertificateFacts(certificate(fields().slice(1))).uriSans).toEqual([]);
+    expect(readCertificateFacts(certificate([derTlv(0xa0, derTlv(0x02, Buffer.from([1]))), ...fields().slice(1)])).isCa).toBe(false);
   });
 
   it('DER our walk accepts but OpenSSL rejects (an empty subjectPublicKeyInfo) is malformed_certificate', () => {
