@@ -11,7 +11,9 @@
  * - be a CA (basicConstraints cA=true) with keyCertSign (X509-SVID §4.3);
  * - be within its validity at the decision time;
  * - allow the number of intermediates below it (pathLenConstraint), and the whole path is at
- *   most {@link MAX_PATH_INTERMEDIATES} intermediates long;
+ *   most {@link MAX_PATH_INTERMEDIATES} intermediates long; a search weighs at most
+ *   {@link MAX_ISSUER_CHECKS} candidates, from at most {@link MAX_PRESENTED_INTERMEDIATES} presented
+ *   intermediates, each certificate once;
  * - carry no critical extension chio does not process (RFC 5280 §6.1.4 (o));
  * - permit, by its nameConstraints, the URI and DNS names of the leaf and of every intermediate
  *   below it that is not self-issued (RFC 5280 §6.1.3 (b)(c); ./name-constraints.ts).
@@ -30,6 +32,15 @@ import { checkValidity, parseSvidLeaf, type SvidLeaf } from './x509-svid.js';
 
 /** More intermediates than this between leaf and root is not a sane SPIFFE PKI. */
 export const MAX_PATH_INTERMEDIATES = 8;
+/** A presented chain with more intermediates than this is refused before any search. */
+export const MAX_PRESENTED_INTERMEDIATES = 16;
+/**
+ * The most candidate issuers one path search weighs (each a signature check at worst). A search
+ * through presented CAs that issue each other tries every ordering of them: eight copies of one
+ * self-signed CA took ~11 s of the event loop. A real SPIFFE path weighs a handful (a CA rotation
+ * doubles a level); past the budget the search fails `untrusted_svid`.
+ */
+export const MAX_ISSUER_CHECKS = 32;
 
 export interface VerifiedChain {
   /** the anchor the path ends at */
@@ -81,6 +92,7 @@ function caName(ca: CaCertificate, role: 'root' | 'intermediate'): string {
 class PathSearch {
   readonly window: ValidityWindow;
   private best: Failure | null = null;
+  private checks = 0;
 
   constructor(
     private readonly bundle: TrustBundle,
@@ -148,6 +160,9 @@ class PathSearch {
     role: 'root' | 'intermediate',
     belowCas: readonly CaCertificate[],
   ): string | null {
+    if (++this.checks > MAX_ISSUER_CHECKS) {
+      throw deny('untrusted_svid', `path search for ${this.leafName} gave up after ${MAX_ISSUER_CHECKS} candidate issuers (CAs that issue each other?)`);
+    }
     const who = caName(ca, role);
     const below = belowCas.length;
     if (!ca.isCa) return `${who} is not a CA (basicConstraints cA=false)`;
@@ -214,7 +229,10 @@ function verifyChainWithin(
     throw new TypeError(`verifyChain: bundle of ${bundle.trustDomain} for an SVID of ${leaf.spiffeId.trustDomain}`);
   }
   checkBundleUsable(bundle, window);
-  const pool = presented.length === 0 ? bundle.intermediates : [...presented, ...bundle.intermediates];
+  if (presented.length > MAX_PRESENTED_INTERMEDIATES) {
+    throw deny('untrusted_svid', `${presented.length} intermediates presented with ${leaf.spiffeId.uri}; at most ${MAX_PRESENTED_INTERMEDIATES} are read`);
+  }
+  const pool = presented.length === 0 ? bundle.intermediates : distinct([...presented, ...bundle.intermediates]);
   const leafNames = { uris: [leaf.spiffeId.uri], dns: leaf.dnsSans };
   const search = new PathSearch(bundle, pool, nowMs, `the SVID ${JSON.stringify(leaf.spiffeId.uri)}`, leafNames);
   try {
@@ -223,6 +241,18 @@ function verifyChainWithin(
     window.from = Math.max(window.from, search.window.from);
     window.until = Math.min(window.until, search.window.until);
   }
+}
+
+/** Each certificate once (by its DER's SHA-256): a copy is not another path. */
+function distinct(cas: readonly CaCertificate[]): CaCertificate[] {
+  const seen = new Set<string>();
+  const out: CaCertificate[] = [];
+  for (const ca of cas) {
+    if (seen.has(ca.sha256)) continue;
+    seen.add(ca.sha256);
+    out.push(ca);
+  }
+  return out;
 }
 
 interface CacheEntry {

@@ -4,7 +4,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DenyError } from '../../src/errors.js';
-import { X509ChainVerifier, verifySvid, MAX_PATH_INTERMEDIATES } from '../../src/spiffe/chain.js';
+import { X509ChainVerifier, verifySvid, MAX_ISSUER_CHECKS, MAX_PATH_INTERMEDIATES, MAX_PRESENTED_INTERMEDIATES } from '../../src/spiffe/chain.js';
 import { parseCaCertificate } from '../../src/spiffe/bundle.js';
 import { svidFromEnvoyCertificate } from '../../src/spiffe/x509-svid.js';
 import {
@@ -241,6 +241,43 @@ describe('verifySvid: chain faults → untrusted_svid', () => {
       'untrusted_svid',
       `path from the SVID "spiffe://a.test/very-deep" is longer than ${MAX_PATH_INTERMEDIATES} intermediates`,
     );
+  });
+
+  describe('presented CAs that issue each other (a path search that would try every ordering)', () => {
+    let copies: TestCa[];
+    let rogueLeaf: IssuedSvid;
+    beforeAll(async () => {
+      // one key, one name, distinct serials: each copy verifies every other's signature
+      const first = await createRootCa({ trustDomain: 'a.test', name: 'Rogue' });
+      copies = [first];
+      for (let i = 1; i < 8; i++) copies.push(await createRootCa({ trustDomain: 'a.test', name: 'Rogue', keys: first.keys }));
+      rogueLeaf = await issueSvid(first, { uris: ['spiffe://a.test/rogue'] });
+    });
+
+    it(`gives up after ${MAX_ISSUER_CHECKS} candidate issuers (8 copies held the event loop ~11 s before)`, () => {
+      expectDeny(
+        () => verifySvid([rogueLeaf.der, ...copies.map((c) => c.der)], bundlesAB(), TEST_NOW),
+        'untrusted_svid',
+        `path search for the SVID "spiffe://a.test/rogue" gave up after ${MAX_ISSUER_CHECKS} candidate issuers (CAs that issue each other?)`,
+      );
+    });
+
+    it('identical copies count once', () => {
+      expectDeny(
+        () => verifySvid([rogueLeaf.der, ...Array.from({ length: MAX_PRESENTED_INTERMEDIATES }, () => copies[0]!.der)], bundlesAB(), TEST_NOW),
+        'untrusted_svid',
+        /^unknown issuer: intermediate "CN=Rogue, O=chio test" was issued by "CN=Rogue, O=chio test", which is neither a root of the trust bundle of a\.test nor a presented intermediate$/,
+      );
+    });
+
+    it(`more than ${MAX_PRESENTED_INTERMEDIATES} presented intermediates are refused before any search`, () => {
+      expectDeny(
+        () => verifySvid([leafViaInter.der, ...Array.from({ length: MAX_PRESENTED_INTERMEDIATES + 1 }, () => interA.der)], bundlesAB(), TEST_NOW),
+        'untrusted_svid',
+        `${MAX_PRESENTED_INTERMEDIATES + 1} intermediates presented with spiffe://a.test/via-inter; at most ${MAX_PRESENTED_INTERMEDIATES} are read`,
+      );
+      expect(verifySvid([leafViaInter.der, ...Array.from({ length: MAX_PRESENTED_INTERMEDIATES }, () => interA.der)], bundlesAB(), TEST_NOW).chain?.intermediates).toHaveLength(1);
+    });
   });
 
   it('a bundle without X.509 authorities verifies nothing', () => {
