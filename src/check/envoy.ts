@@ -10,6 +10,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
 import { deny } from '../errors.js';
+import { canonicalIpv6 } from '../policy/hosts.js';
+import { canonicalPathSpelling } from '../policy/paths.js';
 import type { CheckInput } from './request.js';
 
 const require = createRequire(import.meta.url);
@@ -209,53 +211,32 @@ function formatAddress(addr: Address | undefined): string | null {
 
 // RFC 3986 §3.2.3: port = *DIGIT, so `host:` (empty port) is the host without a port
 const HOST_RE = /^(\[[0-9a-f:.]+\]|[^:\[\]]*)(?::(\d{0,5}))?$/;
+/** what a DNS name (or an IPv4 address) is made of: a Host with userinfo, `%`, spaces or raw UTF-8 is none */
+const HOST_NAME_RE = /^[a-z0-9._-]*$/;
 
-/** `Host:8443` → host `host:8443`, hostname `host`, port `8443`. Unparseable hosts match nothing. */
+/**
+ * `Host:8443` → host `host:8443`, hostname `host`, port `8443`. IPv6 literals in their RFC 5952
+ * spelling (`[0:0::1]` is `[::1]`). A host that is neither a DNS name nor an IP literal, with an
+ * optional port, is a deny `malformed_request` (`x@admin.svc`, compared whole, missed the rule of
+ * admin.svc and matched `*.svc`; `a:b:c` matched no host pattern, so a catch-all rule decided).
+ */
 export function splitHost(raw: string | null): { host: string | null; hostname: string | null; port: string | null } {
   if (raw === null) return { host: null, hostname: null, port: null };
   const lower = raw.toLowerCase();
   const m = HOST_RE.exec(lower);
-  if (!m) return { host: lower, hostname: null, port: null };
-  const hostname = m[1] || null;
+  let hostname = m === null ? null : m[1] || null;
+  if (hostname?.startsWith('[')) hostname = canonicalIpv6(hostname);
+  if (m === null || (m[1] && (hostname === null || !(hostname.startsWith('[') || HOST_NAME_RE.test(hostname))))) {
+    throw deny('malformed_request', `request host ${quoteHost(raw)} is not a DNS name or an IP literal`);
+  }
   // an empty port is no port and leading zeros are not part of it (`admin.svc:`, `admin.svc:0443`):
   // the host a host pattern is compared with must be the one the upstream sees, or a catch-all decides
   const port = m[2] === undefined || m[2] === '' ? null : String(Number(m[2]));
   return { host: hostname === null ? lower : port === null ? hostname : `${hostname}:${port}`, hostname, port };
 }
 
-/** RFC 3986 §2.3 unreserved: ALPHA / DIGIT / "-" / "." / "_" / "~". */
-function isUnreserved(code: number): boolean {
-  return (
-    (code >= 0x30 && code <= 0x39) ||
-    (code >= 0x41 && code <= 0x5a) ||
-    (code >= 0x61 && code <= 0x7a) ||
-    code === 0x2d ||
-    code === 0x2e ||
-    code === 0x5f ||
-    code === 0x7e
-  );
-}
-
-/** The value of a hex digit's char code (`0-9`, `a-f`, `A-F`). */
-function hexDigit(code: number): number {
-  return code <= 0x39 ? code - 0x30 : (code | 0x20) - 0x57;
-}
-
-/**
- * Decodes the escapes of unreserved characters, in one pass (a regex replace with a callback
- * costs ~1 s on a 4 MiB path of `%2e`). Every `%` is followed by two hex digits (checked before).
- */
-function decodeUnreserved(p: string): string {
-  let out = '';
-  let from = 0;
-  for (let i = p.indexOf('%'); i !== -1; i = p.indexOf('%', i + 1)) {
-    const code = hexDigit(p.charCodeAt(i + 1)) * 16 + hexDigit(p.charCodeAt(i + 2));
-    if (!isUnreserved(code)) continue;
-    out += p.slice(from, i) + String.fromCharCode(code);
-    from = i + 3;
-    i += 2;
-  }
-  return from === 0 ? p : out + p.slice(from);
+function quoteHost(raw: string): string {
+  return JSON.stringify(raw.length > 100 ? `${raw.slice(0, 100)}…` : raw);
 }
 
 /** A request target without its query and fragment. */
@@ -265,15 +246,19 @@ function withoutQuery(target: string): string {
 }
 
 /**
- * The path policy matches on: no query or fragment, percent-encoded unreserved characters
- * decoded (RFC 3986 §6.2.2.2: `/%61dmin` is `/admin`), repeated slashes merged and dot-segments
- * removed. So an encoded or dotted spelling cannot slip past a `block` list or a prefix.
- * Encoded `/` and `\` stay encoded (they are not the same path). Bad %-escapes are malformed.
+ * The path policy matches on: no query or fragment, percent-encoding normalized (RFC 3986
+ * §6.2.2.1–2: `/%61dmin` is `/admin`, `%3a` is `%3A`, `/café` is `/caf%C3%A9`), repeated slashes
+ * merged and dot-segments removed. So an encoded or dotted spelling cannot slip past a `block`
+ * list or a prefix. Escapes of reserved characters stay encoded (`%2F` is not `/`; a server that
+ * decodes them reads another path: `otherPathReadings`). Bad %-escapes are malformed.
+ *
+ * `mergeFirst` false: dot-segments removed before `//` is merged, as RFC 3986 §5.2.4 and WHATWG URL
+ * read `/a//../b` (`/a/b`); Go's `path.Clean`, nginx and chio's own reading merge first (`/b`).
  */
-export function normalizePath(raw: string): string {
+export function normalizePath(raw: string, mergeFirst = true): string {
   let p = withoutQuery(raw);
-  if (/%(?![0-9a-fA-F]{2})/.test(p)) throw deny('malformed_request', 'request path has an invalid percent-encoding');
-  if (p.includes('%')) p = decodeUnreserved(p);
+  if (p.includes('%') && /%(?![0-9a-fA-F]{2})/.test(p)) throw deny('malformed_request', 'request path has an invalid percent-encoding');
+  p = canonicalPathSpelling(p);
   if (p === '*') return p;
   // a path without its leading slash (Envoy never forwards one; a direct caller might) is normalized
   // like any other: 'public/../admin' is /admin, not a path under /public (final review)
@@ -283,7 +268,7 @@ export function normalizePath(raw: string): string {
   const segs = p.split('/');
   for (let i = 1; i < segs.length; i++) {
     const s = segs[i] as string;
-    if (s === '' && i < segs.length - 1) continue;
+    if (mergeFirst && s === '' && i < segs.length - 1) continue;
     if (s === '.') continue;
     if (s === '..') {
       out.pop();
@@ -294,12 +279,15 @@ export function normalizePath(raw: string): string {
   const last = segs[segs.length - 1];
   let result = '/' + out.join('/');
   if ((last === '.' || last === '..') && result !== '/') result += '/';
-  return result;
+  return mergeFirst || !result.includes('//') ? result : result.replace(/\/{2,}/g, '/');
 }
 
 const ENCODED_SLASH = /%2[fF]/g;
 const BACKSLASH = /%5[cC]|\\/g;
 const PATH_PARAMS = /;[^/]*/g;
+/** escapes of sub-delims, ":" and "@": a path carries them raw too, and a decoding server reads them so */
+const RESERVED_ESCAPE = /%(?:2[146-9A-Ca-c]|3[ABDabd]|40)/;
+const RESERVED_ESCAPES = /%(?:2[146-9A-Ca-c]|3[ABDabd]|40)/g;
 
 const NO_READINGS: string[] = [];
 const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];
@@ -307,12 +295,16 @@ const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];
 /**
  * The other ways servers read the path as sent, each normalized, without chio's own reading
  * (`normalized`) and without repeats (empty for almost every path: only one holding `%2F`, `%5C`,
- * `\` or `;` has any):
+ * `\`, `;`, an escaped sub-delim, `:` or `@`, or `//` with a dot has any):
  * - `%2F` decoded to `/` (Go's `URL.Path`, many routers), `%5C` kept as a character;
  * - `%5C` and `\` read as `/` (Windows servers), `%2F` kept;
  * - all three as `/`;
- * - each of these and the path as sent with `;parameters` dropped from every segment (Tomcat and
- *   Spring read `..;/` as `../`).
+ * - each of these with the escapes of sub-delims, `:` and `@` decoded (WSGI's PATH_INFO, Go, Spring
+ *   decode them: `/v1/items%3Adelete` is `/v1/items:delete` there);
+ * - each of these with `;parameters` dropped from every segment (Tomcat and Spring read `..;/` as
+ *   `../`);
+ * - each of these with dot-segments removed before `//` is merged (RFC 3986 §5.2.4, WHATWG URL:
+ *   `/admin//../users` is `/admin/users`; chio, Go's `path.Clean` and nginx read `/users`).
  * Envoy keeps all of them unless `path_with_escaped_slashes_action` / `normalize_path` say
  * otherwise. `/api/orders/..%2F..%2Fadmin` is `/admin` to a server decoding `%2F`.
  */
@@ -320,22 +312,30 @@ export function otherPathReadings(sent: string, normalized: string): string[] {
   // read from the path as sent (query dropped), not the normalized one: a ".." after the segment that
   // holds the marker removes it there (/public/x/..;/../admin normalizes to /public/x/admin: a review)
   const path = withoutQuery(sent);
-  const slash = path.includes('%2') && /%2[fF]/.test(path);
-  const back = path.includes('\\') || (path.includes('%5') && /%5[cC]/.test(path));
+  const escaped = path.includes('%');
+  const slash = escaped && /%2[fF]/.test(path);
+  const back = path.includes('\\') || (escaped && /%5[cC]/.test(path));
+  const reserved = escaped && RESERVED_ESCAPE.test(path);
   const params = path.includes(';');
-  if (!slash && !back && !params) return [];
+  // an empty segment can come from "//", or from a %2F or "\" read as "/"; a dot-segment from "." or %2E
+  const dotAfterEmpty = (slash || back || path.includes('//')) && (path.includes('.') || (escaped && /%2[eE]/.test(path)));
+  if (!slash && !back && !reserved && !params && !dotAfterEmpty) return [];
   // each reading is a whole normalization (and a rule and tool lookup): bounded, failing closed
   if (path.length > MAX_READ_PATH) {
-    throw deny('ambiguous_path', `the path is longer than ${MAX_READ_PATH} bytes and holds %2F, %5C, "\\" or ";": it is not read as other servers would, and is refused`);
+    throw deny('ambiguous_path', `the path is longer than ${MAX_READ_PATH} bytes and holds %2F, %5C, "\\", ";", escaped reserved characters or "//" with dot-segments: it is not read as other servers would, and is refused`);
   }
   const bases = [path];
   if (slash) bases.push(path.replace(ENCODED_SLASH, '/'));
   if (back) bases.push(path.replace(BACKSLASH, '/'));
   if (slash && back) bases.push(path.replace(ENCODED_SLASH, '/').replace(BACKSLASH, '/'));
+  if (reserved) for (const base of bases.slice()) bases.push(base.replace(RESERVED_ESCAPES, (e) => decodeURIComponent(e)));
   const out = new Set<string>();
   for (const base of bases) {
-    out.add(normalizePath(base));
-    if (params) out.add(normalizePath(base.replace(PATH_PARAMS, '')));
+    const spellings = base.includes(';') ? [base, base.replace(PATH_PARAMS, '')] : [base];
+    for (const spelling of spellings) {
+      out.add(normalizePath(spelling));
+      if (dotAfterEmpty) out.add(normalizePath(spelling, false));
+    }
   }
   out.delete(normalized);
   return [...out];

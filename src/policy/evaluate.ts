@@ -121,7 +121,7 @@ function ambiguousPath(
   const altTool = policy.resolveTool(altInput);
   if (altRule === ruleOf(selection) && altTool === tool) return null;
   const reading = (rule: string, t: string | null): string => `rule ${rule === '' ? '(none)' : JSON.stringify(rule)}, tool ${t === null ? '(none)' : JSON.stringify(t)}`;
-  return `read as another server may (${JSON.stringify(alt.path)}: %2F, %5C or "\\" taken for "/", or ";" parameters dropped), the path falls under ${reading(altRule, altTool)} instead of ${reading(ruleOf(selection), tool)}`;
+  return `read as another server may (${JSON.stringify(alt.path)}: %2F, %5C or "\\" taken for "/", ";" parameters dropped, escaped ":", "@" or sub-delims decoded, or ".." applied before "//" is merged), the path falls under ${reading(altRule, altTool)} instead of ${reading(ruleOf(selection), tool)}`;
 }
 
 function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | null, ctx: Context): Decision | null {

@@ -11,9 +11,13 @@
  * - A request without a host (the L4 network filter) never matches a host pattern.
  * - A request host with one trailing dot (an absolute DNS name, `a.example.com.`) is that host.
  *
+ * - IPv6 literals are compared in their RFC 5952 spelling (`[0:0::1]` is `[::1]`).
+ *
  * {@link HostIndex} finds the patterns matching a host with one map lookup per label of the host,
  * however many patterns are stored.
  */
+
+import { isIPv6 } from 'node:net';
 
 export interface HostPattern {
   /** the pattern as written, lower-cased */
@@ -28,7 +32,7 @@ export interface HostPattern {
 
 const MAX_HOST_LENGTH = 253;
 const LABEL = /^[a-z0-9_-]+$/;
-const IPV6 = /^\[[0-9a-f:.]+\]$/;
+const IPV6 = /^\[[0-9a-fA-F:.]+\]$/;
 const PORT = /^[1-9][0-9]{0,4}$/;
 
 /** Why `raw` is not a valid host pattern, or null when it is. */
@@ -56,7 +60,8 @@ function splitHostPattern(raw: string): HostPattern | string {
   const fault = name.startsWith('[') ? ipv6Fault(name) : hostnameFault(name);
   if (fault !== null) return fault;
   const wildcard = name.startsWith('*.');
-  const key = (wildcard ? name.slice(2) : name) + (port === null ? '' : `:${port}`);
+  const canonical = name.startsWith('[') ? (canonicalIpv6(name) as string) : name;
+  const key = (wildcard ? name.slice(2) : canonical) + (port === null ? '' : `:${port}`);
   return { text, withPort: port !== null, wildcard, key };
 }
 
@@ -76,7 +81,17 @@ function splitPort(text: string): { name: string; port: string | null } | string
 }
 
 function ipv6Fault(name: string): string | null {
-  return IPV6.test(name) ? null : `invalid IPv6 literal ${JSON.stringify(name)}`;
+  return canonicalIpv6(name) === null ? `invalid IPv6 literal ${JSON.stringify(name)}` : null;
+}
+
+/**
+ * The RFC 5952 spelling of a bracketed IPv6 literal (`[0:0::1]` → `[::1]`, `[2001:DB8:0::1]` →
+ * `[2001:db8::1]`), or null when it is not one (zone ids included). Patterns and request hosts are
+ * compared in this spelling, so `[0:0::1]` is the host `[::1]` names.
+ */
+export function canonicalIpv6(bracketed: string): string | null {
+  if (!IPV6.test(bracketed) || !isIPv6(bracketed.slice(1, -1))) return null;
+  return new URL(`http://${bracketed}/`).hostname;
 }
 
 function hostnameFault(name: string): string | null {

@@ -88,7 +88,8 @@ const spiffePathPrefix = checkedString((value) => {
 const identityRequirement = z.strictObject({
   scheme: z.literal('spiffe', { error: (issue) => `unsupported scheme ${JSON.stringify(issue.input)}: only "spiffe"` }).optional(),
   trust_domain: trustDomain.optional(),
-  path_prefixes: z.array(spiffePathPrefix).optional(),
+  // an empty list (a template that rendered none) must not read as "any workload": omit the key for that
+  path_prefixes: z.array(spiffePathPrefix).min(1, 'must not be empty: omit path_prefixes to admit any path').optional(),
   credential_kinds: z.array(oneOf('credential kind', CREDENTIAL_KINDS)).min(1).optional(),
 });
 
@@ -109,11 +110,11 @@ const toolEntry = z
 
 const rule = z.strictObject({
   enabled: z.boolean().default(true),
-  /** omitted or empty lists: the rule governs every request */
+  /** omitted lists: the rule governs every request; an empty list is refused (it would read as "every request") */
   match: z
     .strictObject({
-      hosts: z.array(hostPattern).optional(),
-      path_prefixes: z.array(httpPathPrefix).optional(),
+      hosts: z.array(hostPattern).min(1, 'must not be empty: omit hosts to govern every host').optional(),
+      path_prefixes: z.array(httpPathPrefix).min(1, 'must not be empty: omit path_prefixes to govern every path').optional(),
     })
     .optional(),
   default: oneOf('value', ['block', 'allow']).default('block'),

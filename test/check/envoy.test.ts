@@ -152,8 +152,28 @@ describe('normalizePath', () => {
     ['public/../admin', '/admin'],
     ['./a/./b', '/a/b'],
     ['*', '*'],
+    // percent-encoding normalized (RFC 3986 §6.2.2.1–2): upper-case hex, characters a path does not carry raw encoded
+    ['/v2/items%3apurge', '/v2/items%3Apurge'],
+    ['/a%2fb', '/a%2Fb'],
+    ['/caf\u00e9', '/caf%C3%A9'],
+    ['/caf%c3%a9', '/caf%C3%A9'],
+    ['/a b\\c"d', '/a%20b%5Cc%22d'],
+    ['/x/\u{1F600}', '/x/%F0%9F%98%80'],
+    ["/v1/items:delete@!$&'()*+,;=", "/v1/items:delete@!$&'()*+,;="],
+    // "//" merged before dot-segments are removed (Go's path.Clean, nginx); RFC 3986 order is another reading
+    ['/admin//../users', '/users'],
   ])('%s → %s', (raw, want) => {
     expect(normalizePath(raw)).toBe(want);
+  });
+
+  it.each([
+    ['/admin//../users', '/admin/users'],
+    ['/a//b/../../c', '/a/c'],
+    ['//../x', '/x'],
+    ['/a/b//', '/a/b/'],
+    ['/a/./b', '/a/b'],
+  ])('in RFC 3986 order (dot-segments first, then "//" merged): %s → %s', (raw, want) => {
+    expect(normalizePath(raw, false)).toBe(want);
   });
 
   it('rejects a bad percent-escape', () => {
@@ -192,6 +212,16 @@ describe('otherPathReadings: the path as other servers read it', () => {
     ['/public/x/..%2F..%2Fadmin%2Fy/..', ['/admin/']],
     ['/public/x/..%5C..%5Cadmin%5Cy/..', ['/admin/']],
     ['/api/v1/orders;x=1?q=a;b', ['/api/v1/orders']],
+    // escaped sub-delims, ":" and "@" decoded (WSGI PATH_INFO, Go, Spring), in any hex case
+    ['/v1/items%3Adelete', ['/v1/items:delete']],
+    ['/v2/items%3apurge', ['/v2/items:purge']],
+    ['/users/%40me', ['/users/@me']],
+    ['/a%3Bjsessionid=1', ['/a;jsessionid=1', '/a']],
+    ['/a%2Fb%3Ac', ['/a/b%3Ac', '/a%2Fb:c', '/a/b:c']],
+    // ".." applied before "//" is merged (RFC 3986 §5.2.4, WHATWG URL)
+    ['/admin//../users', ['/admin/users']],
+    ['/ops//%2e%2e/run', ['/ops/run']],
+    ['/a%2F/../b', ['/a/b']], // a %2F read as "/" makes the empty segment
   ])('%s → %j', (sent, want) => {
     expect(otherPathReadings(sent, normalizePath(sent)).sort()).toEqual([...want].sort());
   });
@@ -200,12 +230,14 @@ describe('otherPathReadings: the path as other servers read it', () => {
     const long = `/a/${'x'.repeat(64 * 1024)}`;
     expect(otherPathReadings(long, normalizePath(long))).toEqual([]);
     expect(() => otherPathReadings(`${long}%2F`, normalizePath(`${long}%2F`))).toThrow(
-      expect.objectContaining({ code: 'ambiguous_path', message: 'the path is longer than 65536 bytes and holds %2F, %5C, "\\" or ";": it is not read as other servers would, and is refused' }),
+      expect.objectContaining({ code: 'ambiguous_path', message: 'the path is longer than 65536 bytes and holds %2F, %5C, "\\", ";", escaped reserved characters or "//" with dot-segments: it is not read as other servers would, and is refused' }),
     );
   });
 
   it('is empty when there is nothing to read otherwise', () => {
-    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/%2e%2e', '/a?x=1;y=%2F']) expect(otherPathReadings(p, normalizePath(p)), p).toEqual([]);
+    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/%2e%2e', '/a?x=1;y=%2F', '/caf%C3%A9', '/a//b', '/a/../b', '/a%3F/b', '/a%23b']) {
+      expect(otherPathReadings(p, normalizePath(p)), p).toEqual([]);
+    }
   });
 
   it('toCheckInput carries them, each with the gRPC target it would give', () => {
@@ -220,12 +252,25 @@ describe('splitHost', () => {
     ['Backend.Default.svc:8443', 'backend.default.svc:8443', 'backend.default.svc', '8443'],
     ['backend', 'backend', 'backend', null],
     ['[::1]:8080', '[::1]:8080', '[::1]', '8080'],
-    ['a:b:c', 'a:b:c', null, null],
     // an empty port is no port, and a port's leading zeros are dropped (host rules must still match)
     ['Admin.svc:', 'admin.svc', 'admin.svc', null],
     ['admin.svc:0443', 'admin.svc:443', 'admin.svc', '443'],
     ['[::1]:', '[::1]', '[::1]', null],
+    // IPv6 literals in their RFC 5952 spelling
+    ['[0:0::1]', '[::1]', '[::1]', null],
+    ['[2001:DB8:0:0:0:0:0:1]:8443', '[2001:db8::1]:8443', '[2001:db8::1]', '8443'],
+    ['10.0.0.1:80', '10.0.0.1:80', '10.0.0.1', '80'],
+    ['admin.svc.', 'admin.svc.', 'admin.svc.', null],
   ])('%s', (raw, host, hostname, port) => {
     expect(splitHost(raw)).toEqual({ host, hostname, port });
   });
+
+  it.each(['a:b:c', 'x@admin.svc', 'user:pw@admin.svc', 'admin.svc:99999x', 'admin%2esvc', 'caf\u00e9.svc', 'a b.svc', '[fe80::1%25eth0]', '[1::2::3]', '[::1'])(
+    'a host that is neither a DNS name nor an IP literal is malformed_request: %s',
+    (raw) => {
+      expect(() => splitHost(raw)).toThrow(
+        expect.objectContaining({ code: 'malformed_request', message: `request host ${JSON.stringify(raw)} is not a DNS name or an IP literal` }),
+      );
+    },
+  );
 });

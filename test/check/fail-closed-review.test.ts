@@ -284,13 +284,13 @@ describe('identity: a principal or XFCC URI that names a bare trust domain is no
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 describe('receipts: clipped request text never ends in half a surrogate pair (JCS strings are I-JSON)', () => {
-  it('a path whose cut falls inside an emoji', async () => {
+  it('a path with an emoji where the cut falls: the receipt holds the path as matched, the emoji percent-encoded', async () => {
     const req = fullRequest();
     const prefix = '/api/v1/orders/' + 'a'.repeat(MAX_RECEIPT_TEXT - 1 - '/api/v1/orders/'.length);
     http(req).path = `${prefix}\u{1F600}tail`;
     const { answer, receipt } = await decide(req);
     expect(answer.verdict).toBe('allow');
-    expect(receipt.request.path).toBe(`${prefix}…`);
+    expect(receipt.request.path).toBe(`${prefix}%…`);
     expect(LONE_SURROGATE.test(receipt.request.path ?? '')).toBe(false);
     expect(verifyReceiptLines(sink.lines, harness.key).failure).toBeNull();
   });

@@ -274,7 +274,7 @@ describe('a path that reads otherwise where %2F, %5C or \\ is "/" (ambiguous_pat
     expect(d).toMatchObject({ verdict: 'deny', rule: 'reports', tool: null, httpStatus: 403 });
     expect(d.reason).toEqual({
       code: 'ambiguous_path',
-      message: 'read as another server may ("/admin": %2F, %5C or "\\" taken for "/", or ";" parameters dropped), the path falls under rule "reports", tool "admin" instead of rule "reports", tool (none)',
+      message: 'read as another server may ("/admin": %2F, %5C or "\\" taken for "/", ";" parameters dropped, escaped ":", "@" or sub-delims decoded, or ".." applied before "//" is merged), the path falls under rule "reports", tool "admin" instead of rule "reports", tool (none)',
     });
     expect(decide({ input: sentAs(report, '/reports\\..\\admin') }).reason?.code).toBe('ambiguous_path');
   });
@@ -287,13 +287,52 @@ describe('a path that reads otherwise where %2F, %5C or \\ is "/" (ambiguous_pat
     const d = decide({ policy: byPath, input: sentAs(httpRequest({ host: 'any.svc' }), '/public/..%2F..%2Fsecret') });
     expect(d).toMatchObject({ verdict: 'deny', rule: 'public' });
     expect(d.reason?.message).toBe(
-      'read as another server may ("/secret": %2F, %5C or "\\" taken for "/", or ";" parameters dropped), the path falls under rule "private", tool (none) instead of rule "public", tool (none)',
+      'read as another server may ("/secret": %2F, %5C or "\\" taken for "/", ";" parameters dropped, escaped ":", "@" or sub-delims decoded, or ".." applied before "//" is merged), the path falls under rule "private", tool (none) instead of rule "public", tool (none)',
     );
     // mixed separators (a %2F-only server keeps %5C as a character) and Tomcat's "..;"
     for (const sent of ['/public/a%5Cb%2F..%2F..%2Fsecret', '/public/a\\b%2F..%2F..%2Fsecret', '/public/..;/secret', '/public/%2e%2e;x/secret', '/public/x/..;/../secret', '/public/x/..%2F..%2Fsecret%2Fy/..']) {
       expect(decide({ policy: byPath, input: sentAs(httpRequest({ host: 'any.svc' }), sent) }).reason?.code, sent).toBe('ambiguous_path');
     }
     expect(decide({ policy: openPolicy, input: sentAs(httpRequest({ host: 'other.svc' }), '/x%2F..%2F..%2Fv1') }).reason).toBeNull(); // unmatched both ways
+  });
+
+  it('escaped ":", "@" and sub-delims, hex case and UTF-8: a decoding server cannot be reached past a block list', () => {
+    const items = compilePolicy(
+      `schema: chio.policy.v1
+tools:
+  delete_item: [{ path: "/v1/items:delete" }]
+  purge: [{ path: /v2/what%3Fnow }]
+  me: [{ path_prefix: /users/@me }]
+  cafe: [{ path: /caf%C3%A9 }]
+rules:
+  api: { match: { hosts: [api.svc] }, default: allow, block: [delete_item, purge, me, cafe] }
+`,
+      'items.yaml',
+    );
+    const at = (sent: string): Decision => decide({ policy: items, input: sentAs(httpRequest({ host: 'api.svc' }), sent) });
+    expect(at('/v1/items:delete')).toMatchObject({ verdict: 'deny', tool: 'delete_item', reason: { code: 'tool_blocked' } });
+    expect(at('/v1/items%3Adelete')).toMatchObject({ verdict: 'deny', tool: null, reason: { code: 'ambiguous_path' } });
+    expect(at('/v1/items%3Adelete').reason?.message).toBe(
+      'read as another server may ("/v1/items:delete": %2F, %5C or "\\" taken for "/", ";" parameters dropped, escaped ":", "@" or sub-delims decoded, or ".." applied before "//" is merged), the path falls under rule "api", tool "delete_item" instead of rule "api", tool (none)',
+    );
+    expect(at('/users/%40me/keys')).toMatchObject({ verdict: 'deny', reason: { code: 'ambiguous_path' } });
+    // one canonical spelling: hex case and raw UTF-8 are the policy's escapes
+    expect(at('/v2/what%3fnow')).toMatchObject({ verdict: 'deny', tool: 'purge', reason: { code: 'tool_blocked' } });
+    expect(at('/caf\u00e9')).toMatchObject({ verdict: 'deny', tool: 'cafe', reason: { code: 'tool_blocked' } });
+    expect(at('/caf%c3%a9')).toMatchObject({ verdict: 'deny', tool: 'cafe', reason: { code: 'tool_blocked' } });
+    // an escape that changes neither rule nor tool is allowed
+    expect(at('/v1/items/a%3Ab')).toMatchObject({ verdict: 'allow', tool: null, reason: null });
+  });
+
+  it('"//" then "..": RFC 3986 order (WHATWG, Envoy normalize_path) is another reading', () => {
+    const ops = compilePolicy(
+      'schema: chio.policy.v1\nrules:\n  ops: { match: { path_prefixes: [/ops] }, default: block }\n  api: { match: { path_prefixes: [/] }, default: allow }\n',
+      'ops.yaml',
+    );
+    const d = decide({ policy: ops, input: sentAs(httpRequest({ host: 'any.svc' }), '/ops//../run') });
+    expect(d).toMatchObject({ verdict: 'deny', rule: 'api', reason: { code: 'ambiguous_path' } });
+    expect(d.reason?.message).toMatch(/^read as another server may \("\/ops\/run": .* the path falls under rule "ops", tool \(none\) instead of rule "api", tool \(none\)$/);
+    expect(decide({ policy: ops, input: sentAs(httpRequest({ host: 'any.svc' }), '/api//x/../y') })).toMatchObject({ verdict: 'allow', reason: null });
   });
 
   it('allows an encoded slash that changes neither rule nor tool (an ID holding %2F)', () => {

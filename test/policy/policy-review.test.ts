@@ -68,6 +68,19 @@ describe('host matching: an absolute DNS name (trailing dot) is the same host', 
     }
   });
 
+  it('IPv6 literals are compared in their RFC 5952 spelling, in patterns and in requests', () => {
+    const v6 = compilePolicy(
+      'schema: chio.policy.v1\nrules:\n  local: { match: { hosts: ["[0:0::1]", "[2001:DB8::1]:8443"] }, default: block }\n  rest: { default: allow }\n',
+      'v6.yaml',
+    );
+    for (const host of ['[::1]', '[0:0::1]', '[0000::0001]:80', '[2001:db8:0:0::1]:8443']) {
+      const input = toCheckInput({ attributes: { request: { http: { method: 'GET', host, path: '/x' } } } } as never);
+      expect(v6.selectRule(input), host).toMatchObject({ rule: { name: 'local' } });
+    }
+    const other = toCheckInput({ attributes: { request: { http: { method: 'GET', host: '[::2]', path: '/x' } } } } as never);
+    expect(v6.selectRule(other)).toMatchObject({ rule: { name: 'rest' } });
+  });
+
   it('"admin.svc." resolves to the tool of admin.svc (so a block list applies)', () => {
     const input = httpRequest({ host: 'admin.svc.', path: '/admin/users', contextExtensions: { chio_rule: 'public' } });
     expect(HOST_POLICY.resolveTool(input)).toBe('admin_op');
@@ -107,6 +120,20 @@ describe('host matching: an absolute DNS name (trailing dot) is the same host', 
   });
 });
 
+describe('empty lists are refused where they would read as "any" (a template that rendered none)', () => {
+  it.each([
+    ['match.hosts', 'rules:\n  r: { match: { hosts: [] } }\n', 'policy.yaml:3:17: rules.r.match.hosts: must not be empty: omit hosts to govern every host'],
+    ['match.path_prefixes', 'rules:\n  r: { match: { path_prefixes: [] } }\n', 'policy.yaml:3:17: rules.r.match.path_prefixes: must not be empty: omit path_prefixes to govern every path'],
+    [
+      'require_workload_identity.path_prefixes',
+      'rules:\n  r: { require_workload_identity: { trust_domain: prod.chio, path_prefixes: [] } }\n',
+      'policy.yaml:3:62: rules.r.require_workload_identity.path_prefixes: must not be empty: omit path_prefixes to admit any path',
+    ],
+  ])('%s: []', (_what, body, message) => {
+    expect(compileError(`schema: chio.policy.v1\n${body}`)).toBe(message);
+  });
+});
+
 describe('HTTP path prefixes that no normalized request path can match are policy_invalid', () => {
   const rulePrefix = (prefix: string) => `schema: chio.policy.v1\nrules:\n  admin:\n    match: { path_prefixes: ["${prefix}"] }\n`;
 
@@ -123,6 +150,18 @@ describe('HTTP path prefixes that no normalized request path can match are polic
     expect(compileError(rulePrefix('/%61dmin'))).toBe(
       'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix must not percent-encode "a" ("%61"): requests are matched decoded; write "a"',
     );
+    expect(compileError(rulePrefix('/v1/items%3Adelete'))).toBe(
+      'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix must not percent-encode ":" ("%3A"): a path carries it raw, and a request spelling it encoded is read both ways; write ":"',
+    );
+    expect(compileError(rulePrefix('/a%2fb'))).toBe(
+      'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix must write percent-encodings in upper case (requests are matched so, RFC 3986 §6.2.2.1): write "%2F", not "%2f"',
+    );
+    expect(compileError(rulePrefix('/café'))).toBe(
+      'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix must percent-encode "é" (requests are matched with it encoded): write "%C3%A9"',
+    );
+    expect(compileError(rulePrefix('/a\\\\b'))).toBe(
+      'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix must percent-encode "\\\\" (requests are matched with it encoded): write "%5C"',
+    );
     expect(compileError(rulePrefix('/admin%zz'))).toBe(
       'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix has an invalid percent-encoding at index 6',
     );
@@ -134,14 +173,14 @@ describe('HTTP path prefixes that no normalized request path can match are polic
     ).toBe('policy.yaml:3:9: tools.t[0].path_prefix: a path prefix must not have an empty segment ("//"): requests are matched with "//" merged');
   });
 
-  it('still accepts trailing slashes, encoded "/", "~" and dots inside segments', () => {
-    for (const ok of ['/', '/v1', '/v1/', '/a%2Fb', '/a%2fb', '/~user/a.b', '/.well-known/x', '/a/..b/c...']) {
+  it('still accepts trailing slashes, encoded "/", "~", dots inside segments, sub-delims, ":" and "@", encoded UTF-8', () => {
+    for (const ok of ['/', '/v1', '/v1/', '/a%2Fb', '/~user/a.b', '/.well-known/x', '/a/..b/c...', "/v1/items:delete!$&'()*+,;=@", '/caf%C3%A9']) {
       expect(() => compilePolicy(rulePrefix(ok), 'policy.yaml'), ok).not.toThrow();
     }
   });
 
   it('every prefix the schema accepts is a fixed point of request normalization (property)', () => {
-    const ch = fc.constantFrom('a', 'B', '.', '/', '%', '2', 'F', 'e', '6', '1', '~', '-', '_', 'z');
+    const ch = fc.constantFrom('a', 'B', '.', '/', '%', '2', 'F', 'e', '6', '1', '~', '-', '_', 'z', ':', '@', ';', '\u00e9', '\\', '"');
     fc.assert(
       fc.property(fc.array(ch, { maxLength: 12 }).map((c) => `/${c.join('')}`), (prefix) => {
         if (httpPathFault(prefix) !== null) return;
