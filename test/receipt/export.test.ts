@@ -449,7 +449,7 @@ describe('retention', () => {
       });
       expect(later).toEqual({ through: 6, deleted: 6 }); // checkpoint 9 is old, but only whole segments go
       expect((await readFrontierFile(checkpointStatePaths(checkpointsPath).anchor))?.size).toBe(6);
-      expect(readdirSync(data).sort()).toEqual(['checkpoints.anchor.json', 'checkpoints.frontier.json', 'checkpoints.jsonl', 'kernel.seed', 'receipts.jsonl']);
+      expect(readdirSync(data).sort()).toEqual(['checkpoints.anchor.json', 'checkpoints.frontier.json', 'checkpoints.jsonl', 'kernel.seed', 'receipts.jsonl', 'receipts.jsonl.lock']);
       expect(lines(checkpointsPath).map((l) => parseCheckpointLine(Buffer.from(l)).checkpoint.treeSize)).toEqual([3, 6, 9]);
 
       // what remains verifies: the file anchored after seq 6, a bundle with proofs from the anchor

@@ -5,12 +5,16 @@
  * On open the head of the chain is read from the LAST line only (the file is scanned backwards in
  * chunks). A torn tail left by a crash mid-write (bytes without a final `\n`, or a last line that
  * is not JSON) is moved to `<path>.torn-<ISO timestamp>`, the file is truncated to its last
- * complete receipt and `onTornTail` reports it; the chain continues from that receipt.
+ * complete receipt and `onTornTail` reports it; the chain continues from that receipt. A file that
+ * holds no receipt before such a line is refused unless the line looks torn (`looksTorn`).
+ *
+ * One writer per file: `open` takes `<path>.lock` (./lock.ts) until `close`.
  */
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ChioError, describe } from '../../errors.js';
 import { chainHeadOf, type ChainHead, type SealedReceipt } from '../receipt.js';
+import { WriterLock } from './lock.js';
 import type { ReceiptSink } from './sink.js';
 
 export interface TornTailInfo {
@@ -47,6 +51,7 @@ export class JsonlSink implements ReceiptSink {
   readonly path: string;
   readonly #options: JsonlSinkOptions;
   #fh: FileHandle | null = null;
+  #lock: WriterLock | null = null;
   /** bytes known to hold complete receipts */
   #size = 0;
   /** a failed write may have left bytes past #size: truncate before appending again */
@@ -63,17 +68,27 @@ export class JsonlSink implements ReceiptSink {
   /** Opens (creating file 0600 and folder 0700 if missing) and returns the head of the chain the file holds. */
   async open(): Promise<ChainHead | null> {
     if (this.#fh !== null) throw new TypeError(`JsonlSink ${this.path} is already open`);
-    const fh = await this.#openFile();
+    await mkdirFor(this.path);
+    const lock = WriterLock.acquire(this.path);
+    let fh: FileHandle;
+    try {
+      fh = await this.#openFile();
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
     try {
       const { size } = await fh.stat();
       const tail = await findTail(fh, size, this.path);
       if (tail.goodSize < size) await this.#quarantine(fh, tail.goodSize, size);
       this.#fh = fh;
+      this.#lock = lock;
       this.#size = tail.goodSize;
       this.#marks = [{ head: tail.head, size: tail.goodSize }];
       return tail.head;
     } catch (err) {
       await fh.close();
+      lock.release();
       if (err instanceof ChioError) throw err;
       throw new ChioError('io_error', `cannot open receipt file ${this.path}: ${describe(err)}`, { cause: err });
     }
@@ -136,7 +151,12 @@ export class JsonlSink implements ReceiptSink {
   async close(): Promise<void> {
     const fh = this.#fh;
     this.#fh = null;
-    if (fh !== null) await fh.close();
+    try {
+      if (fh !== null) await fh.close();
+    } finally {
+      this.#lock?.release();
+      this.#lock = null;
+    }
   }
 
   #mark(batch: readonly SealedReceipt[], size: number): void {
@@ -148,7 +168,6 @@ export class JsonlSink implements ReceiptSink {
 
   async #openFile(): Promise<FileHandle> {
     try {
-      await mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
       return await open(this.path, 'a+', 0o600);
     } catch (err) {
       throw new ChioError('io_error', `cannot open receipt file ${this.path}: ${describe(err)}`, { cause: err });
@@ -177,6 +196,15 @@ export class JsonlSink implements ReceiptSink {
   }
 }
 
+/** Creates the folder of a receipt file (0700) if missing. */
+async function mkdirFor(path: string): Promise<void> {
+  try {
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new ChioError('io_error', `cannot open receipt file ${path}: ${describe(err)}`, { cause: err });
+  }
+}
+
 /** Finds the last complete receipt, reading only the end of the file. */
 async function findTail(fh: FileHandle, size: number, path: string): Promise<Tail> {
   if (size === 0) return { head: null, goodSize: 0 };
@@ -187,8 +215,14 @@ async function findTail(fh: FileHandle, size: number, path: string): Promise<Tai
   const lastStart = (await lastNewlineBefore(fh, completeEnd - 1)) + 1;
   const last = await headOfLine(fh, lastStart, completeEnd - 1, path);
   if (last !== null) return { head: last, goodSize: completeEnd };
-  // the last complete line is not JSON (e.g. zero-filled by a crash): torn as well
-  if (lastStart === 0) return { head: null, goodSize: 0 };
+  // the last complete line is not JSON (e.g. zero-filled by a crash): torn as well; but a file whose
+  // only line is some other text is not a receipt log at all (a sink path that names another file)
+  if (lastStart === 0) {
+    if (!(await looksTorn(fh, completeEnd - 1))) {
+      throw new ChioError('receipt_malformed', `${path}: its only line is not a receipt: not a receipt file (refusing to move it aside)`);
+    }
+    return { head: null, goodSize: 0 };
+  }
   const prevStart = (await lastNewlineBefore(fh, lastStart - 1)) + 1;
   const prev = await headOfLine(fh, prevStart, lastStart - 1, path);
   if (prev === null) {
@@ -198,6 +232,15 @@ async function findTail(fh: FileHandle, size: number, path: string): Promise<Tai
     );
   }
   return { head: prev, goodSize: lastStart };
+}
+
+/**
+ * Whether a first line that is not JSON is what a crash leaves of a receipt: it starts as one (`{`)
+ * or holds NUL bytes (a file system that zero-fills blocks allocated before the crash).
+ */
+async function looksTorn(fh: FileHandle, end: number): Promise<boolean> {
+  const head = await readRange(fh, 0, Math.min(end, SCAN_CHUNK));
+  return head[0] === 0x7b || head.includes(0);
 }
 
 /** The chain head a line holds; null when it is not JSON (torn); ChioError when it is JSON but not a receipt. */

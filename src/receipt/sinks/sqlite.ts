@@ -30,6 +30,7 @@ import {
   type ReceiptRecord,
   type ReceiptStore,
 } from '../store.js';
+import { WriterLock } from './lock.js';
 import type { ReceiptSink } from './sink.js';
 import {
   workerSource,
@@ -131,6 +132,7 @@ export class SqliteSink implements ReceiptSink, ReceiptStore {
   readonly name = 'sqlite';
   readonly path: string;
   #writer: StoreWorker | null = null;
+  #lock: WriterLock | null = null;
   #reader: Promise<StoreWorker> | null = null;
   #opened = false;
   #closed = false;
@@ -151,14 +153,22 @@ export class SqliteSink implements ReceiptSink, ReceiptStore {
     if (this.#opened) throw new TypeError(`SqliteSink ${this.path} is already open`);
     this.#opened = true;
     await createStoreFile(this.path);
-    const { worker, head } = await StoreWorker.start({ path: this.path, role: 'writer', sql: STORE_SQL });
-    this.#writer = worker;
+    // SQLite serializes two writers on one file but would take both chains: one chio per store
+    const lock = WriterLock.acquire(this.path);
     try {
-      this.#head = headOfRow(head, this.path);
+      const { worker, head } = await StoreWorker.start({ path: this.path, role: 'writer', sql: STORE_SQL });
+      try {
+        this.#head = headOfRow(head, this.path);
+      } catch (err) {
+        await worker.close();
+        throw err;
+      }
+      this.#writer = worker;
     } catch (err) {
-      await worker.close();
+      lock.release();
       throw err;
     }
+    this.#lock = lock;
     return this.#head;
   }
 
@@ -200,7 +210,12 @@ export class SqliteSink implements ReceiptSink, ReceiptStore {
     this.#reader = null;
     const writer = this.#writer;
     this.#writer = null;
-    await Promise.all([reader?.then((r) => r.close(), () => undefined), writer?.close()]);
+    try {
+      await Promise.all([reader?.then((r) => r.close(), () => undefined), writer?.close()]);
+    } finally {
+      this.#lock?.release();
+      this.#lock = null;
+    }
   }
 
   // ---- ReceiptStore ----

@@ -125,9 +125,44 @@ describe('JsonlSink', () => {
     }
     expect(readdirSync(join(file, '..')).sort()).toEqual([
       'receipts.jsonl',
+      'receipts.jsonl.lock',
       'receipts.jsonl.torn-2026-11-25T21:30:00.123Z',
       'receipts.jsonl.torn-2026-11-25T21:30:00.123Z-1',
     ]);
+  });
+
+  it('refuses a file whose only line is other text (a sink path naming another file), and leaves it untouched', async () => {
+    const file = receiptFile();
+    await writeChain(file, [1]);
+    writeFileSync(file, 'hello: world\n');
+    const err = await new JsonlSink(file).open().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ChioError);
+    expect((err as ChioError).message).toBe(`${file}: its only line is not a receipt: not a receipt file (refusing to move it aside)`);
+    expect(readFileSync(file, 'utf8')).toBe('hello: world\n');
+    // what a crash leaves of a first receipt is still torn: a receipt's start, or zero-filled blocks
+    for (const torn of ['{"batch":{"ind\n', '\u0000\u0000\u0000\n']) {
+      writeFileSync(file, torn);
+      const sink = new JsonlSink(file, { clock: () => T0 });
+      expect(await sink.open()).toBeNull();
+      await sink.close();
+      expect(readFileSync(file, 'utf8')).toBe('');
+    }
+  });
+
+  it('one writer per file: a second sink on it is refused while the first is open (<file>.lock), and opens after it closed', async () => {
+    const file = receiptFile();
+    const first = new JsonlSink(file);
+    await first.open();
+    const err = await new JsonlSink(file).open().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ChioError);
+    expect((err as ChioError).code).toBe('io_error');
+    expect((err as ChioError).message).toBe(
+      `receipt file ${file} is being written by another process (it holds ${file}.lock): one process, one chain; give each chio its own receipts.sinks paths (--workers gives each worker its own)`,
+    );
+    await first.close();
+    const second = new JsonlSink(file);
+    expect(await second.open()).toBeNull();
+    await second.close();
   });
 
   it('refuses to continue a file whose last lines are not receipts, and leaves it untouched', async () => {
