@@ -31,6 +31,7 @@ import { BundleSet, type BundleSource } from './spiffe/bundle.js';
 import { createBundleSources } from './spiffe/bundle-sources.js';
 import { SvidCache } from './spiffe/x509-svid.js';
 import { startCapabilities } from './capability/service.js';
+import type { RevocationList } from './capability/revocations.js';
 import { InFlightLimit, limitInFlight } from './limits.js';
 import { HeapGovernor, acquireProcessHeapGovernor, growingPercentSetByUser, type HeapGovernorDeps } from './memory.js';
 import { openCentralReceipts, startSharedRevocations } from './receipt/pg/service.js';
@@ -52,6 +53,12 @@ export interface ServiceOptions {
    * service's own (tests). null: not at all.
    */
   readonly heap?: HeapGovernorDeps | null;
+  /**
+   * Called with the revocation list once the file is read, before the Check listener opens: a
+   * `chio serve --workers` worker puts the primary's revocations in force there first
+   * (src/server/workers.ts), so it never decides a Check without them. Throwing fails the start.
+   */
+  readonly onRevocations?: (revocations: RevocationList) => void;
 }
 
 export interface RunningService {
@@ -67,8 +74,6 @@ export interface RunningService {
   reloadPolicy(): CompiledPolicy;
   /** Why decisions cannot be recorded now (on_failure deny, a sink failing: ./receipt/health.ts), else null: what `/readyz` tells. */
   receiptsFailing(): string | null;
-  /** Re-reads the revocation file now (`--workers`: the primary recorded a revocation). */
-  reloadRevocations(): void;
   /** Health NOT_SERVING, in-flight calls finish, receipts flushed, listeners closed. */
   close(deadlineMs?: number): Promise<void>;
 }
@@ -89,6 +94,12 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   // several replicas, one PostgreSQL (README): shared revocations; receipts shipped there and queried there
   const sharedRevocations = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
   const capabilities = startCapabilities({ config: config.capabilities, log, clock, policy: () => policy, shared: sharedRevocations });
+  try {
+    options.onRevocations?.(capabilities.revocations);
+  } catch (err) {
+    await capabilities.close();
+    throw err;
+  }
   const central = await openCentralReceipts(config.receipts.postgres, options.env ?? process.env, log, metrics).catch(async (err: unknown) => {
     await capabilities.close();
     throw err;
@@ -315,7 +326,6 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     policy: () => policy,
     reloadPolicy: () => reloadPolicy(),
     receiptsFailing,
-    reloadRevocations: () => void capabilities.revocations.reload(),
     close: (deadlineMs = config.shutdown.deadline_seconds * 1000) =>
       (closing ??= (async () => {
         ready = false;

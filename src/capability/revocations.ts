@@ -14,6 +14,8 @@
  * but a file that goes missing while revocations are in force keeps them (reported): deleting or
  * moving the file never lifts a revocation.
  * `revoke()` appends one JSON line (O_APPEND, fsync) and applies it at once; appends are serialized.
+ * `apply()` puts revocations recorded by another process (`chio serve --workers`: the primary) in
+ * force without writing the file; they stay exactly as one `revoke()` made here would.
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { appendFile, mkdir, open } from 'node:fs/promises';
@@ -77,12 +79,21 @@ function parseLine(line: string, where: string): Revocation {
     throw new ChioError('config_invalid', `${where}: not valid JSON (${describe(err)})`);
   }
   const parsed = revocationLine.safeParse(value);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const at = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
-    throw new ChioError('config_invalid', `${where}: ${at}${issue?.message ?? 'invalid'}`);
-  }
+  if (!parsed.success) throw new ChioError('config_invalid', `${where}: ${firstIssue(parsed.error)}`);
   return { id: parsed.data.id, reason: parsed.data.reason ?? null, revokedAt: parsed.data.revokedAt ?? null };
+}
+
+/** `r` as a Revocation (the shape of a file's JSON line); ChioError('bad_request') naming entry `i` otherwise. */
+function checkedRevocation(r: unknown, i: number): Revocation {
+  const parsed = revocationLine.safeParse(r);
+  if (!parsed.success) throw new ChioError('bad_request', `revocation ${i}: ${firstIssue(parsed.error)}`);
+  return { id: parsed.data.id, reason: parsed.data.reason ?? null, revokedAt: parsed.data.revokedAt ?? null };
+}
+
+function firstIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  const at = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+  return `${at}${issue?.message ?? 'invalid'}`;
 }
 
 export interface RevocationListOptions {
@@ -147,6 +158,27 @@ export class RevocationList {
     const changed = next.size !== this.revoked.size || [...next.keys()].some((id) => !this.revoked.has(id));
     this.revoked = next;
     return changed;
+  }
+
+  /**
+   * Puts revocations another process recorded in force here, without writing the file (`chio serve
+   * --workers`: the primary appended them and sends them to each worker, src/server/workers.ts).
+   * They stay as if `revoke()` had made them here: a re-read that fails or finds the file missing
+   * keeps them, a successful one keeps the ids the file still holds; only an edit of the file that
+   * removes a line lifts one. An id already revoked keeps its entry. Throws ChioError('bad_request')
+   * naming the first entry that is not a revocation, and then applies none of them. Returns how many
+   * were new.
+   */
+  apply(revocations: readonly Revocation[]): number {
+    // all checked before any is applied: the primary is told yes or no for the whole message
+    const checked = revocations.map((r, i) => checkedRevocation(r, i));
+    let added = 0;
+    for (const r of checked) {
+      if (this.revoked.has(r.id)) continue;
+      this.revoked.set(r.id, r);
+      added++;
+    }
+    return added;
   }
 
   /**

@@ -8,6 +8,8 @@
  *   `capabilities.authority_seed` is configured. Issued under the policy in force.
  * - `POST /v1/revocations` `{id, reason?}` → 201 `{revocation}` (appended to
  *   `capabilities.revocations_file`, applied at once), 200 when already revoked, 404 without a file (not enabled).
+ *   Under `--workers`, 503 `{error: {code: io_error, message}, revocation}` when a worker did not
+ *   confirm it applied the revocation (it is recorded: see `afterRevoke`).
  *   With shared revocations (`revocations: {type: postgres}`) it is recorded in PostgreSQL instead
  *   and every replica enforces it within seconds (src/receipt/pg/revocations.ts).
  * - `GET /v1/revocations` → 200 `{revocations: [...]}`.
@@ -22,7 +24,7 @@ import type { CompiledPolicy } from '../policy/types.js';
 import { json, type AdminRequest, type AdminResponse, type Route } from '../server/admin.js';
 import type { CapabilitiesConfig } from './config.js';
 import { issueCapability, zodFault } from './issue.js';
-import { RevocationList, revokeRequestSchema } from './revocations.js';
+import { RevocationList, revokeRequestSchema, type Revocation } from './revocations.js';
 import type { CapabilityStageDeps } from './stage.js';
 import { CapabilityVerifier } from './verify.js';
 
@@ -40,10 +42,12 @@ export interface CapabilityServiceOptions {
    */
   readonly shared?: SharedRevocations | null;
   /**
-   * Awaited after a new revocation is recorded, before it is answered: `--workers`' primary tells
-   * every worker to apply it (they check the Checks), so a 201 means it is in force everywhere.
+   * Awaited after a revocation is recorded (or found already recorded: a retry), before it is
+   * answered: `--workers`' primary sends it to every worker (they check the Checks), so a 201 means
+   * it is in force everywhere. Throws ChioError when not every worker confirmed: the POST answers
+   * 503 with its message, since the revocation is recorded but may not be in force everywhere yet.
    */
-  readonly afterRevoke?: () => Promise<void>;
+  readonly afterRevoke?: (revocation: Revocation) => Promise<void>;
 }
 
 /** A revocation list other replicas share; closed with the capabilities. */
@@ -122,16 +126,25 @@ async function issue(req: AdminRequest, authority: SigningKey | null, options: C
 async function revoke(req: AdminRequest, revocations: Pick<RevocationList, 'revoke'>, options: CapabilityServiceOptions): Promise<AdminResponse> {
   const parsed = revokeRequestSchema.safeParse(await jsonBody(req));
   if (!parsed.success) throw badRequest(parsed.error);
+  let recorded: { revocation: Revocation; created: boolean };
   try {
-    const { revocation, created } = await revocations.revoke(parsed.data.id, parsed.data.reason ?? null, options.clock());
-    if (created) options.log.info({ capabilityId: revocation.id, reason: revocation.reason }, 'capability revoked');
-    await options.afterRevoke?.();
-    return json(created ? 201 : 200, { revocation });
+    recorded = await revocations.revoke(parsed.data.id, parsed.data.reason ?? null, options.clock());
   } catch (err) {
     if (!(err instanceof ChioError) || err.code !== 'io_error') throw err;
     options.log.error({ err: describe(err) }, 'revocation could not be recorded');
     return json(500, { error: { code: err.code, message: 'the revocation could not be recorded; it is NOT in effect' } });
   }
+  const { revocation, created } = recorded;
+  if (created) options.log.info({ capabilityId: revocation.id, reason: revocation.reason }, 'capability revoked');
+  try {
+    await options.afterRevoke?.(revocation);
+  } catch (err) {
+    if (!(err instanceof ChioError)) throw err;
+    // recorded, but not confirmed in force everywhere: never a 201 (a caller would stop worrying);
+    // not the 500 above either (it is recorded, and a retry of the POST asks the workers again)
+    return json(503, { error: err.toJSON(), revocation });
+  }
+  return json(created ? 201 : 200, { revocation });
 }
 
 /** The request body as JSON; ChioError('bad_request') otherwise. */

@@ -21,6 +21,12 @@
  *   of a worker that died stay in the sum as last scraped, so none goes backwards), `/readyz` is ready when
  *   every worker is, `/v1/keys`, the capability routes, and the receipt query API over every
  *   worker's SQLite store (./worker-receipts.ts).
+ * - **One revocation list.** `POST /v1/revocations` is answered by the primary, which records it
+ *   (the file, or PostgreSQL) and sends it to every worker; it answers 201 once every worker has
+ *   applied it in memory, 503 when one did not confirm in time. A worker that (re)starts asks the
+ *   primary for its whole list and applies it before its Check listener opens, so neither a file
+ *   that does not parse nor one deleted while revocations are in force lifts a revocation in a
+ *   worker (the single-process guarantees of src/capability/revocations.ts).
  * - Signals go to the primary: SIGHUP reloads the policy everywhere, SIGTERM/SIGINT shut every
  *   worker down gracefully (each drains and flushes its receipts), then the primary. A worker that
  *   dies is started again after a second; one that fails to start is logged and retried with a
@@ -36,6 +42,7 @@ import cluster, { type Worker } from 'node:cluster';
 import path from 'node:path';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { Logger } from '../check/pipeline.js';
+import { RevocationList, type Revocation } from '../capability/revocations.js';
 import { startCapabilities, type RunningCapabilities } from '../capability/service.js';
 import { PACKAGE_ROOT, type Config } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
@@ -62,6 +69,8 @@ const MAX_RESTART_DELAY_MS = 30_000;
 const METRICS_TIMEOUT_MS = 2000;
 /** How long a revocation's answer waits for each worker to confirm it applied it. */
 const REVOCATION_TIMEOUT_MS = 2000;
+/** How long a starting worker waits for the primary's revocation list before its start fails (and is retried). */
+const REVOCATION_SYNC_TIMEOUT_MS = 10_000;
 /** How often a worker looks whether its receipts are being written (for the primary's /readyz). */
 const RECEIPTS_HEALTH_MS = 500;
 
@@ -70,20 +79,26 @@ type ToWorker =
   | { type: 'chio:shutdown' }
   | { type: 'chio:reload' }
   | { type: 'chio:metrics'; id: number }
-  /** the primary recorded a revocation: re-read the file, then say so */
-  | { type: 'chio:revocations'; id: number };
+  /** the primary recorded a revocation: apply it in memory, then say so (a RevocationsAnswer) */
+  | { type: 'chio:revocations'; id: number; revocations: Revocation[] }
+  /** the answer to a worker's chio:revocations-sync: the primary's whole revocation list */
+  | { type: 'chio:revocations-sync'; revocations: Revocation[] };
+/** A worker's answer to chio:revocations: applied, or why not. */
+type RevocationsAnswer = { type: 'chio:revocations'; id: number; ok: true } | { type: 'chio:revocations'; id: number; ok: false; message: string };
 type FromWorker =
   | { type: 'chio:ready'; grpcPort: number }
   | { type: 'chio:failed'; message: string }
   | { type: 'chio:metrics'; id: number; metrics: MetricJson[] }
   /** the worker's receipts stopped (or resumed) being written: RunningService.receiptsFailing */
   | { type: 'chio:receipts'; failing: string | null }
-  | { type: 'chio:revocations'; id: number };
+  | RevocationsAnswer
+  /** a starting worker asks for the primary's revocation list (it serves no Check before it has it) */
+  | { type: 'chio:revocations-sync' };
 type MetricJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>[number];
 
 function isFromWorker(m: unknown): m is FromWorker {
   const t = (m as { type?: unknown } | null)?.type;
-  return t === 'chio:ready' || t === 'chio:failed' || t === 'chio:metrics' || t === 'chio:receipts' || t === 'chio:revocations';
+  return t === 'chio:ready' || t === 'chio:failed' || t === 'chio:metrics' || t === 'chio:receipts' || t === 'chio:revocations' || t === 'chio:revocations-sync';
 }
 
 /** The config text a worker runs, from {@link WORKER_CONFIG_ENV}; null when the primary set none. */
@@ -125,6 +140,31 @@ export function workerIndex(env: NodeJS.ProcessEnv = process.env): number | null
 // ---------------------------------------------------------------- worker
 
 /**
+ * A worker's copy of the revocations its primary recorded (RevocationList.apply): held in memory
+ * until the service has read its revocation file, then applied to that list before the Check
+ * listener opens, and to it directly from then on. Not the file: the primary appended them there
+ * already, and a file that does not parse, or that was deleted, must not keep them from a worker.
+ */
+class PrimaryRevocations {
+  private into: RevocationList;
+
+  constructor(log: Logger) {
+    this.into = RevocationList.open(null, { log });
+  }
+
+  /** Throws ChioError (and applies none) when an entry is not a revocation. */
+  apply(revocations: readonly Revocation[]): void {
+    this.into.apply(revocations);
+  }
+
+  /** The service's list: what was held is applied to it, and what comes later goes there. */
+  attach(list: RevocationList): void {
+    list.apply(this.into.list());
+    this.into = list;
+  }
+}
+
+/**
  * Runs worker `index`: the service without an admin listener, its metrics answered to the
  * primary's aggregator, ready/failed reported. Resolves with the exit code when it has shut down.
  */
@@ -137,6 +177,18 @@ export async function runWorker(config: Config, index: number, log: Logger): Pro
   let service: RunningService | null = null;
   let pendingStop: string | null = null;
   let stop = (why: string): void => void (pendingStop ??= why);
+  // the primary's revocations: its whole list before the service starts, then each one it records
+  const fromPrimary = new PrimaryRevocations(log);
+  let onSync: ((revocations: Revocation[]) => void) | null = null;
+  const applyFromPrimary = (id: number, revocations: Revocation[]): RevocationsAnswer => {
+    try {
+      fromPrimary.apply(revocations);
+      return { type: 'chio:revocations', id, ok: true };
+    } catch (err) {
+      log.error({ worker: index, err: describe(err) }, 'cannot apply the revocations the primary sent');
+      return { type: 'chio:revocations', id, ok: false, message: describe(err) };
+    }
+  };
   process.on('message', (m: ToWorker) => {
     if (m?.type === 'chio:shutdown') stop('primary asked');
     else if (m?.type === 'chio:reload') {
@@ -146,12 +198,9 @@ export async function runWorker(config: Config, index: number, log: Logger): Pro
         /* logged and counted by reloadPolicy */
       }
     } else if (m?.type === 'chio:revocations') {
-      try {
-        service?.reloadRevocations();
-      } catch {
-        /* logged by the revocation list (it keeps the last good list) */
-      }
-      send({ type: 'chio:revocations', id: m.id });
+      send(applyFromPrimary(m.id, m.revocations));
+    } else if (m?.type === 'chio:revocations-sync') {
+      onSync?.(m.revocations);
     } else if (m?.type === 'chio:metrics' && service !== null) {
       const { id } = m;
       service.metrics.registry.getMetricsAsJSON().then(
@@ -166,9 +215,25 @@ export async function runWorker(config: Config, index: number, log: Logger): Pro
   process.on('SIGHUP', () => undefined); // the primary forwards reloads
   process.once('disconnect', () => stop('primary gone'));
 
+  /** The primary's whole revocation list; ChioError when it does not send it in time (the start fails and is retried). */
+  const syncRevocations = (): Promise<Revocation[]> =>
+    new Promise((resolve, reject) => {
+      const why = `the primary did not send its revocation list within ${REVOCATION_SYNC_TIMEOUT_MS} ms`;
+      const timer = setTimeout(() => reject(new ChioError('io_error', why)), REVOCATION_SYNC_TIMEOUT_MS);
+      timer.unref();
+      onSync = (revocations) => {
+        clearTimeout(timer);
+        onSync = null;
+        resolve(revocations);
+      };
+      send({ type: 'chio:revocations-sync' });
+    });
+
   let running: RunningService;
   try {
-    running = await startService(workerConfig(config, index), { log, adminListener: false });
+    fromPrimary.apply(await syncRevocations());
+    // applied to the service's list before its Check listener opens: no Check is decided without them
+    running = await startService(workerConfig(config, index), { log, adminListener: false, onRevocations: (list) => fromPrimary.attach(list) });
   } catch (err) {
     send({ type: 'chio:failed', message: err instanceof ChioError ? `${err.code}: ${err.message}` : describe(err) });
     // the IPC channel would keep this process alive, and the primary waits for it to exit
@@ -247,6 +312,8 @@ interface Slot {
   grpcPort: number | null;
   /** starts that failed since it was last ready (the restart delay doubles with each) */
   failures: number;
+  /** the current worker has the primary's revocation list (it asked): each revocation recorded from now on is sent to it */
+  synced: boolean;
   /** what the current worker process answered at the last scrape */
   lastMetrics: MetricJson[] | null;
   /** why the current worker cannot record decisions (its last chio:receipts), null when it can */
@@ -277,14 +344,21 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
   // POST /v1/revocations is answered here: with `revocations: {type: postgres}` it is recorded there,
   // and every worker (each listening on its own connection) enforces it as every replica does
   const shared = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
-  // a revocation the primary records (POST /v1/revocations) is in force in every worker before it is answered
-  const afterRevoke = async (): Promise<void> => {
-    await Promise.all(
-      readySlots().map(async (slot) => {
-        const worker = slot.worker as Worker;
-        const done = await ask<true>(worker, (id) => ({ type: 'chio:revocations', id }), REVOCATION_TIMEOUT_MS);
-        if (done === null) log.error({ pid: worker.process.pid }, 'a worker did not confirm a revocation in time; its file watch applies it');
-      }),
+  // a revocation the primary records (POST /v1/revocations) is in force in every worker before it is
+  // answered 201; a worker that does not confirm it makes the answer 503 (service.ts `afterRevoke`)
+  const afterRevoke = async (revocation: Revocation): Promise<void> => {
+    const answers = await Promise.all(syncedWorkers().map(({ worker, n }) => sendRevocation(worker, n, revocation)));
+    const unconfirmed = answers.filter((why): why is string => why !== null);
+    if (unconfirmed.length === 0) return;
+    log.error({ capabilityId: revocation.id, unconfirmed }, 'not every worker confirmed a revocation');
+    const [where, until] =
+      shared !== null
+        ? ['in PostgreSQL', 'it reads PostgreSQL (within revocations.poll_seconds)']
+        : [`in ${config.capabilities.revocations_file ?? 'the revocations file'}`, 'it takes the message late, its file watch re-reads the file, or it restarts'];
+    throw new ChioError(
+      'io_error',
+      `not every worker confirmed the revocation (${unconfirmed.join('; ')}). It is recorded ${where} and in force in the primary and ` +
+        `in every worker that confirmed it; a worker that did not may still allow the capability until ${until}. POST it again to retry.`,
     );
   };
   const capabilities: RunningCapabilities = startCapabilities({ config: config.capabilities, log, clock: Date.now, policy: () => policy, shared, afterRevoke });
@@ -303,7 +377,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     execArgv: [...(options.execArgv ?? process.execArgv)],
     cwd: options.cwd,
   });
-  const slots: Slot[] = Array.from({ length: n }, () => ({ worker: null, ready: false, grpcPort: null, failures: 0, lastMetrics: null, receiptsFailing: null }));
+  const slots: Slot[] = Array.from({ length: n }, () => ({ worker: null, ready: false, grpcPort: null, failures: 0, synced: false, lastMetrics: null, receiptsFailing: null }));
   // the counters of workers that died, as last scraped: summed in, so a restart never makes a counter
   // go backwards (Prometheus would read a reset and a false rate spike)
   let retired: Promise<MetricJson[]> = Promise.resolve([]);
@@ -336,6 +410,19 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     });
   /** The slots whose worker is up and reachable. */
   const readySlots = (): Slot[] => slots.filter((s) => s.ready && s.worker?.isConnected() === true);
+  /**
+   * The reachable workers that have the revocation list, ready or still starting (they hold what they
+   * are sent until their list is read). One that has not asked yet gets the whole list when it does:
+   * the list is read and `synced` set in one turn, so no revocation falls between the two.
+   */
+  const syncedWorkers = (): Array<{ worker: Worker; n: number }> =>
+    slots.flatMap((s, i) => (s.synced && s.worker !== null && s.worker.isConnected() ? [{ worker: s.worker, n: i + 1 }] : []));
+  /** Sends `revocation` to one worker: null once it confirmed it applied it, else why not. */
+  const sendRevocation = async (worker: Worker, n: number, revocation: Revocation): Promise<string | null> => {
+    const answer = await ask<RevocationsAnswer>(worker, (id) => ({ type: 'chio:revocations', id, revocations: [revocation] }), REVOCATION_TIMEOUT_MS);
+    if (answer === null) return `worker ${n} did not answer within ${REVOCATION_TIMEOUT_MS} ms`;
+    return answer.ok ? null : `worker ${n} could not apply it: ${answer.message}`;
+  };
   const workerEnv = {
     ...(options.env ?? process.env),
     ...(options.configText == null ? {} : { [WORKER_CONFIG_ENV]: Buffer.from(options.configText, 'utf8').toString('base64') }),
@@ -346,6 +433,7 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
     const worker = cluster.fork({ ...workerEnv, [WORKER_INDEX_ENV]: String(i + 1) });
     slot.worker = worker;
     slot.ready = false;
+    slot.synced = false;
     slot.receiptsFailing = null;
     worker.on('message', (m: unknown) => {
       if (!isFromWorker(m)) return;
@@ -359,7 +447,11 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
       } else if (m.type === 'chio:receipts') {
         slot.receiptsFailing = m.failing;
       } else if (m.type === 'chio:revocations') {
-        replies.get(m.id)?.(true);
+        replies.get(m.id)?.(m);
+      } else if (m.type === 'chio:revocations-sync') {
+        // the list and `synced` in one turn: a revocation recorded before is in the list, one after is sent
+        if (slot.worker === worker) slot.synced = true;
+        worker.send({ type: 'chio:revocations-sync', revocations: capabilities.revocations.list() } satisfies ToWorker);
       } else if (startupFailure !== null) {
         startupFailure(`worker ${i + 1}: ${m.message}`);
       } else {

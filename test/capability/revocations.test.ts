@@ -142,3 +142,41 @@ describe('RevocationList', () => {
     await eventually(() => list.has(C));
   });
 });
+
+describe('RevocationList.apply (chio serve --workers: revocations the primary recorded)', () => {
+  it('puts them in force without writing; an id already revoked keeps its entry; a bad entry applies none', () => {
+    const { list } = open(null);
+    const a = { id: A, reason: 'leaked', revokedAt: '2026-12-01T00:00:00.000Z' };
+    expect(list.apply([a, { id: B, reason: null, revokedAt: null }])).toBe(2);
+    expect(list.apply([{ id: A, reason: 'again', revokedAt: null }, { id: C, reason: null, revokedAt: null }])).toBe(1);
+    expect(list.list()).toEqual([a, { id: B, reason: null, revokedAt: null }, { id: C, reason: null, revokedAt: null }]);
+    const bad = { id: 'cap-nope', reason: null, revokedAt: null };
+    const D = 'cap-01JDQ8J4Z8V4M9V6K9W0X1Y2Z6';
+    expect(() => list.apply([{ id: D, reason: null, revokedAt: null }, bad])).toThrow(new ChioError('bad_request', 'revocation 1: id: expected cap-<ULID>'));
+    expect(list.has(D)).toBe(false);
+    expect(list.size).toBe(3);
+  });
+
+  it('keeps them as a revoke() made here: through a file that does not parse, a deleted file, a re-read that holds them; an edit removing the line lifts one', () => {
+    const file = path.join(dir, 'revocations.jsonl');
+    writeFileSync(file, `${A}\n`);
+    const { list } = open(file, 60_000, false);
+    // a line added by hand that does not parse, then the primary's append of B (it sends B once appended)
+    const lineB = JSON.stringify({ id: B, reason: 'leaked', revokedAt: '2026-12-01T00:00:00.000Z' });
+    appendFileSync(file, `cap-01M8D4AMZ01TK0FBRK09R70JCY  # revoked by hand\n${lineB}\n`);
+    const text = readFileSync(file, 'utf8');
+    expect(list.apply([{ id: B, reason: 'leaked', revokedAt: '2026-12-01T00:00:00.000Z' }])).toBe(1);
+    expect(readFileSync(file, 'utf8')).toBe(text); // not written again
+    expect(() => list.reload()).toThrow(ChioError); // the file does not parse: the last good list, and B
+    expect([list.has(A), list.has(B)]).toEqual([true, true]);
+    rmSync(file);
+    expect(() => list.reload()).toThrow(new ChioError('io_error', `revocation file ${file} is missing; keeping the last 2 revocation(s)`));
+    expect([list.has(A), list.has(B)]).toEqual([true, true]);
+    writeFileSync(file, `${A}\n${lineB}\n`);
+    list.reload();
+    expect([list.has(A), list.has(B)]).toEqual([true, true]);
+    writeFileSync(file, `${A}\n`); // un-revoking B by removing its line, as for one revoked here
+    expect(list.reload()).toBe(true);
+    expect([list.has(A), list.has(B)]).toEqual([true, false]);
+  });
+});
