@@ -75,7 +75,10 @@ window (30 s skew), and what you ask for on top.
   --tool TOOL            the tool requested: must be in the capability's scope
   --revocations FILE     a revocation list file: the capability must not be on it
   --at RFC3339           decide at this time instead of now
-  --json                 print {"valid","code","message","capability"}
+  --json                 print {"valid","code","message","capability","unchecked"}
+A constraint of the token that no flag checks (its workload without --workload, its stamped tier
+without --tier) is listed as "not checked" ("unchecked": its constraints members, with --json): a
+valid token is valid only for what was checked.
 Exit status: 0 valid, 1 invalid (with its code, e.g. capability_expired), 2 bad usage.
 `;
 
@@ -223,8 +226,33 @@ async function verify(args: string[], io: CliIO): Promise<number> {
       (revoked?.has(auth.token.capability.id) ? { code: 'capability_revoked', message: `capability ${auth.token.capability.id} is revoked` } : null) ??
       (values.tool === undefined ? null : checkTool(auth.token, values.tool)) ??
       checkPresented(auth.token, workload, kind, tier));
-  report(io, values.json === true, token, failure);
+  report(io, values.json === true, token, failure, token === null ? [] : uncheckedConstraints(token, workload, tier));
   return failure === null ? EXIT_OK : EXIT_CHECK_FAILED;
+}
+
+/** A constraint of the token that the command line gave nothing to check against. */
+interface Unchecked {
+  /** the member of `constraints` */
+  readonly constraint: 'workloadIdentity' | 'minimumRuntimeAssuranceTier';
+  /** for people: what it asks, and the flag that checks it */
+  readonly text: string;
+}
+
+/**
+ * The token's constraints left unchecked: a bound token verified without --workload, or a stamped
+ * tier without --tier, printed `valid` and nothing else, as if any workload at any tier could use it
+ * (QA finding). Still exit 0 (what was checked passed), but said. A stamped `none` asks nothing.
+ */
+function uncheckedConstraints(token: ParsedCapability, workload: SpiffeId | null, tier: Tier | null): Unchecked[] {
+  const { workloadIdentity, minimumRuntimeAssuranceTier } = token.capability.constraints;
+  const out: Unchecked[] = [];
+  if (workloadIdentity !== undefined && workload === null) {
+    out.push({ constraint: 'workloadIdentity', text: `bound to ${workloadIdentity.uri} (pass --workload)` });
+  }
+  if (minimumRuntimeAssuranceTier !== undefined && minimumRuntimeAssuranceTier !== 'none' && tier === null) {
+    out.push({ constraint: 'minimumRuntimeAssuranceTier', text: `minimum tier ${minimumRuntimeAssuranceTier} (pass --tier)` });
+  }
+  return out;
 }
 
 /** Binding and tier, for what the command line says is presented (what it does not say is not checked). */
@@ -237,12 +265,14 @@ function checkPresented(token: ParsedCapability, workload: SpiffeId | null, kind
   return workloadFailure ?? (tier === null ? null : checkTier(token, tier));
 }
 
-function report(io: CliIO, json: boolean, token: ParsedCapability | null, failure: CapabilityFailure | null): void {
+function report(io: CliIO, json: boolean, token: ParsedCapability | null, failure: CapabilityFailure | null, unchecked: readonly Unchecked[]): void {
   const c = token?.capability ?? null;
   if (json) {
-    io.stdout(`${JSON.stringify({ valid: failure === null, code: failure?.code ?? null, message: failure?.message ?? null, capability: c })}\n`);
+    const body = { valid: failure === null, code: failure?.code ?? null, message: failure?.message ?? null, capability: c, unchecked: unchecked.map((u) => u.constraint) };
+    io.stdout(`${JSON.stringify(body)}\n`);
   } else if (failure === null && c !== null) {
     io.stdout(`valid: ${c.id} grants ${c.tools.join(', ')} to ${JSON.stringify(c.subject)} until ${c.expiresAt}\n`);
+    if (unchecked.length > 0) io.stdout(`not checked: ${unchecked.map((u) => u.text).join('; ')}\n`);
   } else if (failure !== null) {
     io.stdout(`invalid: ${failure.code}: ${failure.message}\n`);
   }

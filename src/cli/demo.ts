@@ -11,30 +11,65 @@ import type { CheckResponseMessage, RawCheckRequest } from '../check/envoy.js';
 import { describe } from '../errors.js';
 import { publicKeyFromJwk } from '../keys.js';
 import { formatFailure, verificationKeys, type VerificationKeys } from '../receipt/verify.js';
+import { workerFile } from '../server/workers.js';
 import { verifyAnchoredFile } from './receipt-export.js';
-import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type Command } from './io.js';
+import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
 
-const HELP = `usage: chio demo [--target HOST:PORT] [--admin HOST:PORT] [--receipts FILE]
+const HELP = `usage: chio demo [--target HOST:PORT] [--admin HOST:PORT] [--receipts FILE] [--json]
 
 Sends a few real CheckRequests (mTLS SPIFFE workload, expired SVID, no identity, spoofed and
 conflicting identities, …) to a running chio-authz and prints each verdict and its receipt.
   --target HOST:PORT   the Check listener (default 127.0.0.1:9191)
   --admin HOST:PORT    the admin listener, for the receipt key (default 127.0.0.1:9192)
   --receipts FILE      where the service writes receipts (default ./chio-data/receipts.jsonl,
-                       the embedded config's file)
+                       the embedded config's file). A service run with --workers N writes one chain
+                       per worker beside it (receipts-w1.jsonl, …): when FILE is not there but
+                       those are, each of them is verified
+  --json               print one JSON object: {"target","decisions","receipts","verification","verifyCommand"}
 Start the service first: npm start
-Exit status: 0 every request answered and the receipt chain verified offline; 1 the service not
-reachable, or the chain FAILED or could not be verified (no receipts file, no key from --admin);
+Exit status: 0 every request answered and the receipt chain(s) verified offline; 1 the service not
+reachable, or a chain FAILED or could not be verified (no receipts file, no key from --admin);
 2 bad usage.
 `;
+
+/** The most workers `chio serve --workers` runs (src/cli/serve.ts): the worker files looked for. */
+const MAX_WORKERS = 64;
 
 interface DemoCase {
   name: string;
   request: RawCheckRequest;
 }
 
+interface Decision {
+  readonly case: string;
+  /** allow or deny, as receipts spell it */
+  readonly verdict: string;
+  readonly detail: string;
+  readonly receiptId: string | null;
+}
+
+/** One chain's offline verification. */
+interface ChainReport {
+  readonly file: string;
+  readonly ok: boolean;
+  readonly receipts: number;
+  readonly failure: string | null;
+}
+
+interface Verification {
+  readonly ok: boolean;
+  readonly chains: ChainReport[];
+  /** why the chains could not be verified at all (no receipts file, no key), else null */
+  readonly error: string | null;
+}
+
+/** Where human output and --json part ways: the table and notes go through here. */
+interface Printer {
+  text(line: string): void;
+}
+
 export const run: Command = async (args, io) => {
-  let values: { target?: string; admin?: string; receipts?: string; help?: boolean };
+  let values: { target?: string; admin?: string; receipts?: string; json?: boolean; help?: boolean };
   try {
     ({ values } = parseArgs({
       args,
@@ -42,6 +77,7 @@ export const run: Command = async (args, io) => {
         target: { type: 'string' },
         admin: { type: 'string' },
         receipts: { type: 'string' },
+        json: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -54,12 +90,44 @@ export const run: Command = async (args, io) => {
     io.stdout(HELP);
     return EXIT_OK;
   }
+  const json = values.json === true;
+  const out: Printer = { text: (line) => (json ? undefined : io.stdout(line)) };
   const target = values.target ?? '127.0.0.1:9191';
   const receiptsFile = path.resolve(io.cwd, values.receipts ?? 'chio-data/receipts.jsonl');
+  const decisions = await sendCases(target, out, io);
+  if (decisions === null) return EXIT_CHECK_FAILED;
+
+  out.text(`\nreceipts: ${receiptsFile}\n`);
+  const keysUrl = `http://${values.admin ?? '127.0.0.1:9192'}/v1/keys`;
+  const files = receiptFiles(receiptsFile);
+  let verification: Verification;
+  let verifyCommand: string | null = null;
+  if (files === null) {
+    // a demo whose receipts cannot be checked has not shown what it is for: not a success
+    verification = fail(io, `no receipts file ${receiptsFile} (the service writes them where its config says; see --receipts)`);
+  } else {
+    if (files.length > 1 || files[0] !== receiptsFile) {
+      out.text(`  not there, but the chains of ${files.length} worker(s) (chio serve --workers) are beside it: ${files.map((f) => path.basename(f)).join(', ')}; verifying each\n`);
+    }
+    const first = findReceipt(files, decisions.find((d) => d.receiptId)?.receiptId ?? undefined);
+    if (first) out.text(`\nthe receipt of the first decision:\n${JSON.stringify(first, null, 2)}\n`);
+    verification = await verifyChains(files, receiptsFile, keysUrl, out, io);
+    verifyCommand = verifyCommandOf(files, keysUrl, io.cwd);
+    out.text(`verify it yourself: ${verifyCommand}\n`);
+  }
+  if (json) {
+    const receipts = { file: receiptsFile, files: files ?? [], workers: files !== null && files[0] !== receiptsFile };
+    io.stdout(`${JSON.stringify({ target, decisions, receipts, verification, verifyCommand })}\n`);
+  }
+  return verification.ok ? EXIT_OK : EXIT_CHECK_FAILED;
+};
+
+/** Sends every demo case and prints its line; null (after saying why) when the service cannot be reached. */
+async function sendCases(target: string, out: Printer, io: CliIO): Promise<Decision[] | null> {
   const cases = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'demo', 'requests.json'), 'utf8')) as DemoCase[];
   const client = createCheckClient(target);
-  const ids: string[] = [];
-  io.stdout(`${'VERDICT'.padEnd(7)} ${'DETAIL'.padEnd(46)} ${'RECEIPT'.padEnd(30)} CASE\n`);
+  const decisions: Decision[] = [];
+  out.text(`${'VERDICT'.padEnd(7)} ${'DETAIL'.padEnd(46)} ${'RECEIPT'.padEnd(30)} CASE\n`);
   try {
     for (const c of cases) {
       let res: CheckResponseMessage;
@@ -67,53 +135,69 @@ export const run: Command = async (args, io) => {
         res = await client.check(c.request, 3000);
       } catch (err) {
         io.stderr(`chio demo: cannot reach chio-authz at ${target} (${describe(err)}). Start it with: npm start\n`);
-        return EXIT_CHECK_FAILED;
+        return null;
       }
       const line = summarize(res);
-      io.stdout(`${line.verdict.padEnd(7)} ${line.detail.padEnd(46)} ${(line.receiptId ?? '-').padEnd(30)} ${c.name}\n`);
-      if (line.receiptId) ids.push(line.receiptId);
+      out.text(`${line.verdict.padEnd(7)} ${line.detail.padEnd(46)} ${(line.receiptId ?? '-').padEnd(30)} ${c.name}\n`);
+      decisions.push({ case: c.name, verdict: line.verdict.toLowerCase(), detail: line.detail, receiptId: line.receiptId });
     }
   } finally {
     client.close();
   }
-  io.stdout(`\nreceipts: ${receiptsFile}\n`);
-  const admin = values.admin ?? '127.0.0.1:9192';
-  const keysUrl = `http://${admin}/v1/keys`;
-  if (!existsSync(receiptsFile)) {
-    // a demo whose receipts cannot be checked has not shown what it is for: not a success
-    io.stderr(`chio demo: could not verify the chain: no receipts file ${receiptsFile} (the service writes them where its config says; see --receipts)\n`);
-    return EXIT_CHECK_FAILED;
-  }
-  const first = findReceipt(receiptsFile, ids[0]);
-  if (first) io.stdout(`\nthe receipt of the first decision:\n${JSON.stringify(first, null, 2)}\n`);
+  return decisions;
+}
 
-  // Verify the whole chain offline with the key the service publishes at /v1/keys.
-  let code = EXIT_OK;
-  let keys: VerificationKeys | null = null;
+/**
+ * The receipt files to verify: `file` when it is there; else the worker chains beside it that
+ * `chio serve --workers N` writes instead (named by src/server/workers.ts); null when neither is.
+ */
+function receiptFiles(file: string): string[] | null {
+  if (existsSync(file)) return [file];
+  const workers: string[] = [];
+  for (let i = 1; i <= MAX_WORKERS; i++) {
+    const worker = workerFile(file, i);
+    if (existsSync(worker)) workers.push(worker);
+  }
+  return workers.length > 0 ? workers : null;
+}
+
+/** A verification that could not be done: said on stderr, and reported. */
+function fail(io: CliIO, why: string): Verification {
+  io.stderr(`chio demo: could not verify the chain: ${why}\n`);
+  return { ok: false, chains: [], error: why };
+}
+
+/** Verifies every chain offline with the key the service publishes at /v1/keys. */
+async function verifyChains(files: readonly string[], given: string, keysUrl: string, out: Printer, io: CliIO): Promise<Verification> {
+  let keys: VerificationKeys;
   try {
     keys = await fetchKeys(keysUrl);
   } catch (err) {
-    io.stderr(`chio demo: could not verify the chain: cannot fetch ${keysUrl}: ${describe((err as { cause?: unknown }).cause ?? err)}\n`);
-    code = EXIT_CHECK_FAILED;
+    return fail(io, `cannot fetch ${keysUrl}: ${describe((err as { cause?: unknown }).cause ?? err)}`);
   }
-  if (keys !== null) {
+  const chains: ChainReport[] = [];
+  for (const file of files) {
+    // the worker's file is named in what is said about it; the one file given, as before, is not
+    const name = file === given ? '' : `${path.basename(file)}: `;
     try {
-      // as `chio receipt verify` does: a file that starts after seq 1 (retention, rotation) is anchored by the checkpoints
-      const { result, failure } = await verifyAnchoredFile(receiptsFile, { checkpoints: undefined, fromCheckpoint: false }, keys);
-      if (failure === null && result?.ok === true) {
-        io.stdout(`\nchain verified offline: ${result.receipts} receipt(s), every signature and prevHash link checks out\n`);
-      } else {
-        io.stderr(`chio demo: chain verification FAILED: ${failure ?? (result?.firstFailure ? formatFailure(result.firstFailure) : 'unknown')}\n`);
-        code = EXIT_CHECK_FAILED;
-      }
+      const chain = await verifyChain(file, keys);
+      chains.push(chain);
+      if (chain.ok) out.text(`\nchain verified offline: ${name}${chain.receipts} receipt(s), every signature and prevHash link checks out\n`);
+      else io.stderr(`chio demo: chain verification FAILED: ${name}${chain.failure ?? 'unknown'}\n`);
     } catch (err) {
-      io.stderr(`chio demo: could not verify the chain: ${describe(err)}\n`);
-      code = EXIT_CHECK_FAILED;
+      return { ...fail(io, `${name}${describe(err)}`), chains };
     }
   }
-  io.stdout(`verify it yourself: ${verifyCommand(receiptsFile, keysUrl, io.cwd)}\n`);
-  return code;
-};
+  return { ok: chains.every((c) => c.ok), chains, error: null };
+}
+
+/** As `chio receipt verify` does: a file that starts after seq 1 (retention, rotation) is anchored by the checkpoints. */
+async function verifyChain(file: string, keys: VerificationKeys): Promise<ChainReport> {
+  const { result, failure } = await verifyAnchoredFile(file, { checkpoints: undefined, fromCheckpoint: false }, keys);
+  const receipts = result?.receipts ?? 0;
+  if (failure === null && result?.ok === true) return { file, ok: true, receipts, failure: null };
+  return { file, ok: false, receipts, failure: failure ?? (result?.firstFailure ? formatFailure(result.firstFailure) : 'unknown') };
+}
 
 /** The receipt keys the service publishes (GET /v1/keys); throws with the reason when it cannot. */
 async function fetchKeys(url: string): Promise<VerificationKeys> {
@@ -124,13 +208,13 @@ async function fetchKeys(url: string): Promise<VerificationKeys> {
 }
 
 /**
- * The `chio receipt verify` command for this receipts file. The service's seed is known only when it
- * sits beside the file (the embedded config's chio-data/kernel.seed); otherwise the published keys
- * are saved for --jwks.
+ * The `chio receipt verify` command for these receipt files. The service's seed is known only when it
+ * sits beside them (the embedded config's chio-data/kernel.seed); otherwise the published keys are
+ * saved for --jwks.
  */
-function verifyCommand(receiptsFile: string, keysUrl: string, cwd: string): string {
-  const seed = path.join(path.dirname(receiptsFile), 'kernel.seed');
-  const verify = `npx chio receipt verify ${shellPath(receiptsFile, cwd)}`;
+function verifyCommandOf(files: readonly string[], keysUrl: string, cwd: string): string {
+  const seed = path.join(path.dirname(files[0] as string), 'kernel.seed');
+  const verify = `npx chio receipt verify ${files.map((f) => shellPath(f, cwd)).join(' ')}`;
   return existsSync(seed) ? `${verify} --seed ${shellPath(seed, cwd)}` : `curl -s ${keysUrl} > keys.json && ${verify} --jwks keys.json`;
 }
 
@@ -141,10 +225,13 @@ function shellPath(file: string, cwd: string): string {
   return /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replaceAll("'", `'\\''`)}'`;
 }
 
-function findReceipt(file: string, id: string | undefined): unknown {
+/** The receipt with this id in any of the files (a worker's chain holds it). */
+function findReceipt(files: readonly string[], id: string | undefined): unknown {
   if (id === undefined) return undefined;
-  for (const text of readFileSync(file, 'utf8').split('\n')) {
-    if (text.includes(`"id":"${id}"`)) return JSON.parse(text) as unknown;
+  for (const file of files) {
+    for (const text of readFileSync(file, 'utf8').split('\n')) {
+      if (text.includes(`"id":"${id}"`)) return JSON.parse(text) as unknown;
+    }
   }
   return undefined;
 }

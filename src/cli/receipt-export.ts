@@ -24,6 +24,7 @@ import { chainHashOf, receiptLeafOf } from '../receipt/receipt.js';
 import { JsonlReceiptFiles, firstLine, listSegments, receiptSeqOf } from '../receipt/retention.js';
 import { readReceiptLines, verifyReceiptFile, type ChainStart, type VerificationKeys, type VerifyResult } from '../receipt/verify.js';
 import { usageError } from './args.js';
+import { makeFolder } from './folders.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
 import { keysOfJwksFile } from './receipt.js';
 
@@ -95,6 +96,7 @@ export const exportCommand: Command = async (args, io) => {
       return usageError(io, 'receipt export', `no signing key: pass --seed FILE, --public-key KEY or --jwks FILE (no kernel.seed beside ${values.file ?? DEFAULT_RECEIPTS})`, EXPORT_HELP);
     }
     if (!existsSync(file)) throw new ChioError('file_not_found', `receipt file ${file} does not exist`);
+    makeFolder(outDir); // one level at a time (./folders.ts); exportBundle then finds it and checks it is empty
     const options = { source: new JsonlReceiptFiles(file), checkpointsPath, outDir, since, until, keys, now: io.now(), tool: toolInfo() };
     manifest = await exportRacingRetention(options, checkpointsPath);
   } catch (err) {
@@ -139,8 +141,8 @@ function exportKeys(
   const publicKeys = values['public-key'] ?? [];
   const jwks = values.jwks ?? [];
   if (seeds.length + publicKeys.length + jwks.length === 0) {
-    const beside = path.join(path.dirname(receiptsFile), 'kernel.seed');
-    return existsSync(beside) ? [loadSeedFile(beside)] : [];
+    const beside = seedBeside(receiptsFile);
+    return beside === null ? [] : [loadSeedFile(beside)];
   }
   const keys = [
     ...seeds.map((f) => loadSeedFile(path.resolve(cwd, f))),
@@ -148,6 +150,16 @@ function exportKeys(
     ...jwks.flatMap((f) => keysOfJwksFile(path.resolve(cwd, f))),
   ];
   return [...new Map(keys.map((k) => [k.kid, k])).values()];
+}
+
+/**
+ * The signing seed beside a receipt file (`kernel.seed` in its folder, where the embedded config and
+ * `chio serve --workers N` keep it: the workers' receipts-wN.jsonl sit beside the one seed they share),
+ * or null when there is none: the default key of `chio receipt export` and `chio receipt verify`.
+ */
+export function seedBeside(receiptsFile: string): string | null {
+  const beside = path.join(path.dirname(receiptsFile), 'kernel.seed');
+  return existsSync(beside) ? beside : null;
 }
 
 function exportReport(out: string, m: BundleManifest, asked: { readonly since: number; readonly until: number }): string {

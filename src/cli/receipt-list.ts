@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { CAPABILITY_ID_PATTERN } from '../capability/token.js';
 import { ChioError, describe } from '../errors.js';
 import { MAX_QUERY_LIMIT, parseReceiptQuery, type QueryParameter, type ReceiptPage } from '../receipt/query.js';
 import { SqliteReceiptStore } from '../receipt/store.js';
@@ -57,7 +58,7 @@ Filters:
   --trust-domain TD      the workload's trust domain (prod.chio)
   --path-prefix PATH     the workload's SPIFFE path, whole segments (/payments/worker matches
                          /payments/worker and /payments/worker/x, never /payments/workerX)
-  --verdict allow|deny   --rule NAME   --tool NAME   --capability-id ID
+  --verdict allow|deny   --rule NAME   --tool NAME   --capability-id cap-<ULID>
   --tier none|basic|attested|verified
   --since TIME           RFC 3339, inclusive (2026-11-24T00:00:00Z)
   --until TIME           RFC 3339, exclusive
@@ -102,6 +103,11 @@ export async function listReceipts(args: string[], io: CliIO): Promise<number> {
     if (value !== undefined) params.push([FILTER_FLAGS[flag], value]);
   }
   if (values.all && values.limit === undefined) params.push(['limit', String(MAX_QUERY_LIMIT)]);
+  const capabilityId = values['capability-id'];
+  if (capabilityId !== undefined && !CAPABILITY_ID_PATTERN.test(capabilityId)) {
+    // the query takes any text and matches nothing: a typo read as "no receipts match"
+    return usageError(io, 'receipt list', `--capability-id ${JSON.stringify(capabilityId)} is not a capability id (cap- and a ULID, as \`chio capability inspect\` shows it)`, LIST_HELP);
+  }
   try {
     parseReceiptQuery(params); // the same validation as the API, reported with the flag's name
   } catch (err) {

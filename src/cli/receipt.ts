@@ -49,10 +49,13 @@ per receipt — and chained to the line before it (seq + 1, prevHash = the previ
 with whole batches (the file must not end inside one). Reports the first bad line and why.
 Several FILEs (e.g. the per-worker chains of \`chio serve --workers N\`: receipts-w1.jsonl,
 receipts-w2.jsonl, …) are verified one by one, each as its own chain; the exit status is the worst.
-Public keys (at least one; each may be given several times):
+Public keys (each may be given several times):
   --public-key KEY   64 hex characters or 43 base64url characters (\`chio keys public\`)
   --jwks FILE        the JSON served by GET /v1/keys ({"keys":[{kty,crv,x,kid}]})
   --seed FILE        a seed file (its public key is used)
+  (none)             kernel.seed beside FILE when it is there, as \`chio receipt export\` does; said
+                     on stderr and in --json ("keySource") as not pinned: a key kept next to the log
+                     proves only that the log is consistent with it (pass --public-key to pin it)
   --json             print {"ok","receipts","firstFailure"} as JSON
 A file that does not start at seq 1 (older receipts pruned by retention or rotated into segments)
 is accepted when a signed checkpoint covers the receipts before it and they are accounted for
@@ -154,7 +157,11 @@ async function verify(args: string[], io: CliIO): Promise<number> {
   const seedFiles = values.seed ?? [];
   const target = path.resolve(io.cwd, file);
   const bundle = isDirectory(target);
-  if (publicKeys.length + jwksFiles.length + seedFiles.length === 0 && !bundle) {
+  const audit = await import('./receipt-export.js');
+  // no key given for a file: the seed beside it, as `chio receipt export` defaults (a bundle has its keys.json)
+  const fileWithoutKey = publicKeys.length + jwksFiles.length + seedFiles.length === 0 && !bundle;
+  const besideSeed = fileWithoutKey ? audit.seedBeside(target) : null;
+  if (fileWithoutKey && besideSeed === null) {
     return usageError(
       io,
       'receipt verify',
@@ -164,15 +171,17 @@ async function verify(args: string[], io: CliIO): Promise<number> {
   }
   let result: VerifyResult;
   let anchor: FileAnchor;
+  let keySource: UnpinnedKey | null = null;
   try {
-    const keys = keysOf(values, io);
-    const audit = await import('./receipt-export.js');
+    const keys = besideSeed === null ? keysOf(values, io) : verificationKeys([loadSeedFile(besideSeed)]);
+    if (besideSeed !== null) keySource = unpinnedKey(io, file, besideSeed, keys);
     if (bundle) return await audit.verifyBundleCommand(target, file, keys.size === 0 ? null : keys, { json: values.json === true, openEnds: values['open-ends'] === true }, io);
     const checkpoints = values.checkpoints === undefined ? undefined : path.resolve(io.cwd, values.checkpoints);
     const verified = await audit.verifyAnchoredFile(target, { checkpoints, fromCheckpoint: values['from-checkpoint'] === true }, keys);
     if (verified.failure !== null) {
       const receipts = verified.result?.receipts ?? 0;
-      io.stdout(values.json ? `${JSON.stringify({ ok: false, receipts, checkpointFailure: verified.failure })}\n` : `${file}: FAILED\n${verified.failure}\n`);
+      const json = { ok: false, receipts, checkpointFailure: verified.failure, ...(keySource === null ? {} : { keySource }) };
+      io.stdout(values.json ? `${JSON.stringify(json)}\n` : `${file}: FAILED\n${verified.failure}\n`);
       return EXIT_CHECK_FAILED;
     }
     anchor = verified.anchor;
@@ -180,8 +189,30 @@ async function verify(args: string[], io: CliIO): Promise<number> {
   } catch (err) {
     return inputError(io, 'verify', err);
   }
-  io.stdout(values.json ? `${JSON.stringify(jsonReport(result, anchor))}\n` : textReport(file, result, anchor));
+  const json = { ...jsonReport(result, anchor), ...(keySource === null ? {} : { keySource }) };
+  io.stdout(values.json ? `${JSON.stringify(json)}\n` : textReport(file, result, anchor));
   return result.ok ? EXIT_OK : EXIT_CHECK_FAILED;
+}
+
+/** Where the key came from when none was given (`--json`: `keySource`). */
+interface UnpinnedKey {
+  readonly seed: string;
+  readonly kids: string[];
+  readonly pinned: false;
+}
+
+/**
+ * The seed beside the log is the default key, and says so on stderr: whoever could rewrite the log
+ * could rewrite that seed too, so verifying with it proves the log consistent, not who signed it.
+ */
+function unpinnedKey(io: CliIO, file: string, seed: string, keys: ReturnType<typeof verificationKeys>): UnpinnedKey {
+  const kids = [...keys.keys()];
+  const shown = path.join(path.dirname(file), path.basename(seed));
+  io.stderr(
+    `chio receipt verify: ${file}: no key given: using ${shown} beside it (key ${kids.join(', ')}), not pinned: ` +
+      'a key stored next to the log proves only that the log is consistent with it; pass --public-key (from `chio keys public`) to pin the key\n',
+  );
+  return { seed, kids, pinned: false };
 }
 
 type VerifyValues = ReturnType<typeof parseArgs<{ args: string[]; options: typeof VERIFY_OPTIONS; strict: true; allowPositionals: true }>>['values'];

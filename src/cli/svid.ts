@@ -7,6 +7,7 @@
  * Exit codes: 0 every input valid; 1 some input invalid; 2 bad usage or an unreadable input or
  * bundle file.
  */
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -58,8 +59,10 @@ domain, aud containing one of the audiences exactly, exp not past (beyond the le
   --leeway SECONDS    clock skew tolerated on exp/nbf, 0..${MAX_LEEWAY_SECONDS} (default 30)
   --at RFC3339        decide at this time instead of now
   --json              JSON lines (the default and only output)
-TOKEN is a file holding tokens, one per line, or - for standard input. An input holding
-several tokens is reported as INPUT:LINE.
+TOKEN is a JWT-SVID itself (reported as "argument N", the Nth TOKEN: a token is never printed),
+@FILE for a file of tokens, one per line, or - for standard input (either keeps tokens out of the
+process list). A FILE that exists and is not a JWT is read as @FILE is. An input holding several
+tokens is reported as INPUT:LINE.
 Output: one JSON line per token: {"input","valid","spiffeId","trustDomain","error":{"code","message"}|null}
 Exit status: 0 all valid, 1 some invalid, 2 bad usage or an unreadable file.
 `;
@@ -99,11 +102,11 @@ function decisionTime(at: string | undefined, io: CliIO): number {
   return ms;
 }
 
-async function readInput(file: string, io: CliIO): Promise<Buffer> {
+async function readInput(file: string, io: CliIO, shown: string = file): Promise<Buffer> {
   try {
     return await readFile(path.resolve(io.cwd, file));
   } catch (err) {
-    throw new Unreadable(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? describe(err)}`);
+    throw new Unreadable(`cannot read ${shown}: ${(err as NodeJS.ErrnoException).code ?? describe(err)}`);
   }
 }
 
@@ -205,15 +208,15 @@ async function verifyTokens(args: string[], io: CliIO): Promise<number> {
   if (bundleFor === null) throw new Usage('--bundle TD=JWKS is required');
   if (positionals.filter((p) => p === '-').length > 1) throw new Usage('- (standard input) given more than once');
   const options = { audiences, leewaySeconds: leeway };
-  return report(io, positionals, async (input) => {
-    const text = input === '-' ? await io.readStdin() : (await readInput(input, io)).toString('utf8');
+  return report(io, positionals, async (input, index) => {
+    const { label: shown, text } = await tokenInput(input, index, io);
     const tokens = text
       .split(/\r?\n/)
       .map((line, i) => ({ token: line.trim(), line: i + 1 }))
       .filter((t) => t.token !== '');
-    if (tokens.length === 0) throw new Unreadable(`${input}: no token`);
+    if (tokens.length === 0) throw new Unreadable(`${shown}: no token`);
     return tokens.map(({ token, line }) => {
-      const label = tokens.length === 1 ? input : `${input}:${line}`;
+      const label = tokens.length === 1 ? shown : `${shown}:${line}`;
       try {
         const svid = verifyJwtSvid(token, bundleFor, options, now);
         return { input: label, valid: true, spiffeId: svid.spiffeId.uri, trustDomain: svid.spiffeId.trustDomain, error: null };
@@ -224,13 +227,56 @@ async function verifyTokens(args: string[], io: CliIO): Promise<number> {
   });
 }
 
+/**
+ * A TOKEN argument: `-` (standard input), `@FILE`, a JWT itself, or (as before @FILE existed) a plain
+ * FILE that is not JWT-shaped. `label` names it in the output and in errors: a token given on the
+ * command line is `argument N`, never its text (a whole bearer token was printed in
+ * `cannot read <token>: ENAMETOOLONG`: QA finding).
+ */
+async function tokenInput(arg: string, index: number, io: CliIO): Promise<{ label: string; text: string }> {
+  if (arg === '-') return { label: '-', text: await io.readStdin() };
+  if (arg.startsWith('@')) return { label: arg, text: (await readInput(arg.slice(1), io, arg)).toString('utf8') };
+  if (isJwtShaped(arg)) return { label: `argument ${index + 1}`, text: arg };
+  if (isFile(path.resolve(io.cwd, arg))) return { label: arg, text: (await readInput(arg, io)).toString('utf8') };
+  throw new Unreadable(`argument ${index + 1} (${shownArgument(arg)}): not a JWT-SVID, @FILE, - or an existing file`);
+}
+
+const BASE64URL_PART = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * A JWS compact serialization: three base64url parts (the signature may be empty: `alg: none` is
+ * refused by the verifier, with its code), the first a JSON object. The header test keeps a file
+ * named like `tokens.v1.txt` a file.
+ */
+function isJwtShaped(text: string): boolean {
+  const parts = text.split('.');
+  if (parts.length !== 3) return false;
+  const [header, payload, signature] = parts as [string, string, string];
+  if (!BASE64URL_PART.test(header) || !BASE64URL_PART.test(payload) || !(signature === '' || BASE64URL_PART.test(signature))) return false;
+  return Buffer.from(header, 'base64url').toString('utf8').trimStart().startsWith('{');
+}
+
+function isFile(file: string): boolean {
+  try {
+    return statSync(file).isFile();
+  } catch {
+    return false; // ENAMETOOLONG for a long token among them
+  }
+}
+
+/** At most 12 characters of an argument that could be a token; a path (with `/`) cannot be one and is shown whole. */
+function shownArgument(arg: string): string {
+  if (arg.includes('/') || arg.length <= 12) return JSON.stringify(arg);
+  return `${JSON.stringify(arg.slice(0, 12)).slice(0, -1)}…"`;
+}
+
 /** Runs `check` per input, prints the lines; an unreadable input is reported and makes it exit 2. */
-async function report(io: CliIO, inputs: readonly string[], check: (input: string) => Promise<Line[]>): Promise<number> {
+async function report(io: CliIO, inputs: readonly string[], check: (input: string, index: number) => Promise<Line[]>): Promise<number> {
   let unreadable = false;
   let invalid = false;
-  for (const input of inputs) {
+  for (const [index, input] of inputs.entries()) {
     try {
-      for (const line of await check(input)) {
+      for (const line of await check(input, index)) {
         invalid ||= !line.valid;
         io.stdout(`${JSON.stringify(line)}\n`);
       }

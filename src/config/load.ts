@@ -77,11 +77,27 @@ export function resolveConfig(explicit: string | undefined, env: NodeJS.ProcessE
   return resolveConfigSource(explicit, env, cwd).config;
 }
 
-/** {@link resolveConfig} with the file's text (null for the embedded default). */
+/**
+ * {@link resolveConfig} with the file's text (null for the embedded default). An empty `--config` or
+ * `CHIO_CONFIG` is a usage error, not "no config": `--config "$UNSET_VAR"` or `CHIO_CONFIG=` in a
+ * manifest ran the demo config (its demo policy, a fresh key in ./chio-data) instead of failing.
+ */
 export function resolveConfigSource(explicit: string | undefined, env: NodeJS.ProcessEnv, cwd: string): { config: Config; text: string | null } {
-  const file = explicit ?? env['CHIO_CONFIG'];
-  if (file !== undefined && file !== '') return loadConfigSource(path.resolve(cwd, file));
+  const file = configFileOf(explicit, env);
+  if (file !== null) return loadConfigSource(path.resolve(cwd, file));
   return { config: embeddedConfig(cwd), text: null };
+}
+
+/** The config file named by `--config`, else `CHIO_CONFIG`; null for neither (the embedded default). */
+function configFileOf(explicit: string | undefined, env: NodeJS.ProcessEnv): string | null {
+  if (explicit !== undefined) {
+    if (explicit.trim() === '') throw new ChioError('usage', '--config is empty: give the path of chio.yaml (omit --config and CHIO_CONFIG for the embedded demo config)');
+    return explicit;
+  }
+  const fromEnv = env['CHIO_CONFIG'];
+  if (fromEnv === undefined) return null;
+  if (fromEnv.trim() === '') throw new ChioError('usage', 'CHIO_CONFIG is set but empty: set it to the path of chio.yaml, or unset it for the embedded demo config');
+  return fromEnv;
 }
 
 function resolvePaths(c: Config): Config {

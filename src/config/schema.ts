@@ -23,6 +23,24 @@ const jsonlSink = z.strictObject({ type: z.literal('jsonl'), path: nonEmpty });
 const sqliteSink = z.strictObject({ type: z.literal('sqlite'), path: nonEmpty });
 const sink = z.discriminatedUnion('type', [jsonlSink, sqliteSink, postgresSinkSchema]);
 
+/**
+ * `capabilities.authorities[].public_key` written as a YAML mapping (`{kty: OKP, crv: Ed25519, x: …}`)
+ * becomes the JWK's JSON text, which the key parser (src/keys.ts parsePublicKey) reads as it reads a
+ * quoted JWK string: one JWK parser, and the README's "hex, base64url or JWK" holds for both spellings.
+ * Anything else is left as written, for the schema to accept or refuse.
+ */
+function authorityJwkMappings(capabilities: unknown): unknown {
+  if (!isRecord(capabilities) || !Array.isArray(capabilities['authorities'])) return capabilities;
+  const authorities = capabilities['authorities'].map((entry: unknown) =>
+    isRecord(entry) && isRecord(entry['public_key']) ? { ...entry, public_key: JSON.stringify(entry['public_key']) } : entry,
+  );
+  return { ...capabilities, authorities };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 export const IDENTITY_SOURCES = ['certificate', 'principal', 'xfcc', 'jwt_svid'] as const;
 
 export const configSchema = z.strictObject({
@@ -96,7 +114,7 @@ export const configSchema = z.strictObject({
       heap: z.enum(['auto', 'lean', 'throughput']).default('auto'),
     })
     .prefault({}),
-  capabilities: capabilitiesConfigSchema,
+  capabilities: z.preprocess(authorityJwkMappings, capabilitiesConfigSchema),
   admin: z
     .strictObject({
       token_file: nonEmpty.optional(),

@@ -197,6 +197,7 @@ describe('chio capability verify', () => {
       code: 'capability_expired',
       message: `capability ${decodeCapability(bound).capability.id} expired at 2026-12-01T00:05:00.000Z`,
       capability: decodeCapability(bound).capability,
+      unchecked: ['workloadIdentity', 'minimumRuntimeAssuranceTier'],
     });
   });
 
@@ -234,6 +235,31 @@ describe('chio capability verify', () => {
       out: '',
       err: 'chio capability verify: key_invalid: not an Ed25519 public key: expected 64 hex characters, 43 base64url characters or an OKP/Ed25519 JWK\n',
     });
+  });
+});
+
+describe('chio capability verify: the constraints it did not check', () => {
+  // a workload-bound token verified without --workload printed `valid: …` and nothing else, and the
+  // stamped tier was ignored without --tier (QA finding): still exit 0, but said
+  const valid = (token: string) => `valid: ${decodeCapability(token).capability.id} grants list_orders to "bot" until ${decodeCapability(token).capability.expiresAt}\n`;
+
+  it('a bound token without --workload and --tier: exit 0, both named with the flag that checks them', async () => {
+    const r = await cli(['verify', bound, '--authority-pub', pub()]);
+    expect(r).toEqual({ code: 0, out: `${valid(bound)}not checked: bound to ${FRONTEND} (pass --workload); minimum tier attested (pass --tier)\n`, err: '' });
+  });
+
+  it('only what is left unchecked is named; nothing for an unbound token or when both are given', async () => {
+    expect((await cli(['verify', bound, '--authority-pub', pub(), '--workload', FRONTEND])).out).toBe(`${valid(bound)}not checked: minimum tier attested (pass --tier)\n`);
+    expect((await cli(['verify', bound, '--authority-pub', pub(), '--tier', 'verified'])).out).toBe(`${valid(bound)}not checked: bound to ${FRONTEND} (pass --workload)\n`);
+    expect((await cli(['verify', bound, '--authority-pub', pub(), '--workload', FRONTEND, '--tier', 'attested'])).out).toBe(valid(bound));
+    expect((await cli(['verify', unbound, '--authority-pub', pub()])).out).toBe(valid(unbound));
+  });
+
+  it('--json: "unchecked" lists the constraints members', async () => {
+    const r = await cli(['verify', bound, '--authority-pub', pub(), '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toEqual({ valid: true, code: null, message: null, capability: decodeCapability(bound).capability, unchecked: ['workloadIdentity', 'minimumRuntimeAssuranceTier'] });
+    expect(JSON.parse((await cli(['verify', unbound, '--authority-pub', pub(), '--json'])).out)).toMatchObject({ valid: true, unchecked: [] });
   });
 });
 

@@ -2,7 +2,7 @@
  * `chio demo` (src/cli/demo.ts) against a real service: the exit status follows the offline chain
  * verification, and the printed `chio receipt verify` command fits the receipts file given.
  */
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -96,5 +96,65 @@ describe('chio demo', () => {
     expect(
       r.out.endsWith(`verify it yourself: curl -s http://${admin}/v1/keys > keys.json && npx chio receipt verify elsewhere/receipts.jsonl --jwks keys.json\n`),
     ).toBe(true);
+  });
+});
+
+describe('chio demo against chio serve --workers N', () => {
+  // the workers write receipts-w1.jsonl, receipts-w2.jsonl … beside the configured file, which does
+  // not exist: the demo said `no receipts file` and exited 1 (QA finding)
+  beforeAll(() => {
+    // two worker chains as src/server/workers.ts names them; here both are the one service's chain
+    mkdirSync(path.join(svc.dir, 'workers'));
+    symlinkSync(svc.receiptsFile, path.join(svc.dir, 'workers', 'receipts-w1.jsonl'));
+    symlinkSync(svc.receiptsFile, path.join(svc.dir, 'workers', 'receipts-w2.jsonl'));
+  });
+
+  it('the file given is not there but the workers\' are: each chain verified, and it says so', async () => {
+    const r = await demo(['--admin', admin, '--receipts', 'workers/receipts.jsonl']);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain(
+      `\nreceipts: ${path.join(svc.dir, 'workers', 'receipts.jsonl')}\n  not there, but the chains of 2 worker(s) (chio serve --workers) are beside it: receipts-w1.jsonl, receipts-w2.jsonl; verifying each\n`,
+    );
+    expect(r.out).toMatch(/\nchain verified offline: receipts-w1\.jsonl: \d+ receipt\(s\), every signature and prevHash link checks out\n/);
+    expect(r.out).toMatch(/\nchain verified offline: receipts-w2\.jsonl: \d+ receipt\(s\), every signature and prevHash link checks out\n/);
+    expect(r.out).toContain('\nthe receipt of the first decision:\n');
+    expect(r.out.endsWith(`verify it yourself: curl -s http://${admin}/v1/keys > keys.json && npx chio receipt verify workers/receipts-w1.jsonl workers/receipts-w2.jsonl --jwks keys.json\n`)).toBe(true);
+  });
+
+  it('a worker chain that fails: exit 1 naming its file', async () => {
+    mkdirSync(path.join(svc.dir, 'broken'));
+    symlinkSync(svc.receiptsFile, path.join(svc.dir, 'broken', 'receipts-w1.jsonl'));
+    const lines = readFileSync(svc.receiptsFile, 'utf8').split('\n');
+    writeFileSync(path.join(svc.dir, 'broken', 'receipts-w2.jsonl'), [...lines.slice(0, 1), ...lines.slice(2)].join('\n'));
+    const r = await demo(['--admin', admin, '--receipts', 'broken/receipts.jsonl']);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^chio demo: chain verification FAILED: receipts-w2\.jsonl: line 2 \(rct-[0-9A-Z]+, seq 3\): receipt_chain_broken: /);
+    expect(r.out).toMatch(/chain verified offline: receipts-w1\.jsonl: /);
+  });
+
+  it('--json: one object with the decisions and each chain\'s verification', async () => {
+    const r = await demo(['--admin', admin, '--receipts', 'workers/receipts.jsonl', '--json']);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out.split('\n')).toHaveLength(2); // one line
+    const report = JSON.parse(r.out) as {
+      target: string;
+      decisions: Array<{ case: string; verdict: string; detail: string; receiptId: string | null }>;
+      receipts: unknown;
+      verification: { ok: boolean; chains: Array<{ file: string; ok: boolean; receipts: number; failure: string | null }>; error: string | null };
+      verifyCommand: string;
+    };
+    expect(report.target).toBe(target);
+    expect(report.decisions.length).toBeGreaterThan(3);
+    expect(report.decisions[0]).toMatchObject({ case: 'frontend lists orders over mTLS', verdict: 'allow', receiptId: expect.stringMatching(/^rct-/) });
+    expect(new Set(report.decisions.map((d) => d.verdict))).toEqual(new Set(['allow', 'deny']));
+    const files = ['receipts-w1.jsonl', 'receipts-w2.jsonl'].map((f) => path.join(svc.dir, 'workers', f));
+    expect(report.receipts).toEqual({ file: path.join(svc.dir, 'workers', 'receipts.jsonl'), files, workers: true });
+    expect(report.verification).toMatchObject({ ok: true, error: null, chains: files.map((file) => ({ file, ok: true, failure: null })) });
+    expect(report.verifyCommand).toContain('npx chio receipt verify workers/receipts-w1.jsonl workers/receipts-w2.jsonl');
+    const none = await demo(['--admin', admin, '--receipts', 'nowhere/receipts.jsonl', '--json']);
+    expect(none.code).toBe(1);
+    expect(JSON.parse(none.out)).toMatchObject({ receipts: { files: [], workers: false }, verification: { ok: false, chains: [], error: expect.stringMatching(/^no receipts file /) }, verifyCommand: null });
   });
 });

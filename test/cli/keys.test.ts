@@ -1,6 +1,7 @@
-import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fakeIO } from '../helpers/cli-io.js';
 import { run } from '../../src/cli/keys.js';
@@ -109,5 +110,30 @@ describe('chio keys', () => {
     const io2 = fakeIO(workDir());
     expect(await run(['rotate'], io2)).toBe(2);
     expect(io2.err).toMatch(/^chio keys: unknown subcommand "rotate"\n/);
+  });
+});
+
+describe('chio keys generate: the folders of --out', () => {
+  // `--out /proc/nope/x.seed` hung at 100% CPU: Node's recursive mkdir loops under /proc (mkdir there
+  // answers ENOENT for a folder whose parent exists). Folders are now made one level at a time.
+  it.skipIf(!existsSync('/proc/self'))('a folder that cannot be made (under /proc): exit 2 io_error at once, one line (bin/chio.js; needs npm run build)', () => {
+    const started = Date.now();
+    const r = spawnSync(process.execPath, [resolve(import.meta.dirname, '..', '..', 'bin', 'chio.js'), 'keys', 'generate', '--out', '/proc/nope/x.seed'], { encoding: 'utf8', timeout: 10_000 });
+    expect(r.signal).toBeNull(); // not killed by the timeout
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe('chio keys generate: io_error: cannot create folder /proc/nope: ENOENT\n');
+    expect(Date.now() - started).toBeLessThan(5_000);
+  }, 15_000);
+
+  it('missing folders are made one level at a time, each 0700; a file in the way is io_error, exit 2', async () => {
+    const cwd = workDir();
+    const io = fakeIO(cwd);
+    expect(await run(['generate', '--out', 'a/b/c/k.seed'], io)).toBe(0);
+    for (const dir of ['a', 'a/b', 'a/b/c']) expect(statSync(join(cwd, dir)).mode & 0o777, dir).toBe(0o700);
+    writeFileSync(join(cwd, 'plain'), 'x');
+    const io2 = fakeIO(cwd);
+    expect(await run(['generate', '--out', 'plain/d/k.seed'], io2)).toBe(2);
+    expect(io2.err).toBe(`chio keys generate: io_error: cannot create folder ${join(cwd, 'plain', 'd')}: ${join(cwd, 'plain')} exists and is not a folder\n`);
+    expect(existsSync(join(cwd, 'plain', 'd'))).toBe(false);
   });
 });

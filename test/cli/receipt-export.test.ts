@@ -2,7 +2,8 @@
  * `chio receipt export` and `chio receipt verify DIR | FILE` (anchored at a checkpoint) through the
  * command dispatcher, on a log written by the real service.
  */
-import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/receipt.js';
@@ -157,6 +158,23 @@ describe('chio receipt export', () => {
     expect(wrongKey.err).toBe(
       `chio receipt export: key_invalid: ${path.join(cwd, 'data', 'checkpoints.jsonl')} line 1: checkpoint of treeSize 3: signed by key ${kid}, which is unknown: not among the 1 public key(s) given: pass its key\n`,
     );
+  });
+});
+
+describe('chio receipt export --out: its folders', () => {
+  // Node's recursive mkdir loops forever under /proc (as `chio keys generate --out /proc/nope/x.seed`
+  // did: QA finding): the folder is made one level at a time, and the first error ends it
+  it.skipIf(!existsSync('/proc/self'))('a folder that cannot be made (under /proc): exit 2 io_error at once (bin/chio.js; needs npm run build)', () => {
+    const chio = path.resolve(import.meta.dirname, '..', '..', 'bin', 'chio.js');
+    const r = spawnSync(process.execPath, [chio, 'receipt', 'export', ...RANGE, '--out', '/proc/nope/bundle'], { cwd, encoding: 'utf8', timeout: 10_000 });
+    expect(r.signal).toBeNull(); // not killed by the timeout
+    expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 2, stderr: 'chio receipt export: io_error: cannot create folder /proc/nope: ENOENT\n' });
+  }, 15_000);
+
+  it('missing folders are made (0700 each)', async () => {
+    expect((await exportTo('deep/er/bundle')).code).toBe(0);
+    expect(existsSync(path.join(cwd, 'deep', 'er', 'bundle', 'manifest.json'))).toBe(true);
+    for (const dir of ['deep', 'deep/er', 'deep/er/bundle']) expect(statSync(path.join(cwd, dir)).mode & 0o777, dir).toBe(0o700);
   });
 });
 

@@ -80,6 +80,18 @@ describe('chio receipt list --store', () => {
     expect((await list(['--token-file', 'x'])).err).toMatch(/^chio receipt list: --token-file goes with --control-url\n/);
   });
 
+  it('--capability-id must be cap-<ULID>: exit 2 naming the flag; a well-formed one filters', async () => {
+    // any text was taken and matched nothing: `--capability-id xyz` listed "no receipts match" (QA finding)
+    for (const id of ['xyz', 'cap-123', 'rct-00000000000000000000000005', 'cap-80000000000000000000000000', 'cap-0000000000000000000000000u']) {
+      const bad = await list(['--capability-id', id]);
+      expect(bad, id).toEqual({ code: 2, out: '', err: expect.stringMatching(new RegExp(`^chio receipt list: --capability-id "${id}" is not a capability id \\(cap- and a ULID, as \`chio capability inspect\` shows it\\)\n\nusage: chio receipt list`)) });
+    }
+    const id = receipts.find((r) => r.receipt.capabilityId !== null)?.receipt.capabilityId as string;
+    const good = await list(['--json', '--capability-id', id]);
+    expect(good.code).toBe(0);
+    expect(good.out.trim().split('\n').map((l) => (JSON.parse(l) as { capabilityId: string }).capabilityId)).toEqual([id]);
+  });
+
   it('a missing store is exit 2 naming it', async () => {
     const missing = await list(['--store', 'nope.db']);
     expect(missing).toEqual({ code: 2, out: '', err: `chio receipt list: file_not_found: receipt store ${path.join(cwd, 'nope.db')} does not exist\n` });

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -138,6 +138,57 @@ describe('chio receipt verify', () => {
     const io = fakeIO(tmpdir());
     expect(await run(['verify', '--help'], io)).toBe(0);
     expect(io.out).toMatch(/^usage: chio receipt verify FILE /);
+  });
+});
+
+describe('chio receipt verify without a key option: the seed beside the file, not pinned', () => {
+  // verify refused without a key flag while `chio receipt export` defaulted to kernel.seed beside the
+  // file (QA finding): now it defaults the same way, and says the key is not pinned
+  const note = (file: string, seed: string) =>
+    `chio receipt verify: ${file}: no key given: using ${seed} beside it (key ${KEY.kid}), not pinned: ` +
+    'a key stored next to the log proves only that the log is consistent with it; pass --public-key (from `chio keys public`) to pin the key\n';
+  const seedBesideFile = (cwd: string) => writeFileSync(join(cwd, 'chio-data', 'kernel.seed'), `${SEED_HEX}\n`, { mode: 0o600 });
+
+  it('kernel.seed beside FILE: verified with it, exit 0, stderr says it is not pinned', async () => {
+    const { cwd, receipts } = workDir(3);
+    seedBesideFile(cwd);
+    const io = fakeIO(cwd);
+    expect(await run(['verify', FILE], io)).toBe(0);
+    expect(io.out).toBe(`${FILE}: OK: 3 receipt(s) verified, seq 1 to 3, head ${receipts[2]!.hash}\n`);
+    expect(io.err).toBe(note(FILE, 'chio-data/kernel.seed'));
+  });
+
+  it('--json carries keySource; a key option pins the key (no note)', async () => {
+    const { cwd } = workDir(2);
+    seedBesideFile(cwd);
+    const io = fakeIO(cwd);
+    expect(await run(['verify', FILE, '--json'], io)).toBe(0);
+    expect(JSON.parse(io.out)).toEqual({ ok: true, receipts: 2, firstFailure: null, keySource: { seed: join(cwd, 'chio-data', 'kernel.seed'), kids: [KEY.kid], pinned: false } });
+    expect(io.err).toBe(note(FILE, 'chio-data/kernel.seed'));
+    const pinned = fakeIO(cwd);
+    expect(await run(['verify', FILE, '--public-key', HEX, '--json'], pinned)).toBe(0);
+    expect(JSON.parse(pinned.out)).toEqual({ ok: true, receipts: 2, firstFailure: null });
+    expect(pinned.err).toBe('');
+  });
+
+  it('the workers\' receipts-wN.jsonl use the one seed beside them, each file said', async () => {
+    const { cwd } = workDir(2);
+    seedBesideFile(cwd);
+    const text = readFileSync(join(cwd, FILE));
+    writeFileSync(join(cwd, 'chio-data', 'receipts-w1.jsonl'), text);
+    writeFileSync(join(cwd, 'chio-data', 'receipts-w2.jsonl'), text);
+    const io = fakeIO(cwd);
+    expect(await run(['verify', 'chio-data/receipts-w1.jsonl', 'chio-data/receipts-w2.jsonl'], io)).toBe(0);
+    expect(io.out).toMatch(/^chio-data\/receipts-w1\.jsonl: OK: 2 receipt\(s\) verified.*\nchio-data\/receipts-w2\.jsonl: OK: 2 receipt\(s\) verified/s);
+    expect(io.err).toBe(note('chio-data/receipts-w1.jsonl', 'chio-data/kernel.seed') + note('chio-data/receipts-w2.jsonl', 'chio-data/kernel.seed'));
+  });
+
+  it('a seed that does not sign the receipts: exit 1 as with --seed', async () => {
+    const { cwd } = workDir(1);
+    writeFileSync(join(cwd, 'chio-data', 'kernel.seed'), `${'11'.repeat(32)}\n`, { mode: 0o600 });
+    const io = fakeIO(cwd);
+    expect(await run(['verify', FILE], io)).toBe(1);
+    expect(io.out).toContain('receipt_bad_signature');
   });
 });
 

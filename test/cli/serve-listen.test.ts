@@ -2,6 +2,7 @@
  * `chio serve` when a listener cannot bind (a port in use): one line with a stable code and exit 2,
  * and the process ends. It printed a stack, and with the gRPC port taken it stayed alive with no
  * listener and ignored SIGTERM (what it had started before the listener was never closed).
+ * And an empty `--config` or CHIO_CONFIG: a usage error, never the embedded demo config.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,6 +10,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { resolveConfigSource } from '../../src/config/load.js';
 import { demoPolicy } from '../helpers/service.js';
 
 const CHIO = path.resolve(import.meta.dirname, '..', '..', 'bin', 'chio.js');
@@ -55,4 +57,51 @@ describe('chio serve with a listener address in use', () => {
     const r = await serve(`{ grpc: 127.0.0.1:0, admin: 127.0.0.1:${port} }`);
     expect(r).toMatchObject({ code: 2, err: `chio serve: io_error: listen.admin: cannot listen on 127.0.0.1:${port}: the address is already in use (EADDRINUSE)\n` });
   }, 20_000);
+});
+
+/** `chio serve` with these arguments and environment in a fresh folder; killed after 15 s (a service that started). */
+function serveArgs(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; err: string }> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'chio-empty-config-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
+  // a config that would start (ports chosen by the OS): only an empty setting may stop it
+  writeFileSync(path.join(dir, 'chio.yaml'), ['schema: chio.config.v1', 'listen: { grpc: 127.0.0.1:0, admin: 127.0.0.1:0 }', 'policy: ./policy.yaml', 'keys: { receipt_signing_seed: ./data/kernel.seed }', ''].join('\n'));
+  const child = spawn(process.execPath, [CHIO, 'serve', ...args], { cwd: dir, env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  return new Promise((resolve) =>
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, err });
+    }),
+  );
+}
+
+describe('chio serve with an empty --config or CHIO_CONFIG', () => {
+  // `'' ?? CHIO_CONFIG` never fell through: `--config ""` ran the embedded demo config (demo policy,
+  // a new key in ./chio-data), whatever CHIO_CONFIG said (QA finding)
+  it('--config "": exit 2, one line naming --config, even with CHIO_CONFIG set', async () => {
+    const r = await serveArgs(['--config', ''], { CHIO_CONFIG: 'chio.yaml' });
+    expect(r).toEqual({
+      code: 2,
+      err: 'chio serve: usage: --config is empty: give the path of chio.yaml (omit --config and CHIO_CONFIG for the embedded demo config)\n',
+    });
+  }, 20_000);
+
+  it('CHIO_CONFIG set but empty: exit 2, one line naming CHIO_CONFIG', async () => {
+    const r = await serveArgs([], { CHIO_CONFIG: '' });
+    expect(r).toEqual({ code: 2, err: 'chio serve: usage: CHIO_CONFIG is set but empty: set it to the path of chio.yaml, or unset it for the embedded demo config\n' });
+  }, 20_000);
+
+  it('resolveConfigSource: --config wins over CHIO_CONFIG; neither is the embedded config', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'chio-resolve-config-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
+    writeFileSync(path.join(dir, 'chio.yaml'), ['schema: chio.config.v1', 'policy: ./policy.yaml', 'keys: { receipt_signing_seed: ./data/kernel.seed }', ''].join('\n'));
+    expect(resolveConfigSource('chio.yaml', { CHIO_CONFIG: 'elsewhere.yaml' }, dir).config.file).toBe(path.join(dir, 'chio.yaml'));
+    expect(resolveConfigSource(undefined, { CHIO_CONFIG: 'chio.yaml' }, dir).config.file).toBe(path.join(dir, 'chio.yaml'));
+    expect(resolveConfigSource(undefined, {}, dir).config.file).toBe('(embedded)');
+    expect(() => resolveConfigSource(' ', {}, dir)).toThrow(/^--config is empty/);
+  });
 });

@@ -197,3 +197,57 @@ describe('chio svid verify-jwt', () => {
     expect(empty).toEqual({ code: 2, lines: [], stderr: 'chio svid: -: no token\n' });
   });
 });
+
+describe('chio svid verify-jwt TOKEN: a JWT itself, @FILE, - or a file', () => {
+  // given a token itself, it read a file of that name and printed the whole bearer token in
+  // `cannot read <token>: ENAMETOOLONG` (QA finding)
+  const key = ecKeyPair('k2');
+  const now = TEST_NOW / 1000;
+  const sign = (claims: Record<string, unknown>) =>
+    new SignJWT({ sub: 'spiffe://a.test/api', aud: 'chio', exp: now + 60, ...claims }).setProtectedHeader({ alg: 'ES256', kid: 'k2' }).sign(key.privateKey);
+  const verifyJwt = (...inputs: string[]) => svid(['verify-jwt', '--bundle', 'a.test=k2.jwks', '--audience', 'chio', ...inputs]);
+
+  beforeAll(() => {
+    writeFileSync(path.join(dir, 'k2.jwks'), spiffeBundleJson([], [{ kid: 'k2', key: key.publicKey }]));
+  });
+
+  it('a token given itself is verified and reported as "argument N", never printed', async () => {
+    const good = await sign({});
+    const expired = await sign({ exp: now - 3600 });
+    const r = await verifyJwt(good, expired);
+    expect(r).toEqual({
+      code: 1,
+      lines: [
+        { input: 'argument 1', valid: true, spiffeId: 'spiffe://a.test/api', trustDomain: 'a.test', error: null },
+        { input: 'argument 2', valid: false, spiffeId: null, trustDomain: null, error: { code: 'jwt_svid_expired', message: 'JWT-SVID expired at 2030-06-15T11:00:00.000Z (leeway 30s)' } },
+      ],
+      stderr: '',
+    });
+  });
+
+  it('@FILE reads a file of tokens; a FILE that is not JWT-shaped is still read (tokens.v1.txt too)', async () => {
+    writeFileSync(path.join(dir, 'tokens.v1.txt'), `${await sign({})}\n`);
+    expect(await verifyJwt('@tokens.v1.txt')).toEqual({ code: 0, lines: [{ input: '@tokens.v1.txt', valid: true, spiffeId: 'spiffe://a.test/api', trustDomain: 'a.test', error: null }], stderr: '' });
+    expect((await verifyJwt('tokens.v1.txt')).lines).toEqual([{ input: 'tokens.v1.txt', valid: true, spiffeId: 'spiffe://a.test/api', trustDomain: 'a.test', error: null }]);
+    expect(await verifyJwt('@missing.txt')).toEqual({ code: 2, lines: [], stderr: 'chio svid: cannot read @missing.txt: ENOENT\n' });
+  });
+
+  it('neither a JWT nor a file: exit 2 naming the argument, with at most 12 characters of it', async () => {
+    const token = await sign({});
+    const cut = token.slice(0, token.lastIndexOf('.')); // two parts: not a JWT
+    const r = await verifyJwt('@tokens.v1.txt', cut);
+    expect(r.code).toBe(2);
+    expect(r.lines).toHaveLength(1);
+    expect(r.stderr).toBe(`chio svid: argument 2 ("${token.slice(0, 12)}…"): not a JWT-SVID, @FILE, - or an existing file\n`);
+    expect(r.stderr).not.toContain(token.slice(0, 13));
+    // a long one that was read as a file name (ENAMETOOLONG) is no different
+    const long = `${cut}${'A'.repeat(300)}`;
+    expect((await verifyJwt(long)).stderr).toBe(`chio svid: argument 1 ("${token.slice(0, 12)}…"): not a JWT-SVID, @FILE, - or an existing file\n`);
+  });
+
+  it('--help says so', async () => {
+    const io = fakeIO(dir);
+    expect(await run(['verify-jwt', '--help'], io)).toBe(0);
+    expect(io.out).toContain('TOKEN is a JWT-SVID itself (reported as "argument N", the Nth TOKEN: a token is never printed),\n@FILE for a file of tokens');
+  });
+});
