@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
 import { deny } from '../errors.js';
-import { canonicalIpv6 } from '../policy/hosts.js';
+import { canonicalIpv6, ipv4SpellingFault } from '../policy/hosts.js';
 import { canonicalPathSpelling } from '../policy/paths.js';
 import type { CheckInput } from './request.js';
 
@@ -213,6 +213,7 @@ function formatAddress(addr: Address | undefined): string | null {
 const HOST_RE = /^(\[[0-9a-f:.]+\]|[^:\[\]]*)(?::(\d{0,5}))?$/;
 /** what a DNS name (or an IPv4 address) is made of: a Host with userinfo, `%`, spaces or raw UTF-8 is none */
 const HOST_NAME_RE = /^[a-z0-9._-]*$/;
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
  * `Host:8443` → host `host:8443`, hostname `host`, port `8443`. IPv6 literals in their RFC 5952
@@ -222,13 +223,16 @@ const HOST_NAME_RE = /^[a-z0-9._-]*$/;
  */
 export function splitHost(raw: string | null): { host: string | null; hostname: string | null; port: string | null } {
   if (raw === null) return { host: null, hostname: null, port: null };
-  const lower = raw.toLowerCase();
+  // ASCII only, tested before lower-casing: "\u212Aube.svc" (a Kelvin sign) lower-cases to "kube.svc"
+  const lower = NON_ASCII.test(raw) ? '\u0000' : raw.toLowerCase();
   const m = HOST_RE.exec(lower);
   let hostname = m === null ? null : m[1] || null;
   if (hostname?.startsWith('[')) hostname = canonicalIpv6(hostname);
   if (m === null || (m[1] && (hostname === null || !(hostname.startsWith('[') || HOST_NAME_RE.test(hostname))))) {
     throw deny('malformed_request', `request host ${quoteHost(raw)} is not a DNS name or an IP literal`);
   }
+  const ipv4 = hostname === null || hostname.startsWith('[') ? null : ipv4SpellingFault(hostname);
+  if (ipv4 !== null) throw deny('malformed_request', `request host ${ipv4}`);
   // an empty port is no port and leading zeros are not part of it (`admin.svc:`, `admin.svc:0443`):
   // the host a host pattern is compared with must be the one the upstream sees, or a catch-all decides
   const port = m[2] === undefined || m[2] === '' ? null : String(Number(m[2]));
@@ -252,18 +256,32 @@ function withoutQuery(target: string): string {
  * list or a prefix. Escapes of reserved characters stay encoded (`%2F` is not `/`; a server that
  * decodes them reads another path: `otherPathReadings`). Bad %-escapes are malformed.
  *
- * `mergeFirst` false: dot-segments removed before `//` is merged, as RFC 3986 §5.2.4 and WHATWG URL
- * read `/a//../b` (`/a/b`); Go's `path.Clean`, nginx and chio's own reading merge first (`/b`).
+ * `order`: how `//` and dot-segments are read.
+ * - `merge-first` (chio's own reading, Go's `path.Clean`, nginx): `//` merged, then dot-segments
+ *   removed: `/a//../b` is `/b`;
+ * - `rfc` (RFC 3986 §5.2.4, WHATWG URL): dot-segments removed, then `//` merged: `/a//../b` is `/a/b`;
+ * - `keep` (Express, Werkzeug: a prefix router sees `/admin/../x` under `/admin`): `//` merged,
+ *   dot-segments left as they are.
+ *
+ * A path longer than {@link MAX_PATH} is malformed (Envoy's default header limit is 60 KiB).
  */
-export function normalizePath(raw: string, mergeFirst = true): string {
+export function normalizePath(raw: string, order: PathOrder = 'merge-first'): string {
+  if (raw.length > MAX_PATH) throw deny('malformed_request', `request path is longer than ${MAX_PATH} characters`);
   let p = withoutQuery(raw);
   if (p.includes('%') && /%(?![0-9a-fA-F]{2})/.test(p)) throw deny('malformed_request', 'request path has an invalid percent-encoding');
-  p = canonicalPathSpelling(p);
+  return segmentsOf(canonicalPathSpelling(p), order);
+}
+
+/** {@link normalizePath} of a path already in its canonical spelling, without query: `//` and dot-segments. */
+function segmentsOf(canonical: string, order: PathOrder): string {
+  let p = canonical;
   if (p === '*') return p;
   // a path without its leading slash (Envoy never forwards one; a direct caller might) is normalized
   // like any other: 'public/../admin' is /admin, not a path under /public (final review)
   if (!p.startsWith('/')) p = '/' + p;
   if (!p.includes('//') && !p.includes('/.')) return p;
+  if (order === 'keep') return p.includes('//') ? p.replace(/\/{2,}/g, '/') : p;
+  const mergeFirst = order === 'merge-first';
   const out: string[] = [];
   const segs = p.split('/');
   for (let i = 1; i < segs.length; i++) {
@@ -282,6 +300,11 @@ export function normalizePath(raw: string, mergeFirst = true): string {
   return mergeFirst || !result.includes('//') ? result : result.replace(/\/{2,}/g, '/');
 }
 
+export type PathOrder = 'merge-first' | 'rfc' | 'keep';
+
+/** The longest request path read at all. */
+export const MAX_PATH = 64 * 1024;
+
 const ENCODED_SLASH = /%2[fF]/g;
 const BACKSLASH = /%5[cC]|\\/g;
 const PATH_PARAMS = /;[^/]*/g;
@@ -295,7 +318,7 @@ const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];
 /**
  * The other ways servers read the path as sent, each normalized, without chio's own reading
  * (`normalized`) and without repeats (empty for almost every path: only one holding `%2F`, `%5C`,
- * `\`, `;`, an escaped sub-delim, `:` or `@`, or `//` with a dot has any):
+ * `\`, `;`, an escaped sub-delim, `:` or `@`, a dot-segment, or starting with two slashes has any):
  * - `%2F` decoded to `/` (Go's `URL.Path`, many routers), `%5C` kept as a character;
  * - `%5C` and `\` read as `/` (Windows servers), `%2F` kept;
  * - all three as `/`;
@@ -304,7 +327,10 @@ const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];
  * - each of these with `;parameters` dropped from every segment (Tomcat and Spring read `..;/` as
  *   `../`);
  * - each of these with dot-segments removed before `//` is merged (RFC 3986 §5.2.4, WHATWG URL:
- *   `/admin//../users` is `/admin/users`; chio, Go's `path.Clean` and nginx read `/users`).
+ *   `/admin//../users` is `/admin/users`; chio, Go's `path.Clean` and nginx read `/users`), and with
+ *   dot-segments kept (Express and Werkzeug route `/admin/../public` under `/admin`);
+ * - a path starting with two slashes (or backslashes) as WHATWG URL reads it against a base, as
+ *   Node servers do (`new URL(req.url, base)`): `//admin/x` is host `admin`, path `/x`.
  * Envoy keeps all of them unless `path_with_escaped_slashes_action` / `normalize_path` say
  * otherwise. `/api/orders/..%2F..%2Fadmin` is `/admin` to a server decoding `%2F`.
  */
@@ -317,32 +343,53 @@ export function otherPathReadings(sent: string, normalized: string): string[] {
   const back = path.includes('\\') || (escaped && /%5[cC]/.test(path));
   const reserved = escaped && RESERVED_ESCAPE.test(path);
   const params = path.includes(';');
-  // an empty segment can come from "//", or from a %2F or "\" read as "/"; a dot-segment from "." or %2E
-  const dotAfterEmpty = (slash || back || path.includes('//')) && (path.includes('.') || (escaped && /%2[eE]/.test(path)));
-  if (!slash && !back && !reserved && !params && !dotAfterEmpty) return [];
+  // a dot-segment as sent, or once %2F / "\" are read as "/", or spelled %2E
+  const dots = (path.includes('.') && (path.includes('/.') || slash || back)) || (escaped && /%2[eE]/.test(path));
+  const authority = /^[/\\][/\\]/.test(path);
+  if (!slash && !back && !reserved && !params && !dots && !authority) return [];
   // each reading is a whole normalization (and a rule and tool lookup): bounded, failing closed
   if (path.length > MAX_READ_PATH) {
-    throw deny('ambiguous_path', `the path is longer than ${MAX_READ_PATH} bytes and holds %2F, %5C, "\\", ";", escaped reserved characters or "//" with dot-segments: it is not read as other servers would, and is refused`);
+    throw deny('ambiguous_path', `the path is longer than ${MAX_READ_PATH} bytes and holds %2F, %5C, "\\", ";", ".", escaped reserved characters or a leading "//": it is not read as other servers would, and is refused`);
   }
-  const bases = [path];
-  if (slash) bases.push(path.replace(ENCODED_SLASH, '/'));
-  if (back) bases.push(path.replace(BACKSLASH, '/'));
-  if (slash && back) bases.push(path.replace(ENCODED_SLASH, '/').replace(BACKSLASH, '/'));
+  // every reading starts from the canonical spelling (escapes upper-cased, `\` as %5C, UTF-8 encoded),
+  // spelled once: each reading below is only a split and join (re-spelling ~50 of them cost ~10 ms at 8 KiB).
+  // Decoding %2F, %5C, sub-delims, ":" or "@", or dropping ";params", leaves a spelling canonical.
+  const canonical = canonicalPathSpelling(path);
+  const bases = [canonical];
+  if (slash) bases.push(canonical.replace(ENCODED_SLASH, '/'));
+  if (back) bases.push(canonical.replace(BACKSLASH, '/'));
+  if (slash && back) bases.push(canonical.replace(ENCODED_SLASH, '/').replace(BACKSLASH, '/'));
   if (reserved) for (const base of bases.slice()) bases.push(base.replace(RESERVED_ESCAPES, (e) => decodeURIComponent(e)));
   const out = new Set<string>();
   for (const base of bases) {
     const spellings = base.includes(';') ? [base, base.replace(PATH_PARAMS, '')] : [base];
     for (const spelling of spellings) {
-      out.add(normalizePath(spelling));
-      if (dotAfterEmpty) out.add(normalizePath(spelling, false));
+      out.add(segmentsOf(spelling, 'merge-first'));
+      if (dots) {
+        out.add(segmentsOf(spelling, 'rfc'));
+        out.add(segmentsOf(spelling, 'keep'));
+      }
     }
+  }
+  if (authority) {
+    const whatwg = whatwgPathname(path);
+    if (whatwg !== null) out.add(normalizePath(whatwg));
   }
   out.delete(normalized);
   return [...out];
 }
 
-/** The longest path read otherwise (Envoy's default header limit is 60 KiB). */
-export const MAX_READ_PATH = 64 * 1024;
+/** The pathname WHATWG URL gives a request target against a base (null when it is no URL). */
+function whatwgPathname(target: string): string | null {
+  try {
+    return new URL(target, 'http://chio.invalid').pathname;
+  } catch {
+    return null;
+  }
+}
+
+/** The longest path read otherwise: each reading is a normalization and a rule and tool lookup (up to ~50 of them). */
+export const MAX_READ_PATH = 4 * 1024;
 
 const GRPC_PATH_RE = /^\/([A-Za-z_][A-Za-z0-9_.]*)\/([A-Za-z_][A-Za-z0-9_]*)$/;
 

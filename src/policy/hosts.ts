@@ -94,8 +94,27 @@ export function canonicalIpv6(bracketed: string): string | null {
   return new URL(`http://${bracketed}/`).hostname;
 }
 
+/** A dotted-quad IPv4 address as WHATWG URL serializes one: four decimal parts 0–255, no leading zeros. */
+const DOTTED_QUAD = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+/** WHATWG URL's "ends in a number": the last label (past one root dot) is decimal or 0x-hex. */
+const ENDS_IN_NUMBER = /(?:^|\.)(?:\d+|0x[0-9a-f]*)\.?$/;
+
+/**
+ * Why `name` (lower case) is an IPv4 address in another spelling than its dotted quad, or null.
+ * WHATWG URL, curl and inet_aton read `2852039166`, `0xa9.0xfe.0xa9.0xfe`, `0251.0376.0251.0376`,
+ * `169.254.43518` and `127.1` as dotted quads (169.254.169.254, 127.0.0.1): compared as written they
+ * miss the rule of that address and a catch-all decides. One spelling is compared: the dotted quad.
+ */
+export function ipv4SpellingFault(name: string): string | null {
+  if (!ENDS_IN_NUMBER.test(name)) return null;
+  const bare = name.endsWith('.') ? name.slice(0, -1) : name;
+  return DOTTED_QUAD.test(bare) ? null : `${JSON.stringify(name)} ends in a number but is not a dotted-quad IPv4 address (write it as four decimal parts 0-255, e.g. 127.0.0.1)`;
+}
+
 function hostnameFault(name: string): string | null {
   if (name.length > MAX_HOST_LENGTH) return `a host name is at most ${MAX_HOST_LENGTH} characters`;
+  const ipv4 = ipv4SpellingFault(name);
+  if (ipv4 !== null) return ipv4;
   const labels = name.split('.');
   for (const [i, label] of labels.entries()) {
     if (label === '*' && i === 0 && labels.length > 1) continue;

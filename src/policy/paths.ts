@@ -61,19 +61,35 @@ function canonicalEscapes(p: string): string {
  */
 const NOT_RAW_IN_PATH = /[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]/;
 
-/** Percent-encodes (UTF-8, upper-case hex) every character a path does not carry raw. */
+/** Each ASCII character as a path carries it: itself, or its upper-case escape. */
+const ASCII_SPELLING: readonly string[] = Array.from({ length: 128 }, (_, c) => {
+  const ch = String.fromCharCode(c);
+  return NOT_RAW_IN_PATH.test(ch) ? `%${c.toString(16).toUpperCase().padStart(2, '0')}` : ch;
+});
+
+/**
+ * Percent-encodes (UTF-8, upper-case hex) every character a path does not carry raw: ASCII by a
+ * table, runs of other characters by `encodeURIComponent` (a regex and a call per character took
+ * ~18 ms for 60 KiB of `"`).
+ */
 function encodeNotRaw(p: string): string {
   let out = '';
-  for (const ch of p) {
-    if (!NOT_RAW_IN_PATH.test(ch)) {
-      out += ch;
+  let i = 0;
+  while (i < p.length) {
+    const c = p.charCodeAt(i);
+    if (c < 128) {
+      out += ASCII_SPELLING[c] as string;
+      i++;
       continue;
     }
+    let end = i + 1;
+    while (end < p.length && p.charCodeAt(end) >= 128) end++;
     try {
-      out += encodeURIComponent(ch);
+      out += encodeURIComponent(p.slice(i, end));
     } catch {
       throw deny('malformed_request', 'request path holds a lone UTF-16 surrogate');
     }
+    i = end;
   }
   return out;
 }
@@ -125,6 +141,9 @@ export function unmatchablePathFault(value: string, what = 'a path prefix'): str
       return `${what} holds a lone UTF-16 surrogate at index ${raw.index}`;
     }
     return `${what} must percent-encode ${JSON.stringify(ch)} (requests are matched with it encoded): write ${JSON.stringify(spelled)}`;
+  }
+  if (value.includes(';')) {
+    return `${what} must not contain ";": path parameters are read both with and without them (Tomcat, Spring), so a request to it is always ambiguous_path`;
   }
   const segments = value.split('/');
   for (let i = 1; i < segments.length; i++) {

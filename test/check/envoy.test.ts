@@ -173,7 +173,7 @@ describe('normalizePath', () => {
     ['/a/b//', '/a/b/'],
     ['/a/./b', '/a/b'],
   ])('in RFC 3986 order (dot-segments first, then "//" merged): %s → %s', (raw, want) => {
-    expect(normalizePath(raw, false)).toBe(want);
+    expect(normalizePath(raw, 'rfc')).toBe(want);
   });
 
   it('rejects a bad percent-escape', () => {
@@ -196,21 +196,22 @@ describe('normalizePath', () => {
 
 describe('otherPathReadings: the path as other servers read it', () => {
   it.each([
-    ['/api/v1/orders/..%2F..%2F..%2Fadmin', ['/admin']],
-    ['/api/v1/orders/..%2f..%2f..%2fadmin', ['/admin']],
-    ['/api/v1/orders/..%5C..%5Cadmin', ['/api/admin']],
-    ['/api/v1/orders\\..\\..\\admin', ['/api/admin']],
+    // with dot-segments kept (Express, Werkzeug route by prefix on the path as sent) as one more reading
+    ['/api/v1/orders/..%2F..%2F..%2Fadmin', ['/admin', '/api/v1/orders/../../../admin']],
+    ['/api/v1/orders/..%2f..%2f..%2fadmin', ['/admin', '/api/v1/orders/../../../admin']],
+    ['/api/v1/orders/..%5C..%5Cadmin', ['/api/admin', '/api/v1/orders/../../admin']],
+    ['/api/v1/orders\\..\\..\\admin', ['/api/admin', '/api/v1/orders/../../admin']],
     ['/repos/group%2Fproject/issues', ['/repos/group/project/issues']],
     // mixed separators: %2F alone and %5C alone give other paths than all three together
-    ['/public/a%5Cb%2F..%2F..%2Fadmin', ['/admin', '/public/a/b%2F..%2F..%2Fadmin', '/public/admin']],
-    ['/public/..;/admin', ['/admin']],
-    ['/public/%2e%2e;x/admin', ['/admin']],
+    ['/public/a%5Cb%2F..%2F..%2Fadmin', ['/admin', '/public/a%5Cb/../../admin', '/public/a/b%2F..%2F..%2Fadmin', '/public/a/b/../../admin', '/public/admin']],
+    ['/public/..;/admin', ['/admin', '/public/../admin']],
+    ['/public/%2e%2e;x/admin', ['/admin', '/public/../admin']],
     ['/api/v1/orders;jsessionid=1', ['/api/v1/orders']],
     // the marker's segment removed by a later ".." in the normalized path: read from the path as sent
-    ['/public/x/..;/../admin', ['/admin']],
-    ['/public/.;/../admin', ['/admin']],
-    ['/public/x/..%2F..%2Fadmin%2Fy/..', ['/admin/']],
-    ['/public/x/..%5C..%5Cadmin%5Cy/..', ['/admin/']],
+    ['/public/x/..;/../admin', ['/admin', '/public/x/../../admin', '/public/x/..;/../admin']],
+    ['/public/.;/../admin', ['/admin', '/public/./../admin', '/public/.;/../admin']],
+    ['/public/x/..%2F..%2Fadmin%2Fy/..', ['/admin/', '/public/x/..%2F..%2Fadmin%2Fy/..', '/public/x/../../admin/y/..']],
+    ['/public/x/..%5C..%5Cadmin%5Cy/..', ['/admin/', '/public/x/..%5C..%5Cadmin%5Cy/..', '/public/x/../../admin/y/..']],
     ['/api/v1/orders;x=1?q=a;b', ['/api/v1/orders']],
     // escaped sub-delims, ":" and "@" decoded (WSGI PATH_INFO, Go, Spring), in any hex case
     ['/v1/items%3Adelete', ['/v1/items:delete']],
@@ -218,31 +219,46 @@ describe('otherPathReadings: the path as other servers read it', () => {
     ['/users/%40me', ['/users/@me']],
     ['/a%3Bjsessionid=1', ['/a;jsessionid=1', '/a']],
     ['/a%2Fb%3Ac', ['/a/b%3Ac', '/a%2Fb:c', '/a/b:c']],
-    // ".." applied before "//" is merged (RFC 3986 §5.2.4, WHATWG URL)
-    ['/admin//../users', ['/admin/users']],
-    ['/ops//%2e%2e/run', ['/ops/run']],
-    ['/a%2F/../b', ['/a/b']], // a %2F read as "/" makes the empty segment
+    // ".." applied before "//" is merged (RFC 3986 §5.2.4, WHATWG URL), and kept
+    ['/admin//../users', ['/admin/../users', '/admin/users']],
+    ['/ops//%2e%2e/run', ['/ops/../run', '/ops/run']],
+    ['/a%2F/../b', ['/a%2F/../b', '/a/../b', '/a/b']], // a %2F read as "/" makes the empty segment
+    // dot-segments kept: Express's app.use('/admin') and Flask's /admin/<path:p> take these
+    ['/admin/../public', ['/admin/../public']],
+    ['/admin/%2e%2e/public', ['/admin/../public']],
+    ['/%2e%2e', ['/..']],
+    // two leading slashes: WHATWG URL (Node's new URL(req.url, base)) reads an authority
+    ['//admin/x', ['/x']],
+    ['/\\admin/x', ['/admin/x', '/x']],
   ])('%s → %j', (sent, want) => {
     expect(otherPathReadings(sent, normalizePath(sent)).sort()).toEqual([...want].sort());
   });
 
-  it('refuses a path over 64 KiB that holds a marker (each reading is a whole normalization); a long plain path is read once', () => {
-    const long = `/a/${'x'.repeat(64 * 1024)}`;
-    expect(otherPathReadings(long, normalizePath(long))).toEqual([]);
-    expect(() => otherPathReadings(`${long}%2F`, normalizePath(`${long}%2F`))).toThrow(
-      expect.objectContaining({ code: 'ambiguous_path', message: 'the path is longer than 65536 bytes and holds %2F, %5C, "\\", ";", escaped reserved characters or "//" with dot-segments: it is not read as other servers would, and is refused' }),
+  it('refuses a path over 4 KiB that holds a marker (each reading is a whole normalization); a long plain path is read once; none over 64 KiB is read', () => {
+    const plain = `/a/${'x'.repeat(60 * 1024)}`;
+    expect(otherPathReadings(plain, normalizePath(plain))).toEqual([]);
+    const long = `/a/${'x'.repeat(4 * 1024)}%2F`;
+    expect(() => otherPathReadings(long, normalizePath(long))).toThrow(
+      expect.objectContaining({ code: 'ambiguous_path', message: 'the path is longer than 4096 bytes and holds %2F, %5C, "\\", ";", ".", escaped reserved characters or a leading "//": it is not read as other servers would, and is refused' }),
     );
+    const marked = `/a/${'x'.repeat(4 * 1024 - 6)}%2F`;
+    expect(otherPathReadings(marked, normalizePath(marked))).toHaveLength(1);
+    // Envoy's default header limit is 60 KiB
+    expect(() => normalizePath(`/${'y'.repeat(64 * 1024)}`)).toThrow(expect.objectContaining({ code: 'malformed_request', message: 'request path is longer than 65536 characters' }));
   });
 
   it('is empty when there is nothing to read otherwise', () => {
-    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/%2e%2e', '/a?x=1;y=%2F', '/caf%C3%A9', '/a//b', '/a/../b', '/a%3F/b', '/a%23b']) {
+    for (const p of ['/api/v1/orders', '/a%20b', '/a%252Fb', '/a/b/', '/a?x=1;y=%2F', '/caf%C3%A9', '/a//b', '/a%3F/b', '/a%23b', '/static/app.js', '/.well-known/x', '/a/b.c/d']) {
       expect(otherPathReadings(p, normalizePath(p)), p).toEqual([]);
     }
   });
 
   it('toCheckInput carries them, each with the gRPC target it would give', () => {
     const raw = (p: string): RawCheckRequest => ({ attributes: { request: { http: { method: 'GET', path: p, host: 'h' } } } }) as RawCheckRequest;
-    expect(toCheckInput(raw('/api/v1/orders/..%2F..%2F..%2Fadmin?x=1')).otherReadings).toEqual([{ path: '/admin', grpc: null }]);
+    expect(toCheckInput(raw('/api/v1/orders/..%2F..%2F..%2Fadmin?x=1')).otherReadings).toEqual([
+      { path: '/admin', grpc: null },
+      { path: '/api/v1/orders/../../../admin', grpc: null },
+    ]);
     expect(toCheckInput(raw('/api/v1/orders')).otherReadings).toEqual([]);
   });
 });

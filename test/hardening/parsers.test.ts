@@ -21,7 +21,7 @@ import path from 'node:path';
 import * as fc from 'fast-check';
 import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { normalizePath } from '../../src/check/envoy.js';
+import { normalizePath, otherPathReadings } from '../../src/check/envoy.js';
 import { decodeCapability } from '../../src/capability/token.js';
 import { CapabilityVerifier } from '../../src/capability/verify.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -359,10 +359,14 @@ describe('request path normalization (the Check path): correct and linear', () =
     );
   });
 
-  it('a 4 MiB path of escapes, slashes or dot-segments is normalized in bounded time', () => {
+  it('a 60 KiB path of escapes, slashes, dot-segments or characters to encode is normalized, with its other readings, in bounded time; a 4 MiB one is refused at once', () => {
     const bounds = { ms: 1000, heap: 256 * MiB };
-    for (const piece of ['%2e', '/', '/..', '%41', './']) {
-      expectBounded(() => normalizePath(`/api/${piece.repeat(Math.floor((4 * MiB) / piece.length))}`), 'ok', bounds);
+    for (const piece of ['%2e', '/', '/..', '%41', './', '"', '\u00e9', '\\', '%3A;%2F/.//']) {
+      const path = `/api/${piece.repeat(Math.floor((60 * 1024) / piece.length))}`;
+      expectBounded(() => normalizePath(path), 'ok', bounds);
+      const short = `/api/${piece.repeat(Math.floor((4 * 1024 - 16) / piece.length))}`;
+      expectBounded(() => otherPathReadings(short, normalizePath(short)), 'ok', bounds);
+      expectBounded(() => normalizePath(`/api/${piece.repeat(Math.floor((4 * MiB) / piece.length))}`), 'malformed_request', FAST);
     }
   });
 });

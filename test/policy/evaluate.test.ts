@@ -335,6 +335,23 @@ rules:
     expect(decide({ policy: ops, input: sentAs(httpRequest({ host: 'any.svc' }), '/api//x/../y') })).toMatchObject({ verdict: 'allow', reason: null });
   });
 
+  it('dot-segments as Express and Werkzeug keep them, and a leading "//" as WHATWG URL reads it: a block list holds', () => {
+    const admin = compilePolicy(
+      'schema: chio.policy.v1\ntools:\n  admin: [{ path_prefix: /admin }]\n  x: [{ path_prefix: /x }]\nrules:\n  all: { default: allow, block: [admin, x] }\n',
+      'admin.yaml',
+    );
+    const at = (sent: string): Decision => decide({ policy: admin, input: sentAs(httpRequest({ host: 'any.svc' }), sent) });
+    // chio reads /public; app.use('/admin') in Express and /admin/<path:p> in Flask take the path as sent
+    for (const sent of ['/admin/../public', '/admin/%2e%2e/public', '/admin/users/../../public']) {
+      expect(at(sent), sent).toMatchObject({ verdict: 'deny', tool: null, reason: { code: 'ambiguous_path' } });
+    }
+    // new URL('//admin/x', base) is host "admin", path /x in a Node server
+    for (const sent of ['//admin/x', '///admin/x', '/\\admin/x']) {
+      expect(at(sent), sent).toMatchObject({ verdict: 'deny', reason: { code: 'ambiguous_path' } });
+    }
+    expect(at('/public/./a')).toMatchObject({ verdict: 'allow', reason: null }); // read alike everywhere
+  });
+
   it('allows an encoded slash that changes neither rule nor tool (an ID holding %2F)', () => {
     const d = decide({ input: sentAs(report, '/reports/group%2Fdaily') });
     expect(d).toMatchObject({ verdict: 'allow', rule: 'reports', tool: null, reason: null });

@@ -81,6 +81,33 @@ describe('host matching: an absolute DNS name (trailing dot) is the same host', 
     expect(v6.selectRule(other)).toMatchObject({ rule: { name: 'rest' } });
   });
 
+  it('IPv4 addresses in other spellings than the dotted quad are malformed_request (WHATWG, curl and inet_aton read them as one)', () => {
+    const meta = compilePolicy(
+      'schema: chio.policy.v1\nrules:\n  metadata: { match: { hosts: [169.254.169.254, 127.0.0.1] }, default: block }\n  rest: { default: allow }\n',
+      'meta.yaml',
+    );
+    for (const host of ['2852039166', '0xa9.0xfe.0xa9.0xfe', '0251.0376.0251.0376', '169.254.43518', '0xA9FEA9FE', '127.1', '0x7f.1', '127.000.000.001', '0177.0.0.1', '256.0.0.1', '1.2.3.4.5']) {
+      expect(() => toCheckInput({ attributes: { request: { http: { method: 'GET', host, path: '/x' } } } } as never), host).toThrow(
+        expect.objectContaining({ code: 'malformed_request', message: `request host ${JSON.stringify(host.toLowerCase())} ends in a number but is not a dotted-quad IPv4 address (write it as four decimal parts 0-255, e.g. 127.0.0.1)` }),
+      );
+    }
+    for (const host of ['169.254.169.254', '169.254.169.254:80', '127.0.0.1.']) {
+      const input = toCheckInput({ attributes: { request: { http: { method: 'GET', host, path: '/x' } } } } as never);
+      expect(meta.selectRule(input), host).toMatchObject({ rule: { name: 'metadata' } });
+    }
+    // a DNS name may hold digits, so long as its last label is not a number
+    expect(toCheckInput({ attributes: { request: { http: { method: 'GET', host: '1.2.3.example', path: '/x' } } } } as never).hostname).toBe('1.2.3.example');
+    expect(compileError('schema: chio.policy.v1\nrules:\n  r: { match: { hosts: ["127.1"] } }\n')).toBe(
+      'policy.yaml:3:25: rules.r.match.hosts[0]: "127.1" ends in a number but is not a dotted-quad IPv4 address (write it as four decimal parts 0-255, e.g. 127.0.0.1)',
+    );
+  });
+
+  it('a host with a non-ASCII character is malformed_request, also one that lower-cases to ASCII (a Kelvin sign)', () => {
+    expect(() => toCheckInput({ attributes: { request: { http: { method: 'GET', host: '\u212Aube.svc', path: '/x' } } } } as never)).toThrow(
+      expect.objectContaining({ code: 'malformed_request', message: 'request host "\u212Aube.svc" is not a DNS name or an IP literal' }),
+    );
+  });
+
   it('"admin.svc." resolves to the tool of admin.svc (so a block list applies)', () => {
     const input = httpRequest({ host: 'admin.svc.', path: '/admin/users', contextExtensions: { chio_rule: 'public' } });
     expect(HOST_POLICY.resolveTool(input)).toBe('admin_op');
@@ -153,6 +180,9 @@ describe('HTTP path prefixes that no normalized request path can match are polic
     expect(compileError(rulePrefix('/v1/items%3Adelete'))).toBe(
       'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix must not percent-encode ":" ("%3A"): a path carries it raw, and a request spelling it encoded is read both ways; write ":"',
     );
+    expect(compileError(rulePrefix('/cars;color=red'))).toBe(
+      'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix must not contain ";": path parameters are read both with and without them (Tomcat, Spring), so a request to it is always ambiguous_path',
+    );
     expect(compileError(rulePrefix('/a%2fb'))).toBe(
       'policy.yaml:4:30: rules.admin.match.path_prefixes[0]: a path prefix must write percent-encodings in upper case (requests are matched so, RFC 3986 §6.2.2.1): write "%2F", not "%2f"',
     );
@@ -174,7 +204,7 @@ describe('HTTP path prefixes that no normalized request path can match are polic
   });
 
   it('still accepts trailing slashes, encoded "/", "~", dots inside segments, sub-delims, ":" and "@", encoded UTF-8', () => {
-    for (const ok of ['/', '/v1', '/v1/', '/a%2Fb', '/~user/a.b', '/.well-known/x', '/a/..b/c...', "/v1/items:delete!$&'()*+,;=@", '/caf%C3%A9']) {
+    for (const ok of ['/', '/v1', '/v1/', '/a%2Fb', '/~user/a.b', '/.well-known/x', '/a/..b/c...', "/v1/items:delete!$&'()*+,=@", '/caf%C3%A9']) {
       expect(() => compilePolicy(rulePrefix(ok), 'policy.yaml'), ok).not.toThrow();
     }
   });
@@ -203,9 +233,14 @@ rules:
 `,
       'policy.yaml',
     );
-    for (const raw of ['/admin/x', '//admin/x', '/./admin/x', '/%61dmin/x', '/x/../admin/x', '/admin/x?q=1', '/admin/x#f']) {
+    for (const raw of ['/admin/x', '/%61dmin/x', '/admin/x?q=1', '/admin/x#f']) {
       const input = toCheckInput({ attributes: { request: { http: { method: 'GET', host: 'h', path: raw } } } } as never);
       expect(decide(policy, input), raw).toMatchObject({ verdict: 'deny', rule: 'admin', reason: { code: 'identity_required' } });
+    }
+    // read otherwise by some servers (WHATWG: host "admin", path /x; Express: /x/../admin/x under /x): denied as ambiguous
+    for (const raw of ['//admin/x', '/x/../admin/x', '/./admin/x']) {
+      const input = toCheckInput({ attributes: { request: { http: { method: 'GET', host: 'h', path: raw } } } } as never);
+      expect(decide(policy, input), raw).toMatchObject({ verdict: 'deny', reason: { code: 'ambiguous_path' } });
     }
   });
 });
