@@ -423,7 +423,14 @@ function trustDomainLabeler(current: () => CompiledPolicy): (td: string) => stri
 /** A listener that cannot bind, as one line with a stable code (`chio serve` exits 2), not a stack. */
 export function listenFailure(err: unknown, key: string, address: string): unknown {
   const code = (err as NodeJS.ErrnoException | null)?.code;
-  const why: Record<string, string> = { EADDRINUSE: 'the address is already in use', EACCES: 'permission denied', EADDRNOTAVAIL: 'no such local address' };
+  const why: Record<string, string> = {
+    EADDRINUSE: 'the address is already in use',
+    EACCES: 'permission denied',
+    EADDRNOTAVAIL: 'no such local address',
+    ENOTFOUND: 'the host name does not resolve',
+    EAI_AGAIN: 'the host name cannot be resolved now',
+    EAI_FAIL: 'the host name does not resolve',
+  };
   if (typeof code !== 'string' || why[code] === undefined) return err;
   return new ChioError('io_error', `${key}: cannot listen on ${address}: ${why[code]} (${code})`, { cause: err });
 }
@@ -440,8 +447,10 @@ export function warnOpenTokenFile(file: string | undefined, log: Logger): void {
     if ((mode & 0o007) !== 0) {
       log.warn({ path: file, mode: `0${mode.toString(8)}` }, 'admin.token_file is readable by every user of this host; chmod o-rwx it');
     }
-  } catch {
-    // a missing token file is the admin API closed (401), as before
+  } catch (err) {
+    // a missing token file is the admin API closed (401) until it appears (it is re-read on use): say so once
+    const code = (err as NodeJS.ErrnoException).code;
+    log.warn({ path: file, err: code ?? describe(err) }, 'admin.token_file cannot be read: every /v1 request is answered 401 until it can');
   }
 }
 

@@ -15,7 +15,8 @@ export const CONFIG_SCHEMA_ID = 'chio.config.v1';
 const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:9191')
-  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0..65535');
+  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0..65535')
+  .refine((s) => !/^[0-9.]+:/.test(s) || /^((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d):/.test(s), 'not an IPv4 address: four decimal parts 0..255, e.g. 127.0.0.1');
 
 const nonEmpty = z.string().min(1);
 

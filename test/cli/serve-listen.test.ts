@@ -52,6 +52,17 @@ describe('chio serve with a listener address in use', () => {
     expect(r.ms).toBeLessThan(10_000);
   }, 20_000);
 
+  it('a host name that does not resolve: exit 2, one line naming listen.admin (was a getaddrinfo stack, exit 1)', async () => {
+    const r = await serve('{ grpc: 127.0.0.1:0, admin: "no-such-host.invalid:9192" }');
+    expect(r).toMatchObject({ code: 2, err: 'chio serve: io_error: listen.admin: cannot listen on no-such-host.invalid:9192: the host name does not resolve (ENOTFOUND)\n' });
+  }, 20_000);
+
+  it('an IPv4 address with a part over 255: a config error naming listen.grpc', async () => {
+    const r = await serve('{ grpc: "999.999.999.999:9191", admin: 127.0.0.1:0 }');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^chio serve: config_invalid: .*chio\.yaml:2:\d+: listen\.grpc: not an IPv4 address: four decimal parts 0\.\.255, e\.g\. 127\.0\.0\.1\n$/);
+  }, 20_000);
+
   it('the admin port: exit 2, one line naming listen.admin', async () => {
     const port = await occupied();
     const r = await serve(`{ grpc: 127.0.0.1:0, admin: 127.0.0.1:${port} }`);

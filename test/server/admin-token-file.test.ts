@@ -31,10 +31,16 @@ describe('warnOpenTokenFile', () => {
     ]);
   });
 
-  it('is quiet for owner- or group-readable files, a missing file, or no token file', () => {
+  it('warns once at start when the token file cannot be read (every /v1 request is 401 until it can)', () => {
+    const file = path.join(dir, 'admin-null.token');
+    expect(warningsFor(null)).toEqual([
+      { level: 'warn', msg: 'admin.token_file cannot be read: every /v1 request is answered 401 until it can', obj: { path: file, err: 'ENOENT' } },
+    ]);
+  });
+
+  it('is quiet for owner- or group-readable files, or no token file', () => {
     expect(warningsFor(0o600)).toEqual([]);
     expect(warningsFor(0o640)).toEqual([]);
-    expect(warningsFor(null)).toEqual([]);
     const log = recordingLogger();
     warnOpenTokenFile(undefined, log);
     expect(log.entries).toEqual([]);
