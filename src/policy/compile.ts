@@ -16,6 +16,7 @@ import { TrustDomain } from '../spiffe/id.js';
 import { plainKeysInFileOrder, yamlError, type YamlSource } from '../yaml-source.js';
 import { parseHostPattern } from './hosts.js';
 import { compileIdentityRequirement } from './identity-requirement.js';
+import { hasUpperCase } from './paths.js';
 import { RuleSelector, type SelectableRule } from './rule-selector.js';
 import { NAME_PATTERN, type IdentityRequirementDocument, type PolicyDocument, type RuleDocument, type ToolEntryDocument } from './schema.js';
 import { ToolResolver, type ToolEntrySpec, type ToolSpec } from './tool-resolver.js';
@@ -56,8 +57,23 @@ export function compileDocument(src: YamlSource, doc: PolicyDocument, meta: Poli
     doc.defaults.unmatched,
     trustedVerifiers,
     tierCeilings(assurance?.tiers ?? {}),
+    policyPaths(doc).every((p) => !hasUpperCase(p)),
   );
 }
+
+/** Every HTTP path the policy names: tools' `path` and `path_prefix`, rules' `match.path_prefixes`. */
+function policyPaths(doc: PolicyDocument): string[] {
+  const out: string[] = [];
+  for (const entries of Object.values(doc.tools ?? {})) {
+    for (const e of entries) {
+      if (e.path !== undefined) out.push(e.path);
+      if (e.path_prefix !== undefined) out.push(e.path_prefix);
+    }
+  }
+  for (const rule of Object.values(doc.rules ?? {})) out.push(...(rule.match?.path_prefixes ?? []));
+  return out;
+}
+
 
 class Policy implements CompiledPolicy {
   readonly hash: string;
@@ -74,6 +90,7 @@ class Policy implements CompiledPolicy {
     readonly unmatched: 'allow' | 'deny',
     readonly trustedVerifiers: readonly TrustedVerifier[],
     readonly tierCeilings: ReadonlyMap<Tier, TierCeiling>,
+    readonly lowercasePaths: boolean,
   ) {
     this.hash = meta.hash;
     this.source = meta.source;

@@ -17,6 +17,7 @@ import { TIERS, tierSatisfies, type Tier } from '../attestation/tier.js';
 import type { CheckInput } from '../check/request.js';
 import { describe, type DenyCode, type DenyError } from '../errors.js';
 import type { WorkloadIdentity } from '../identity/identity.js';
+import { hasUpperCase } from './paths.js';
 import type { CompiledPolicy, CompiledRule, RuleSelection } from './types.js';
 
 export interface MatchRecord {
@@ -90,6 +91,12 @@ function decide({ policy, input, identity, identityError, tier, tierNote }: Eval
     const ambiguity = ambiguousPath(policy, input, selection, ctx.tool, reading);
     if (ambiguity !== null) return denied(ctx, 'ambiguous_path', ambiguity);
   }
+  // Express routes case-insensitively by default (/ADMIN is /admin there); with a policy of
+  // lower-case paths only, a lower-cased reading can differ only where such a router would differ
+  if (policy.lowercasePaths === true && input.grpc === null && input.path !== null && hasUpperCase(input.path)) {
+    const ambiguity = ambiguousPath(policy, input, selection, ctx.tool, { path: lowerOutsideEscapes(input.path), grpc: null });
+    if (ambiguity !== null) return denied(ctx, 'ambiguous_path', ambiguity);
+  }
   if (selection.kind === 'unmatched') {
     return policy.unmatched === 'deny'
       ? denied(ctx, 'no_matching_rule', 'no rule of the policy governs this request and defaults.unmatched is deny')
@@ -97,6 +104,11 @@ function decide({ policy, input, identity, identityError, tier, tierNote }: Eval
   }
   const rule = selection.rule;
   return checkWorkloadIdentity(rule, identity, ctx) ?? checkTier(rule, tier, tierNote ?? null, ctx) ?? checkTool(rule, ctx) ?? allowed(ctx);
+}
+
+/** `path` lower-cased but for its `%XX` escapes (upper-case hex by rule). */
+function lowerOutsideEscapes(path: string): string {
+  return path.includes('%') ? path.replace(/[^%]+|%[0-9A-F]{2}/g, (s) => (s.startsWith('%') ? s : s.toLowerCase())) : path.toLowerCase();
 }
 
 /** The rule a selection names ('' when none). */
@@ -121,7 +133,7 @@ function ambiguousPath(
   const altTool = policy.resolveTool(altInput);
   if (altRule === ruleOf(selection) && altTool === tool) return null;
   const reading = (rule: string, t: string | null): string => `rule ${rule === '' ? '(none)' : JSON.stringify(rule)}, tool ${t === null ? '(none)' : JSON.stringify(t)}`;
-  return `read as another server may (${JSON.stringify(alt.path)}: %2F, %5C or "\\" taken for "/", ";" parameters dropped, escaped ":", "@" or sub-delims decoded, or ".." applied before "//" is merged), the path falls under ${reading(altRule, altTool)} instead of ${reading(ruleOf(selection), tool)}`;
+  return `read as another server may route it (${JSON.stringify(alt.path)}), the path falls under ${reading(altRule, altTool)} instead of ${reading(ruleOf(selection), tool)}`;
 }
 
 function checkWorkloadIdentity(rule: CompiledRule, identity: WorkloadIdentity | null, ctx: Context): Decision | null {

@@ -100,6 +100,11 @@ export function canonicalPathSpelling(p: string): string {
   return NOT_RAW_IN_PATH.test(escaped) ? encodeNotRaw(escaped) : escaped;
 }
 
+/** An upper-case ASCII letter outside `%XX` escapes (whose hex is upper case by rule). */
+export function hasUpperCase(path: string): boolean {
+  return /[A-Z]/.test(path.includes('%') ? path.replace(/%[0-9A-F]{2}/g, '') : path);
+}
+
 /** Why `value` cannot be an HTTP path (`what` = "a path") or path prefix, or null when it can. */
 export function httpPathFault(value: string, what = 'a path prefix'): string | null {
   if (!value.startsWith('/')) return `${what} must start with "/"`;

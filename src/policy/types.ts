@@ -63,6 +63,12 @@ export interface CompiledPolicy {
   readonly unmatched: 'allow' | 'deny';
   readonly trustedVerifiers: readonly TrustedVerifier[];
   readonly tierCeilings: ReadonlyMap<Tier, TierCeiling>;
+  /**
+   * Every path the policy names is lower case (escapes aside): a request path with upper-case
+   * letters is then also read lower-cased, as Express routes by default (src/policy/evaluate.ts).
+   * Optional: a policy without it is never read so.
+   */
+  readonly lowercasePaths?: boolean;
   /** `context_extensions.chio_rule` first, then the first enabled rule whose `match` fits. */
   selectRule(input: CheckInput): RuleSelection;
   /** The first tool whose entry matches the request, else null. */
