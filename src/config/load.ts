@@ -131,8 +131,12 @@ function writtenFiles(c: Config): WrittenFile[] {
   const out: WrittenFile[] = sinks.flatMap((s, i) => {
     const role = `receipts.sinks[${i}].path`;
     const own = { role, path: s.path, named: true };
+    // the writer lock beside every sink (src/receipt/sinks/lock.ts)
+    const lock = { role: `${role} (writer lock)`, path: `${s.path}.lock`, named: false };
     // SQLite's WAL mode keeps two more files beside the store
-    return s.type === 'sqlite' ? [own, { role: `${role}-wal`, path: `${s.path}-wal`, named: false }, { role: `${role}-shm`, path: `${s.path}-shm`, named: false }] : [own];
+    return s.type === 'sqlite'
+      ? [own, lock, { role: `${role}-wal`, path: `${s.path}-wal`, named: false }, { role: `${role}-shm`, path: `${s.path}-shm`, named: false }]
+      : [own, lock];
   });
   out.push({ role: 'keys.receipt_signing_seed', path: c.keys.receipt_signing_seed, named: true });
   if (sinks.length > 0) {

@@ -362,7 +362,7 @@ export class SegmentedJsonlSink extends JsonlSink implements ReceiptSource {
     if (first === null || head === null) return;
     const target = segmentPath(this.path, first, head.seq);
     await super.write([], true); // fsync whatever relaxed mode left unsynced
-    await super.close();
+    await super.closeFile(); // the writer lock stays: no other process may take the log between two files
     let rotated = false;
     try {
       if (await exists(target)) throw new ChioError('io_error', `segment ${target} already exists`);

@@ -57,6 +57,9 @@ describe('every file chio writes is its own', () => {
     expect(configError(dir, [SEED, 'receipts: { sinks: [ { type: sqlite, path: ./r.db }, { type: jsonl, path: ./r.db-wal } ] }'])).toBe(
       `receipts.sinks[0].path-wal and receipts.sinks[1].path name the same file ${path.join(dir, 'r.db-wal')}: each file chio writes must be its own`,
     );
+    expect(configError(dir, [SEED, 'receipts: { sinks: [ { type: jsonl, path: ./r.jsonl } ] }', 'capabilities: { revocations_file: ./r.jsonl.lock }'])).toBe(
+      `receipts.sinks[0].path (writer lock) and capabilities.revocations_file name the same file ${path.join(dir, 'r.jsonl.lock')}: each file chio writes must be its own`,
+    );
     expect(configError(dir, [SEED, 'receipts: { sinks: [ { type: jsonl, path: ./r.jsonl } ] }', 'capabilities: { revocations_file: ./r.jsonl }'])).toBe(
       `receipts.sinks[0].path and capabilities.revocations_file name the same file ${path.join(dir, 'r.jsonl')}: each file chio writes must be its own`,
     );

@@ -69,12 +69,20 @@ export class JsonlSink implements ReceiptSink {
   async open(): Promise<ChainHead | null> {
     if (this.#fh !== null) throw new TypeError(`JsonlSink ${this.path} is already open`);
     await mkdirFor(this.path);
-    const lock = WriterLock.acquire(this.path);
+    // held across a rotation's close and reopen (./../retention.ts): released by close() only
+    const held = this.#lock;
+    const lock = held ?? WriterLock.acquire(this.path);
+    const dropLock = (): void => {
+      if (held !== null) return;
+      lock.release();
+      this.#lock = null;
+    };
+    this.#lock = lock;
     let fh: FileHandle;
     try {
       fh = await this.#openFile();
     } catch (err) {
-      lock.release();
+      dropLock();
       throw err;
     }
     try {
@@ -82,13 +90,12 @@ export class JsonlSink implements ReceiptSink {
       const tail = await findTail(fh, size, this.path);
       if (tail.goodSize < size) await this.#quarantine(fh, tail.goodSize, size);
       this.#fh = fh;
-      this.#lock = lock;
       this.#size = tail.goodSize;
       this.#marks = [{ head: tail.head, size: tail.goodSize }];
       return tail.head;
     } catch (err) {
       await fh.close();
-      lock.release();
+      dropLock();
       if (err instanceof ChioError) throw err;
       throw new ChioError('io_error', `cannot open receipt file ${this.path}: ${describe(err)}`, { cause: err });
     }
@@ -149,14 +156,19 @@ export class JsonlSink implements ReceiptSink {
   }
 
   async close(): Promise<void> {
-    const fh = this.#fh;
-    this.#fh = null;
     try {
-      if (fh !== null) await fh.close();
+      await this.closeFile();
     } finally {
       this.#lock?.release();
       this.#lock = null;
     }
+  }
+
+  /** Closes the file but keeps the writer lock: a rotation renames the file and opens a new one. */
+  protected async closeFile(): Promise<void> {
+    const fh = this.#fh;
+    this.#fh = null;
+    if (fh !== null) await fh.close();
   }
 
   #mark(batch: readonly SealedReceipt[], size: number): void {

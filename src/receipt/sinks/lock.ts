@@ -8,9 +8,12 @@
  * closes, and the kernel drops it when the process dies, however it dies, so a crash never leaves a
  * stale lock behind (a pid file would: a restarted pod has another hostname and often the same
  * pid). SQLite tracks its locks per file within a process too, so a second sink on the same file in
- * one process is refused alike. The `.lock` file stays on disk; it holds nothing. Keep the
+ * one process is refused alike. The lock is named after the file's real path (symlinks followed). The
+ * `.lock` file stays on disk; it holds nothing. Keep the
  * WriterLock referenced while writing: a collected connection is closed, and its lock with it.
  */
+import { realpathSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { ChioError, describe } from '../../errors.js';
 
@@ -22,11 +25,11 @@ export class WriterLock {
 
   /** Takes the lock of `file` (`<file>.lock`, created if missing), or throws ChioError('io_error') when another writer holds it. */
   static acquire(file: string): WriterLock {
-    const path = `${file}.lock`;
+    const path = `${realFile(file)}.lock`;
     let db: BetterSqlite3.Database | null = null;
     try {
       db = new BetterSqlite3(path, { timeout: 0 });
-      db.pragma('journal_mode = OFF');
+      db.pragma('journal_mode = MEMORY');
       db.pragma('locking_mode = EXCLUSIVE');
       // the first write takes the EXCLUSIVE lock, which locking_mode keeps after the commit
       db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER); DELETE FROM holder;');
@@ -50,5 +53,23 @@ export class WriterLock {
     const db = this.db;
     this.db = null;
     db?.close();
+  }
+}
+
+/**
+ * The file a path names, through symlinks (of the file or of its folders): a sink configured as
+ * `b/receipts.jsonl`, a symlink to `a/receipts.jsonl`, must take the lock of `a/receipts.jsonl`. A
+ * file not created yet is named in its folder's real path. (Hard links are not followed: two names
+ * of one inode in different folders take different locks.)
+ */
+function realFile(file: string): string {
+  try {
+    return realpathSync(file);
+  } catch {
+    try {
+      return join(realpathSync(dirname(file)), basename(file));
+    } catch {
+      return file;
+    }
   }
 }

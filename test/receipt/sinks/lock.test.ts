@@ -3,9 +3,9 @@
  * the kernel when the holder dies however it dies. The other process runs the built module (dist/).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChioError } from '../../../src/errors.js';
 import { WriterLock } from '../../../src/receipt/sinks/lock.js';
@@ -68,5 +68,52 @@ describe('SqliteSink takes the lock of its store', () => {
     const again = new SqliteSink(file);
     expect(await again.open()).toBeNull();
     await again.close();
+  });
+});
+
+describe('the lock across a rotation and through symlinks', () => {
+  it('a rotation keeps the lock (closed file, same lock, no acquire between the two files); close releases it', async () => {
+    const { SegmentedJsonlSink } = await import('../../../src/receipt/retention.js');
+    const { keyFromSeed } = await import('../../../src/keys.js');
+    const { ReceiptChain } = await import('../../../src/receipt/receipt.js');
+    const { vi } = await import('vitest');
+    const file = join(mkdtempSync(join(tmpdir(), 'chio-lock-')), 'receipts.jsonl');
+    const chain = new ReceiptChain({ key: keyFromSeed(Buffer.alloc(32, 7)), clock: () => Date.UTC(2026, 10, 26), head: null });
+    const draft = {
+      verdict: 'allow', rule: 'r', tool: 't', capabilityId: null, reasons: [],
+      request: { id: 'q', method: 'GET', host: 'h', path: '/p', source: '10.0.0.1:1' },
+      runtimeAttestation: { tier: 'none', verifier: null, workloadIdentity: null },
+      workloadIdentityMatch: null, runtimeAssuranceMatch: null, policyHash: null,
+    } as const;
+    const sink = new SegmentedJsonlSink(file, { segmentMaxBytes: 1 });
+    await sink.open();
+    const acquire = vi.spyOn(WriterLock, 'acquire');
+    try {
+      await sink.write([chain.seal(draft), chain.seal(draft)], true);
+      sink.rotateAt(2);
+      await sink.write([chain.seal(draft)], true); // rotates: the live file becomes a segment, a new live file opens
+      expect(readdirSync(dirname(file))).toContain('receipts-1-2.jsonl');
+      expect(acquire).not.toHaveBeenCalled();
+      acquire.mockRestore();
+      expect(() => WriterLock.acquire(file)).toThrow(ChioError);
+    } finally {
+      acquire.mockRestore();
+      await sink.close();
+    }
+    WriterLock.acquire(file).release();
+  });
+
+  it('a sink path that is a symlink to another sink file takes the same lock', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'chio-lock-'));
+    const real = join(dir, 'a.jsonl');
+    writeFileSync(real, '');
+    const link = join(dir, 'b.jsonl');
+    symlinkSync(real, link);
+    const lock = WriterLock.acquire(real);
+    try {
+      expect(() => WriterLock.acquire(link)).toThrow(/is being written by another process \(it holds .*a\.jsonl\.lock\)/);
+    } finally {
+      lock.release();
+    }
   });
 });
