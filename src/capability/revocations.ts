@@ -83,11 +83,17 @@ function parseLine(line: string, where: string): Revocation {
   return { id: parsed.data.id, reason: parsed.data.reason ?? null, revokedAt: parsed.data.revokedAt ?? null };
 }
 
-/** `r` as a Revocation (the shape of a file's JSON line); ChioError('bad_request') naming entry `i` otherwise. */
+/**
+ * `r` as a Revocation: its id must be one (ChioError('bad_request') naming entry `i` otherwise); a
+ * reason or time the file format would refuse is dropped, never the revocation (a PostgreSQL row
+ * written by other means may hold a reason with a newline: refusing it made every POST a 503).
+ */
 function checkedRevocation(r: unknown, i: number): Revocation {
   const parsed = revocationLine.safeParse(r);
-  if (!parsed.success) throw new ChioError('bad_request', `revocation ${i}: ${firstIssue(parsed.error)}`);
-  return { id: parsed.data.id, reason: parsed.data.reason ?? null, revokedAt: parsed.data.revokedAt ?? null };
+  if (parsed.success) return { id: parsed.data.id, reason: parsed.data.reason ?? null, revokedAt: parsed.data.revokedAt ?? null };
+  const id = revocationLine.shape.id.safeParse((r as { id?: unknown } | null)?.id);
+  if (!id.success) throw new ChioError('bad_request', `revocation ${i}: ${firstIssue(parsed.error)}`);
+  return { id: id.data, reason: null, revokedAt: null };
 }
 
 function firstIssue(error: z.ZodError): string {

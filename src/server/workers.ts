@@ -451,7 +451,10 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
       } else if (m.type === 'chio:revocations-sync') {
         // the list and `synced` in one turn: a revocation recorded before is in the list, one after is sent
         if (slot.worker === worker) slot.synced = true;
-        worker.send({ type: 'chio:revocations-sync', revocations: capabilities.revocations.list() } satisfies ToWorker);
+        // the file's list and, with `revocations: {type: postgres}`, the shared one as the primary holds it:
+        // a worker restarted while PostgreSQL is unreachable must not start without them
+        const revocations = [...capabilities.revocations.list(), ...(shared?.list() ?? [])];
+        worker.send({ type: 'chio:revocations-sync', revocations } satisfies ToWorker);
       } else if (startupFailure !== null) {
         startupFailure(`worker ${i + 1}: ${m.message}`);
       } else {

@@ -157,6 +157,13 @@ describe('RevocationList.apply (chio serve --workers: revocations the primary re
     expect(list.size).toBe(3);
   });
 
+  it('a reason or time the file format refuses is dropped, never the revocation (a PostgreSQL row written by other means)', () => {
+    const { list } = open(null);
+    const E = 'cap-01JDQ8J4Z8V4M9V6K9W0X1Y2Z7';
+    expect(list.apply([{ id: E, reason: 'line one\nline two', revokedAt: 'x'.repeat(65) }])).toBe(1);
+    expect(list.list()).toEqual([{ id: E, reason: null, revokedAt: null }]);
+  });
+
   it('keeps them as a revoke() made here: through a file that does not parse, a deleted file, a re-read that holds them; an edit removing the line lifts one', () => {
     const file = path.join(dir, 'revocations.jsonl');
     writeFileSync(file, `${A}\n`);

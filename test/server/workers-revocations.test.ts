@@ -17,7 +17,9 @@ import { startCapabilities } from '../../src/capability/service.js';
 import { parseConfig } from '../../src/config/load.js';
 import { ChioError } from '../../src/errors.js';
 import { compilePolicy } from '../../src/policy/load.js';
+import { migrate } from '../../src/receipt/pg/migrate.js';
 import { demoPolicy, fixtureRequest, recordingLogger, type FixtureRequest } from '../helpers/service.js';
+import { createTestSchema, PgProxy, SKIP_PG } from '../pg/support/pg.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const CHIO = path.join(ROOT, 'bin', 'chio.js');
@@ -71,8 +73,8 @@ function signalQuietly(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** A service with capability issuance and a revocations file, 2 workers. */
-function serve(): Running {
+/** A service with capability issuance and a revocations file, 2 workers; `extra` config lines, `env` added. */
+function serve(extra: string[] = [], env: NodeJS.ProcessEnv = {}): Running {
   const dir = mkdtempSync(path.join(tmpdir(), 'chio-workers-revocations-'));
   writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
   writeFileSync(path.join(dir, 'authority.seed'), `${'33'.repeat(32)}\n`, { mode: 0o600 });
@@ -89,10 +91,11 @@ function serve(): Running {
       'admin: { token_file: ./admin.token }',
       'shutdown: { drain_seconds: 0, deadline_seconds: 5 }',
       'log: { level: info }',
+      ...extra,
       '',
     ].join('\n'),
   );
-  const child = spawn(process.execPath, [CHIO, 'serve', '--workers', '2', '--config', path.join(dir, 'chio.yaml')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CHIO, 'serve', '--workers', '2', '--config', path.join(dir, 'chio.yaml')], { cwd: dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const ready = new Promise<Ready>((resolve, reject) => {
@@ -314,4 +317,31 @@ describe('POST /v1/revocations when afterRevoke throws (the primary: a worker di
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe.skipIf(SKIP_PG)('chio serve --workers 2 with revocations in PostgreSQL (needs PostgreSQL: test/pg/support/pg.ts)', () => {
+  it('a worker restarted while PostgreSQL is unreachable takes the primary\'s shared list before it serves: it denies (capability_revoked)', async () => {
+    const schema = await createTestSchema();
+    await migrate(schema.admin);
+    const proxy = await PgProxy.start();
+    try {
+      const r = serve(['revocations: { type: postgres, url_env: CHIO_TEST_REVOCATIONS_URL }'], { CHIO_TEST_REVOCATIONS_URL: proxy.url(schema.schema) });
+      const ready = await r.ready;
+      const { token, id } = await issue(ready);
+      expect((await post(ready, '/v1/revocations', { id, reason: 'leaked' })).status).toBe(201);
+      expectRevokedEverywhere(await checkEverywhere(r, ready, token));
+      proxy.cut(); // PostgreSQL away: a restarted worker cannot read the shared list itself
+      process.kill(ready.workerPids[0] as number, 'SIGKILL');
+      const readyz = async (): Promise<number> => (await fetch(`http://${ready.admin}/readyz`)).status;
+      await waitFor('readyz 503', async () => ((await readyz()) === 503 ? true : undefined));
+      await waitFor('readyz 200', async () => ((await readyz()) === 200 ? true : undefined));
+      for (const c of clients.splice(0)) c.close();
+      expectRevokedEverywhere(await checkEverywhere(r, ready, token));
+      r.child.kill('SIGTERM');
+      await r.exit;
+    } finally {
+      await proxy.close();
+      await schema.drop();
+    }
+  }, 60_000);
 });
