@@ -99,17 +99,23 @@ export const run: Command = async (args, io) => {
 
   out.text(`\nreceipts: ${receiptsFile}\n`);
   const keysUrl = `http://${values.admin ?? '127.0.0.1:9192'}/v1/keys`;
-  const files = receiptFiles(receiptsFile);
+  const firstId = decisions.find((d) => d.receiptId)?.receiptId ?? undefined;
+  const files = receiptFiles(receiptsFile, firstId);
   let verification: Verification;
   let verifyCommand: string | null = null;
   if (files === null) {
     // a demo whose receipts cannot be checked has not shown what it is for: not a success
-    verification = fail(io, `no receipts file ${receiptsFile} (the service writes them where its config says; see --receipts)`);
+    verification = fail(
+      io,
+      existsSync(receiptsFile)
+        ? `${receiptsFile} does not hold the receipts of this run (an older log? the service writes them where its config says; see --receipts)`
+        : `no receipts file ${receiptsFile} (the service writes them where its config says; see --receipts)`,
+    );
   } else {
     if (files.length > 1 || files[0] !== receiptsFile) {
       out.text(`  not there, but the chains of ${files.length} worker(s) (chio serve --workers) are beside it: ${files.map((f) => path.basename(f)).join(', ')}; verifying each\n`);
     }
-    const first = findReceipt(files, decisions.find((d) => d.receiptId)?.receiptId ?? undefined);
+    const first = findReceipt(files, firstId);
     if (first) out.text(`\nthe receipt of the first decision:\n${JSON.stringify(first, null, 2)}\n`);
     verification = await verifyChains(files, receiptsFile, keysUrl, out, io);
     verifyCommand = verifyCommandOf(files, keysUrl, io.cwd);
@@ -148,17 +154,22 @@ async function sendCases(target: string, out: Printer, io: CliIO): Promise<Decis
 }
 
 /**
- * The receipt files to verify: `file` when it is there; else the worker chains beside it that
- * `chio serve --workers N` writes instead (named by src/server/workers.ts); null when neither is.
+ * The receipt files to verify: `file`, or else the worker chains beside it that `chio serve
+ * --workers N` writes instead (named by src/server/workers.ts), whichever holds the receipt of this
+ * run's first decision (`id`): a log left by an earlier single-process run verified "OK" while this
+ * run's receipts were all in receipts-w1.jsonl. null when none does (or none is there).
  */
-function receiptFiles(file: string): string[] | null {
-  if (existsSync(file)) return [file];
+function receiptFiles(file: string, id: string | undefined): string[] | null {
+  const single = existsSync(file) ? [file] : [];
   const workers: string[] = [];
   for (let i = 1; i <= MAX_WORKERS; i++) {
     const worker = workerFile(file, i);
     if (existsSync(worker)) workers.push(worker);
   }
-  return workers.length > 0 ? workers : null;
+  for (const files of [single, workers]) {
+    if (files.length > 0 && (id === undefined || findReceipt(files, id) !== undefined)) return files;
+  }
+  return null;
 }
 
 /** A verification that could not be done: said on stderr, and reported. */

@@ -98,11 +98,11 @@ function decisionTime(at: string | undefined, io: CliIO): number {
   if (at === undefined) return io.now();
   // strict, as the receipt query's since/until: Date.parse rolls 2027-02-30 into March and takes hour 24
   const ms = parseRfc3339(at);
-  if (ms === null) throw new Usage(`--at ${JSON.stringify(at)} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)`);
+  if (ms === null) throw new Usage(`--at ${shownArgument(at)} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)`);
   return ms;
 }
 
-async function readInput(file: string, io: CliIO, shown: string = file): Promise<Buffer> {
+async function readInput(file: string, io: CliIO, shown: string = isJwtShaped(file) ? shownArgument(file) : file): Promise<Buffer> {
   try {
     return await readFile(path.resolve(io.cwd, file));
   } catch (err) {
@@ -120,7 +120,7 @@ async function bundleLookup(
   const contents: BundleContent[] = [];
   for (const spec of specs) {
     const eq = spec.indexOf('=');
-    if (eq <= 0 || eq === spec.length - 1) throw new Usage(`--bundle ${JSON.stringify(spec)}: expected TD=FILE`);
+    if (eq <= 0 || eq === spec.length - 1) throw new Usage(`--bundle ${shownArgument(spec)}: expected TD=FILE`);
     const td = trustDomainOf(spec.slice(0, eq));
     if (contents.some((c) => c.trustDomain === td)) throw new Usage(`--bundle: trust domain ${td} given twice (bundles are per trust domain)`);
     const file = spec.slice(eq + 1);
@@ -264,9 +264,12 @@ function isFile(file: string): boolean {
   }
 }
 
-/** At most 12 characters of an argument that could be a token; a path (with `/`) cannot be one and is shown whole. */
+/**
+ * At most 12 characters of an argument that could be a token (a base64 signature may hold `/`, so a
+ * `/` proves nothing): every message about an argument or option value goes through this.
+ */
 function shownArgument(arg: string): string {
-  if (arg.includes('/') || arg.length <= 12) return JSON.stringify(arg);
+  if (arg.length <= 12) return JSON.stringify(arg);
   return `${JSON.stringify(arg.slice(0, 12)).slice(0, -1)}…"`;
 }
 

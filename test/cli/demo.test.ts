@@ -122,6 +122,23 @@ describe('chio demo against chio serve --workers N', () => {
     expect(r.out.endsWith(`verify it yourself: curl -s http://${admin}/v1/keys > keys.json && npx chio receipt verify workers/receipts-w1.jsonl workers/receipts-w2.jsonl --jwks keys.json\n`)).toBe(true);
   });
 
+  it('a single-process log left from an earlier run beside the workers\' chains: the chains holding this run are verified, not the stale log', async () => {
+    mkdirSync(path.join(svc.dir, 'stale'));
+    writeFileSync(path.join(svc.dir, 'stale', 'receipts.jsonl'), `${readFileSync(svc.receiptsFile, 'utf8').split('\n')[0]}\n`);
+    symlinkSync(svc.receiptsFile, path.join(svc.dir, 'stale', 'receipts-w1.jsonl'));
+    const r = await demo(['--admin', admin, '--receipts', 'stale/receipts.jsonl']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/\nchain verified offline: receipts-w1\.jsonl: \d+ receipt\(s\)/);
+    // no file holds this run's receipts: exit 1, saying so
+    mkdirSync(path.join(svc.dir, 'old'));
+    writeFileSync(path.join(svc.dir, 'old', 'receipts.jsonl'), `${readFileSync(svc.receiptsFile, 'utf8').split('\n')[0]}\n`);
+    const old = await demo(['--admin', admin, '--receipts', 'old/receipts.jsonl']);
+    expect(old.code).toBe(1);
+    expect(old.err).toBe(
+      `chio demo: could not verify the chain: ${path.join(svc.dir, 'old', 'receipts.jsonl')} does not hold the receipts of this run (an older log? the service writes them where its config says; see --receipts)\n`,
+    );
+  });
+
   it('a worker chain that fails: exit 1 naming its file', async () => {
     mkdirSync(path.join(svc.dir, 'broken'));
     symlinkSync(svc.receiptsFile, path.join(svc.dir, 'broken', 'receipts-w1.jsonl'));

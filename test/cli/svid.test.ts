@@ -211,6 +211,18 @@ describe('chio svid verify-jwt TOKEN: a JWT itself, @FILE, - or a file', () => {
     writeFileSync(path.join(dir, 'k2.jwks'), spiffeBundleJson([], [{ kid: 'k2', key: key.publicKey }]));
   });
 
+  it('a token given where an option value goes (--bundle, --at, a base64 "/" in it) is never printed whole', async () => {
+    const token = `${await sign({})}/x`;
+    const shown = `"${token.slice(0, 12)}…"`;
+    const wrongOrder = await svid(['verify-jwt', '--bundle', token, '--audience', 'chio', 'x']);
+    expect(wrongOrder.stderr.split('\n')[0]).toBe(`chio svid verify-jwt: --bundle ${shown}: expected TD=FILE`);
+    const at = await svid(['verify-jwt', '--bundle', 'a.test=k2.jwks', '--audience', 'chio', '--at', token, 'x']);
+    expect(at.stderr).toContain(`--at ${shown} is not an RFC 3339 time`);
+    const asFile = await svid(['verify-jwt', '--bundle', `a.test=${token.slice(0, -2)}`, '--audience', 'chio', 'x']);
+    expect(asFile.stderr).toBe(`chio svid verify-jwt: cannot read ${shown}: ENOENT\n`);
+    for (const r of [wrongOrder, at, asFile]) expect(r.stderr.includes(token.slice(20, 60))).toBe(false);
+  });
+
   it('a token given itself is verified and reported as "argument N", never printed', async () => {
     const good = await sign({});
     const expired = await sign({ exp: now - 3600 });
