@@ -93,7 +93,9 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   warnOpenTokenFile(config.admin.token_file, log);
   // several replicas, one PostgreSQL (README): shared revocations; receipts shipped there and queried there
   const sharedRevocations = await startSharedRevocations(config.revocations, options.env ?? process.env, log);
-  const capabilities = startCapabilities({ config: config.capabilities, log, clock, policy: () => policy, shared: sharedRevocations });
+  // a worker (onRevocations set) has the primary's list: a revocations file that does not parse must not keep it down
+  const fromPrimary = options.onRevocations !== undefined;
+  const capabilities = startCapabilities({ config: config.capabilities, log, clock, policy: () => policy, shared: sharedRevocations, revocationsFromPrimary: fromPrimary });
   try {
     options.onRevocations?.(capabilities.revocations);
   } catch (err) {

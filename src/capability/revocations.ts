@@ -110,6 +110,12 @@ export interface RevocationListOptions {
   readonly debounceMs?: number;
   /** false: stat checks only (default true) */
   readonly useFsWatch?: boolean;
+  /**
+   * true: a file that does not parse at open is logged and the list starts empty (the watch reads it
+   * once it is mended). Only for a list that gets its revocations from elsewhere too: a
+   * `chio serve --workers` worker, which holds the primary's list before it serves.
+   */
+  readonly startDespiteBadFile?: boolean;
 }
 
 export class RevocationList {
@@ -132,6 +138,10 @@ export class RevocationList {
     try {
       list.reload();
     } catch (err) {
+      if (options.startDespiteBadFile === true) {
+        options.log.error({ file, err: describe(err) }, 'revocation file does not parse; starting with the revocations the primary holds');
+        return list;
+      }
       list.watch?.close();
       throw err;
     }

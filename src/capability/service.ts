@@ -36,6 +36,8 @@ export interface CapabilityServiceOptions {
   readonly policy: () => CompiledPolicy;
   /** stat fallback of the revocation file watcher (default 5 s) */
   readonly revocationPollMs?: number;
+  /** a `--workers` worker: start even if the revocations file does not parse (RevocationListOptions.startDespiteBadFile) */
+  readonly revocationsFromPrimary?: boolean;
   /**
    * Revocations shared by every replica (chio.yaml `revocations: {type: postgres}`,
    * src/receipt/pg/revocations.ts): enforced beside the file's, and `POST /v1/revocations` records there.
@@ -72,6 +74,7 @@ export function startCapabilities(options: CapabilityServiceOptions): RunningCap
   const revocations = RevocationList.open(config.revocations_file ?? null, {
     log,
     ...(options.revocationPollMs === undefined ? {} : { pollIntervalMs: options.revocationPollMs }),
+    startDespiteBadFile: options.revocationsFromPrimary === true,
   });
   const shared = options.shared ?? null;
   if (authority !== null) log.info({ kid: authority.kid }, 'capability issuance enabled');

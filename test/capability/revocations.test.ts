@@ -143,6 +143,22 @@ describe('RevocationList', () => {
   });
 });
 
+describe('RevocationList.open with startDespiteBadFile (a --workers worker, which holds the primary\'s list)', () => {
+  it('a file that does not parse at start is logged and the list starts empty; it is read once mended', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'chio-rev-bad-'));
+    const file = path.join(dir, 'revocations.jsonl');
+    writeFileSync(file, 'cap-01M8D4AMZ01TK0FBRK09R70JCY  # by hand\n');
+    expect(() => RevocationList.open(file, { log: recordingLogger() })).toThrow(ChioError);
+    const log = recordingLogger();
+    const list = RevocationList.open(file, { log, pollIntervalMs: 60_000, debounceMs: 10, startDespiteBadFile: true });
+    lists.push(list);
+    expect(list.size).toBe(0);
+    expect(log.entries.map((e) => e.msg)).toEqual(['revocation file does not parse; starting with the revocations the primary holds']);
+    writeFileSync(file, `${JSON.stringify({ id: A })}\n`);
+    await eventually(() => list.has(A));
+  });
+});
+
 describe('RevocationList.apply (chio serve --workers: revocations the primary recorded)', () => {
   it('puts them in force without writing; an id already revoked keeps its entry; a bad entry applies none', () => {
     const { list } = open(null);

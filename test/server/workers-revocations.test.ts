@@ -204,6 +204,14 @@ describe('chio serve --workers 2: POST /v1/revocations with a revocations file t
 
     expectRevokedEverywhere(await checkEverywhere(r, ready, token));
     expect(await listedRevocations(ready)).toEqual([id]);
+
+    // a worker restarted while the file still does not parse starts on the primary's list (it could not start at all)
+    process.kill(ready.workerPids[0] as number, 'SIGKILL');
+    const readyz = async (): Promise<number> => (await fetch(`http://${ready.admin}/readyz`)).status;
+    await waitFor('readyz 503', async () => ((await readyz()) === 503 ? true : undefined));
+    await waitFor('readyz 200', async () => ((await readyz()) === 200 ? true : undefined), 15_000);
+    for (const c of clients.splice(0)) c.close();
+    expectRevokedEverywhere(await checkEverywhere(r, ready, token));
     r.child.kill('SIGTERM');
     expect(await r.exit).toBe(0);
   }, 60_000);
