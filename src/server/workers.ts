@@ -562,6 +562,16 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
       },
     },
     { method: 'GET', path: '/v1/keys', auth: false, handler: () => json(200, { keys: [publicJwk(key)] }) },
+    {
+      // each worker signs the checkpoints of its own chain: there is no one "latest" to serve here
+      method: 'GET',
+      path: '/v1/checkpoints/latest',
+      auth: false,
+      handler: () =>
+        json(404, {
+          error: { code: 'not_found', message: 'not served under chio serve --workers: each worker signs its own chain\'s checkpoints, in checkpoints-wN.jsonl beside the receipts' },
+        }),
+    },
     ...capabilities.routes,
     ...(centralPool !== null ? receiptRoutes(null, new PgReceiptStore(centralPool)) : workerReceiptRoutes(stores)),
   ];

@@ -155,6 +155,14 @@ describe('chio serve --workers 2', () => {
     expect(await res.json()).toMatchObject({ status: 'ready', workers: 2 });
   });
 
+  it('says why /v1/checkpoints/latest is not served (each worker signs its own chain\'s checkpoints)', async () => {
+    const res = await admin('/v1/checkpoints/latest');
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({
+      error: { code: 'not_found', message: "not served under chio serve --workers: each worker signs its own chain's checkpoints, in checkpoints-wN.jsonl beside the receipts" },
+    });
+  });
+
   it('spreads connections over the workers, one verifiable chain each', async () => {
     await checkMany(10);
     const [w1, w2] = receiptFiles().map(lines);
