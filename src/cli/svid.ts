@@ -98,7 +98,7 @@ function decisionTime(at: string | undefined, io: CliIO): number {
   if (at === undefined) return io.now();
   // strict, as the receipt query's since/until: Date.parse rolls 2027-02-30 into March and takes hour 24
   const ms = parseRfc3339(at);
-  if (ms === null) throw new Usage(`--at ${shownArgument(at)} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)`);
+  if (ms === null) throw new Usage(`--at ${at.length <= 40 ? JSON.stringify(at) : shownArgument(at)} is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)`);
   return ms;
 }
 
