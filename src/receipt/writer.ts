@@ -142,6 +142,8 @@ export class ReceiptWriter {
   #submitted = 0;
   #settled = 0;
   #failures = 0;
+  /** the last batch failed and none has been committed since (relaxed answers then wait for their write) */
+  #failing = false;
   #lastError: ChioError | null = null;
 
   constructor(sinks: readonly ReceiptSink[], options: ReceiptWriterOptions) {
@@ -159,7 +161,8 @@ export class ReceiptWriter {
   /**
    * Queues a pending receipt (`ReceiptChain.next`); its batch is signed when it is written.
    * strict: resolves once it is durable in every sink; relaxed: resolves at once (the write
-   * follows within relaxedMaxDelayMs). Rejects if signing or a sink fails; then every receipt
+   * follows within relaxedMaxDelayMs), except after a failed write until one succeeds: then it
+   * resolves once written, or rejects (so `receipts.on_failure` decides the answer). Rejects if signing or a sink fails; then every receipt
    * queued after the last durable one is rejected too and `durableHead` says where the chain must
    * continue from. Throws TypeError (synchronously) for a receipt that does not chain from the
    * previous one.
@@ -172,6 +175,15 @@ export class ReceiptWriter {
     if (this.#strict) {
       return new Promise<void>((resolve, reject) => {
         this.#queue.push({ pending, settle: { resolve, reject } });
+        this.#scheduleBatch();
+      });
+    }
+    if (this.#failing) {
+      // relaxed, but the last write failed: this answer waits for its write, so that
+      // receipts.on_failure applies (deny: receipt_unavailable) instead of allows going out unrecorded
+      return new Promise<void>((resolve, reject) => {
+        this.#queue.push({ pending, settle: { resolve, reject } });
+        this.#due = true;
         this.#scheduleBatch();
       });
     }
@@ -350,6 +362,7 @@ export class ReceiptWriter {
     if (last) this.#durable = { seq: last.seq, hash: last.hash };
     this.#unsynced = !durable;
     this.#settled += batch.length;
+    this.#failing = false;
     for (const f of this.#followers) callHook(() => f.append(receipts));
     if (batch.length > 0) callHook(() => this.#options.onWritten?.(batch.length));
     if (receipts.length > 0 && this.#options.onCommitted) callHook(() => this.#options.onCommitted?.(receipts, durable));
@@ -363,6 +376,7 @@ export class ReceiptWriter {
     this.#clearTimer();
     this.#due = false;
     this.#failures++;
+    this.#failing = true;
     this.#lastError = error;
     this.#settled += batch.length + queued.length;
     const head = this.#durable ?? null;

@@ -4,7 +4,7 @@ import { keyFromSeed } from '../../src/keys.js';
 import { ReceiptChain, type ChainHead, type ReceiptDraft, type SealedReceipt } from '../../src/receipt/receipt.js';
 import { verificationKeys, verifyReceiptText } from '../../src/receipt/verify.js';
 import type { ReceiptSink } from '../../src/receipt/sinks/sink.js';
-import { ReceiptWriter, type ReceiptWriterOptions } from '../../src/receipt/writer.js';
+import { ACCEPTED, ReceiptWriter, type ReceiptWriterOptions } from '../../src/receipt/writer.js';
 
 const KEY = keyFromSeed(Buffer.alloc(32, 3));
 const DRAFT: ReceiptDraft = {
@@ -399,6 +399,38 @@ describe('ReceiptWriter relaxed', () => {
     expect(flushed.state).toBe('rejected');
     expect((flushed.error as ChioError).message).toBe('receipt sink fake failed: EIO');
     expect(log).toEqual(['sink-error fake EIO', 'rewind null']);
+  });
+});
+
+describe('ReceiptWriter relaxed after a failed write', () => {
+  it('each answer waits for its write (rejecting while the sink fails: on_failure applies) until a write succeeds; then relaxed again', async () => {
+    vi.useFakeTimers();
+    const sink = new FakeSink('fake');
+    const { submit, writer } = setup([sink], { durability: 'relaxed', relaxedMaxDelayMs: 50 });
+    expect(submit()).toBe(ACCEPTED);
+    await vi.advanceTimersByTimeAsync(50);
+    sink.fail(new Error('EIO'));
+    await vi.advanceTimersByTimeAsync(0);
+    // failing: no longer ACCEPTED at once; written at once (no 50 ms wait) and rejected with the sink
+    const waiting = track(submit());
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sink.writes.map((w) => w.seqs)).toEqual([[1], [1]]);
+    expect(waiting.state).toBe('pending');
+    sink.fail(new Error('EIO again'));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(waiting.state).toBe('rejected');
+    // the sink writes again: this answer waits for its write and resolves; the next is relaxed
+    const recovered = track(submit());
+    await vi.advanceTimersByTimeAsync(0);
+    sink.release();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(recovered.state).toBe('resolved');
+    expect(submit()).toBe(ACCEPTED);
+    await vi.advanceTimersByTimeAsync(50);
+    expect(sink.writes.map((w) => w.seqs)).toEqual([[1], [1], [1], [2]]);
+    sink.release();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(writer.durableHead?.seq).toBe(2);
   });
 });
 
