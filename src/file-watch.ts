@@ -49,6 +49,8 @@ export class FileWatch {
   /** when the first event of the burst being waited out came (null: none pending) */
   private burstStart: number | null = null;
   private last: string;
+  /** a changed look waiting to be seen again unchanged before the callback runs (null: none) */
+  private settling: string | null = null;
   private closed = false;
 
   constructor(
@@ -103,7 +105,22 @@ export class FileWatch {
   private check(): void {
     if (this.closed) return;
     const now = statKeyOf(this.files);
-    if (now === this.last) return;
+    if (now === this.last) {
+      this.settling = null;
+      return;
+    }
+    // a changed file is read once it looks the same twice, a debounce apart: a file written in place
+    // (not renamed over) is not read half-written while its writer is still at it (a truncated policy
+    // can parse as a more permissive one). A writer that pauses longer than that is not seen: replace
+    // files by renaming a complete one over them (editors, Kubernetes ConfigMaps do).
+    if (now !== this.settling) {
+      this.settling = now;
+      clearTimeout(this.debounce);
+      this.debounce = setTimeout(() => this.check(), this.options.debounceMs ?? 100);
+      this.debounce.unref();
+      return;
+    }
+    this.settling = null;
     this.last = now;
     this.onChange();
   }

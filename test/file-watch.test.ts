@@ -1,4 +1,4 @@
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -63,6 +63,22 @@ describe('FileWatch', () => {
       writing = false;
       await noise;
     }
+  });
+
+  it('a file written in place in pieces is reported once it looked the same twice a debounce apart, not between the pieces', async () => {
+    const { file } = setup();
+    const seen: string[] = [];
+    const watch = new FileWatch([file], () => seen.push(readFileSync(file, 'utf8')), { pollIntervalMs: 60_000, debounceMs: 100 });
+    watches.push(watch);
+    // a writer that truncates and writes in pieces a little slower than the debounce (a shell redirect from a pipe)
+    writeFileSync(file, 'rules:\n');
+    for (const piece of ['  admin:\n', '    require_workload_identity: {}\n', '  rest: {}\n']) {
+      await new Promise((r) => setTimeout(r, 130)); // past one debounce, well within two
+      appendFileSync(file, piece);
+    }
+    await until(() => seen.length === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seen).toEqual(['rules:\n  admin:\n    require_workload_identity: {}\n  rest: {}\n']);
   });
 
   it('sees a rename-over (how editors and ConfigMaps replace files) with stat checks only', async () => {

@@ -170,6 +170,13 @@ export class RevocationList {
       // revocation: only an edit of the file does. Missing at start, or with nothing revoked, is empty.
       throw new ChioError('io_error', `revocation file ${this.file} is missing; keeping the last ${this.revoked.size} revocation(s)`);
     }
+    if (text === '' && this.revoked.size > 0) {
+      // emptied: a write in place caught between its truncate and its first line, as likely as an edit
+      throw new ChioError(
+        'io_error',
+        `revocation file ${this.file} is empty; keeping the last ${this.revoked.size} revocation(s) (a write in progress? to lift them all, leave a # comment line)`,
+      );
+    }
     const next = text === null ? new Map<string, Revocation>() : parseRevocations(text, this.file);
     const changed = next.size !== this.revoked.size || [...next.keys()].some((id) => !this.revoked.has(id));
     this.revoked = next;

@@ -214,8 +214,14 @@ describe('revocation file edits', () => {
       await new Promise((r) => setTimeout(r, 60));
       expect(list.has(ID)).toBe(true);
       expect(verdict(header(), grant({ isRevoked: (id) => list.has(id) }))).toEqual({ code: 'capability_revoked', message: `capability ${ID} is revoked` });
-      // the file written again (even empty) is an edit: it speaks
+      // written again empty: as likely a write in place caught between its truncate and its first line
+      // as an edit, so it is kept too (fail-closed audit); a file with a comment line speaks
       writeFileSync(file, '');
+      expect(() => list.reload()).toThrow(
+        new ChioError('io_error', `revocation file ${file} is empty; keeping the last 1 revocation(s) (a write in progress? to lift them all, leave a # comment line)`),
+      );
+      expect(list.has(ID)).toBe(true);
+      writeFileSync(file, '# every revocation lifted\n');
       expect(list.reload()).toBe(true);
       expect(list.has(ID)).toBe(false);
     } finally {
