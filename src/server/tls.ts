@@ -92,7 +92,28 @@ export function readTlsFiles(files: { certFile: string; keyFile: string; clientC
   const privateKey = read(files.keyFile, 'key_file');
   const caCertificate = read(files.clientCaFile, 'client_ca_file');
   checkMaterial({ certificate, privateKey, caCertificate }, 'listen.grpc_tls');
+  checkOneTrustDomain(caCertificate, files.clientCaFile);
   return { certificate, privateKey, caCertificate };
+}
+
+/**
+ * The client CAs must be one trust domain's (SPEC §2.1: roots are never pooled): node's handshake
+ * accepts a chain to ANY of them, and `allowed_callers` then compares the leaf's URI SAN only, so a CA
+ * of partner.example could vouch for a caller named spiffe://example.org/... A CA's trust domain is
+ * its SPIFFE URI SAN (X509-SVID §3.2); CAs without one are not told apart (the file is the operator's).
+ */
+function checkOneTrustDomain(caPem: Buffer, file: string): void {
+  const domains = new Set<string>();
+  for (const block of caPem.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []) {
+    const san = new X509Certificate(block).subjectAltName ?? '';
+    for (const m of san.matchAll(/URI:spiffe:\/\/([^/,\s]+)/g)) domains.add((m[1] as string).toLowerCase());
+  }
+  if (domains.size > 1) {
+    throw new ChioError(
+      'config_invalid',
+      `listen.grpc_tls: client_ca_file ${file} holds CAs of ${domains.size} trust domains (${[...domains].sort().join(', ')}): a CA of one would vouch for callers named in another; give the callers' trust domain's CAs only`,
+    );
+  }
 }
 
 function checkMaterial(m: TlsMaterial, what: string): void {
@@ -135,10 +156,9 @@ export function materialFromX509SvidResponse(message: unknown): { spiffeId: stri
   if (!parsed.success) throw new TypeError('malformed FetchX509SVID message');
   const svid = parsed.data.svids[0] as (typeof parsed.data.svids)[number];
   const chain = splitDerCertificates(Buffer.from(svid.x509_svid));
-  const roots = [
-    ...splitDerCertificates(Buffer.from(svid.bundle)),
-    ...Object.values(parsed.data.federated_bundles ?? {}).flatMap((b) => splitDerCertificates(Buffer.from(b))),
-  ];
+  // callers are authenticated against the agent's own trust domain only: with the federated bundles
+  // pooled in, a partner CA could issue a certificate named spiffe://<our td>/... and pass allowed_callers
+  const roots = splitDerCertificates(Buffer.from(svid.bundle));
   const material: TlsMaterial = {
     certificate: Buffer.from(chain.map((c) => pem('CERTIFICATE', c)).join('')),
     privateKey: Buffer.from(pem('PRIVATE KEY', svid.x509_svid_key)),

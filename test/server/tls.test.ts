@@ -3,14 +3,16 @@
  * ask, and the service's own SVID from the SPIFFE Workload API rotates without a restart.
  */
 import { webcrypto, X509Certificate } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCheckClient } from '../../src/check/client.js';
 import type { RawCheckRequest } from '../../src/check/envoy.js';
-import { CallerAllowList } from '../../src/server/tls.js';
+import { CallerAllowList, materialFromX509SvidResponse, readTlsFiles } from '../../src/server/tls.js';
+import { ChioError } from '../../src/errors.js';
 import { createRootCa, issueSvid, type IssuedSvid, type TestCa } from '../helpers/test-ca.js';
 import { fixtureRequest, startTestService, type TestService } from '../helpers/service.js';
 import { FakeWorkloadApiAgent } from '../helpers/workload-api-server.js';
@@ -204,5 +206,35 @@ describe.each(TRANSPORTS)('Check listener with the SVID from the SPIFFE Workload
     } finally {
       again.close();
     }
+  });
+});
+
+describe('client CAs are one trust domain\'s (a partner CA must not vouch for a caller named in ours)', () => {
+  it('workload_api: the federated bundles are not client CAs, only the agent\'s own bundle is', async () => {
+    const partner = await createRootCa({ trustDomain: 'partner.example' });
+    const { material } = materialFromX509SvidResponse({
+      svids: [{ spiffe_id: SERVER_ID, x509_svid: server.der, x509_svid_key: await keyDer(server), bundle: root.der }],
+      federated_bundles: { 'spiffe://partner.example': partner.der },
+    });
+    const cas = material.caCertificate.toString('utf8').match(/-----BEGIN CERTIFICATE-----/g) ?? [];
+    expect(cas).toHaveLength(1);
+    expect(new X509Certificate(material.caCertificate).fingerprint256).toBe(new X509Certificate(root.pem).fingerprint256);
+  });
+
+  it('files: a client_ca_file holding CAs of two trust domains is a config error naming both', async () => {
+    const partner = await createRootCa({ trustDomain: 'partner.example' });
+    const dir = mkdtempSync(path.join(tmpdir(), 'chio-tls-ca-'));
+    writeFileSync(path.join(dir, 'server.pem'), server.pem);
+    writeFileSync(path.join(dir, 'server.key'), await keyPem(server));
+    writeFileSync(path.join(dir, 'ca.pem'), root.pem + partner.pem);
+    const files = { certFile: path.join(dir, 'server.pem'), keyFile: path.join(dir, 'server.key'), clientCaFile: path.join(dir, 'ca.pem') };
+    expect(() => readTlsFiles(files)).toThrow(
+      new ChioError(
+        'config_invalid',
+        `listen.grpc_tls: client_ca_file ${files.clientCaFile} holds CAs of 2 trust domains (example.org, partner.example): a CA of one would vouch for callers named in another; give the callers' trust domain's CAs only`,
+      ),
+    );
+    writeFileSync(path.join(dir, 'ca.pem'), root.pem);
+    expect(readTlsFiles(files).caCertificate.toString('utf8')).toBe(root.pem);
   });
 });
