@@ -319,6 +319,12 @@ export async function startService(config: Config, options: ServiceOptions): Pro
   ready = true;
 
   let closing: Promise<void> | undefined;
+  // gRPC health tells what /readyz tells: NOT_SERVING while receipts cannot be written (on_failure
+  // deny turns every allow into receipt_unavailable), so gRPC probes and Envoy's health checks move away
+  const healthTimer = setInterval(() => {
+    if (closing === undefined) grpcServer.setServing(receiptsFailing() === null);
+  }, HEALTH_REFRESH_MS);
+  healthTimer.unref();
   return {
     grpcPort: grpcServer.port,
     grpcTransport: grpcServer.transport,
@@ -331,6 +337,7 @@ export async function startService(config: Config, options: ServiceOptions): Pro
     close: (deadlineMs = config.shutdown.deadline_seconds * 1000) =>
       (closing ??= (async () => {
         ready = false;
+        clearInterval(healthTimer);
         policyWatch.close();
         // Health NOT_SERVING first; keep answering while load balancers and Envoys move away.
         grpcServer.setServing(false);
@@ -421,6 +428,9 @@ function trustDomainLabeler(current: () => CompiledPolicy): (td: string) => stri
     return set.has(td) ? td : 'other';
   };
 }
+
+/** How often gRPC health is brought in line with the receipts' state. */
+const HEALTH_REFRESH_MS = 500;
 
 /** A listener that cannot bind, as one line with a stable code (`chio serve` exits 2), not a stack. */
 export function listenFailure(err: unknown, key: string, address: string): unknown {

@@ -8,7 +8,6 @@
  * calls per CPU second) and `grpc-js` (grpc-js's own server).
  */
 import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
 import {
   AUTHORIZATION_SERVICE,
   GRPC_PERMISSION_DENIED,
@@ -18,6 +17,7 @@ import {
 } from '../check/envoy.js';
 import { decodeCheckRequest } from '../check/request-wire.js';
 import { encodeCheckResponse } from '../check/response-wire.js';
+import { HealthService, type HealthServer } from './health.js';
 import { NativeGrpcServer, type NativeAuthContext } from './native-grpc.js';
 import { serverCredentials, type PushedCertificateProvider, type TlsMaterial } from './tls.js';
 
@@ -127,9 +127,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     },
   });
 
-  const health = new HealthImplementation({ '': 'NOT_SERVING', [AUTHORIZATION_SERVICE]: 'NOT_SERVING' });
-  // HealthImplementation only calls server.addService(), which both transports have
-  health.addToServer(server as grpc.Server);
+  const health = new HealthService({ '': 'NOT_SERVING', [AUTHORIZATION_SERVICE]: 'NOT_SERVING' });
+  // it only calls server.addService(), which both transports have
+  health.addToServer(server as unknown as HealthServer);
 
   const port = await bound.bind();
 

@@ -15,6 +15,7 @@ import { ChioError } from '../../src/errors.js';
 import { startService } from '../../src/main.js';
 import { SqliteReceiptStore } from '../../src/receipt/store.js';
 import { verificationKeys, verifyReceiptFile } from '../../src/receipt/verify.js';
+import { healthClient } from '../helpers/health-client.js';
 import { demoPolicy, fixtureRequest, recordingLogger } from '../helpers/service.js';
 import { tempDir } from './helpers.js';
 import { breakStore, receiptIdOf, startStoreService, type StoreService } from './store-service.js';
@@ -88,13 +89,23 @@ describe('receipts.on_failure: deny (the default)', () => {
     const notReady = await svc.get('/readyz', null);
     expect(notReady.status).toBe(503);
     expect(notReady.json).toEqual({ status: 'not ready', reason: expect.stringMatching(/^receipt sink sqlite cannot write: .*disk full \(simulated\)/) });
+    // and gRPC health says so too (probes and Envoy's gRPC health checks read it; it was SERVING)
+    const health = healthClient(svc.service.grpcPort);
+    try {
+      await vi.waitFor(async () => expect(await health.check()).toBe('NOT_SERVING'), { timeout: 3000, interval: 50 });
+      expect(await health.check('envoy.service.auth.v3.Authorization')).toBe('NOT_SERVING');
 
-    broken.heal();
-    const after = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
-    expect(after.status.code).toBe(0);
-    expect((await svc.get('/readyz', null)).status).toBe(200);
+      broken.heal();
+      const after = await svc.client.check(fixtureRequest('http-mtls-spiffe-full'));
+      expect(after.status.code).toBe(0);
+      expect((await svc.get('/readyz', null)).status).toBe(200);
+      await vi.waitFor(async () => expect(await health.check()).toBe('SERVING'), { timeout: 3000, interval: 50 });
+    } finally {
+      health.close();
+    }
+    const after = { id: svc.jsonlTexts().map((t) => (JSON.parse(t) as { id: string }).id).at(-1) };
     await expectOneVerifiedChain(svc, 3);
-    expect((await svc.storeTexts()).map((t) => (JSON.parse(t) as { id: string }).id)).toEqual([receiptIdOf(first), receiptIdOf(durable), receiptIdOf(after)]);
+    expect((await svc.storeTexts()).map((t) => (JSON.parse(t) as { id: string }).id)).toEqual([receiptIdOf(first), receiptIdOf(durable), after.id]);
   });
 });
 

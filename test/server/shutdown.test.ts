@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
+import { healthClient } from '../helpers/health-client.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createCheckClient } from '../../src/check/client.js';
 import { keyFromSeed } from '../../src/keys.js';
@@ -23,21 +24,6 @@ afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-function healthClient(port: number): { check(): Promise<string>; close(): void } {
-  const def = loadSync(path.join(ROOT, 'node_modules', 'grpc-health-check', 'proto', 'health', 'v1', 'health.proto'), {
-    keepCase: true,
-    enums: String,
-  });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } };
-  const client = new pkg.grpc.health.v1.Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
-    Check(req: object, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void): void;
-  };
-  return {
-    check: () => new Promise((resolve, reject) => client.Check({ service: '' }, (err, res) => (err ? reject(err) : resolve(res?.status ?? '')))),
-    close: () => client.close(),
-  };
-}
 
 async function freePort(): Promise<number> {
   const net = await import('node:net');

@@ -60,7 +60,7 @@ describe('native and grpc-js transports', () => {
         new Promise((resolve) => client.check({ service }, (err, res) => resolve(err ? { code: err.code, details: err.details } : res)));
       expect(await check('')).toEqual({ status: 'SERVING' });
       expect(await check('envoy.service.auth.v3.Authorization')).toEqual({ status: 'SERVING' });
-      expect(await check('nope')).toEqual({ code: grpc.status.NOT_FOUND, details: 'Health status unknown for service nope' });
+      expect(await check('nope')).toEqual({ code: grpc.status.NOT_FOUND, details: 'health status unknown for that service' });
       client.close();
     }
   });
