@@ -486,7 +486,9 @@ export async function startPrimary(options: PrimaryOptions): Promise<RunningPrim
         const worker = slot.worker as Worker;
         const answer = await ask<MetricJson[]>(worker, (id) => ({ type: 'chio:metrics', id }), METRICS_TIMEOUT_MS);
         if (answer !== null && slot.worker === worker) slot.lastMetrics = answer;
-        return answer;
+        // a worker too slow to answer counts as last scraped: left out, every counter would go
+        // backwards for one scrape (Prometheus reads a reset and a false rate spike; a review)
+        return answer ?? slot.lastMetrics;
       }),
     );
     return AggregatorRegistry.aggregate([...answers.filter((a): a is MetricJson[] => a !== null), await retired]);

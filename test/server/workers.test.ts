@@ -183,6 +183,18 @@ describe('chio serve --workers 2', () => {
     expect(text).toMatch(/^chio_checks_in_flight 0$/m);
   });
 
+  it('counts a worker too slow to answer a scrape as last scraped: no counter goes backwards', async () => {
+    await admin('/metrics'); // each worker's last answer is this scrape's
+    const frozen = ready.workerPids[0] as number;
+    process.kill(frozen, 'SIGSTOP');
+    try {
+      const text = await (await admin('/metrics')).text(); // waits out the 2 s metrics timeout
+      expect(text).toMatch(new RegExp(`^chio_receipts_written_total ${answered.length}$`, 'm'));
+    } finally {
+      process.kill(frozen, 'SIGCONT');
+    }
+  }, 15_000);
+
   it('answers the receipt query API from every worker store, paging with one cursor', async () => {
     const readAll = async (): Promise<string[]> => {
       const seen: string[] = [];
