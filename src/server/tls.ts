@@ -91,7 +91,7 @@ export function readTlsFiles(files: { certFile: string; keyFile: string; clientC
   const certificate = read(files.certFile, 'cert_file');
   const privateKey = read(files.keyFile, 'key_file');
   const caCertificate = read(files.clientCaFile, 'client_ca_file');
-  checkMaterial({ certificate, privateKey, caCertificate }, 'listen.grpc_tls');
+  checkMaterial({ certificate, privateKey, caCertificate }, 'listen.grpc_tls', files);
   checkOneTrustDomain(caCertificate, files.clientCaFile);
   return { certificate, privateKey, caCertificate };
 }
@@ -116,18 +116,26 @@ function checkOneTrustDomain(caPem: Buffer, file: string): void {
   }
 }
 
-function checkMaterial(m: TlsMaterial, what: string): void {
+/** Each part of the material readable and the key the certificate's; the message names the file when there is one. */
+function checkMaterial(m: TlsMaterial, what: string, files?: { certFile: string; keyFile: string; clientCaFile: string }): void {
+  const named = (setting: string, file: string | undefined): string => (file === undefined ? `${what}: ${setting}` : `${what}: ${setting} ${file}`);
   let leaf: X509Certificate;
   try {
     leaf = new X509Certificate(m.certificate);
   } catch (err) {
-    throw new ChioError('config_invalid', `${what}: the certificate is not a PEM X.509 certificate (${describe(err)})`);
+    throw new ChioError('config_invalid', `${named('cert_file', files?.certFile)}: not a PEM X.509 certificate (${describe(err)})`);
   }
+  let key: ReturnType<typeof createPrivateKey>;
   try {
-    if (!leaf.checkPrivateKey(createPrivateKey(m.privateKey))) throw new Error('the key does not belong to the certificate');
+    key = createPrivateKey(m.privateKey);
+  } catch (err) {
+    throw new ChioError('config_invalid', `${named('key_file', files?.keyFile)}: not an unencrypted PEM private key (${describe(err)})`);
+  }
+  if (!leaf.checkPrivateKey(key)) throw new ChioError('config_invalid', `${named('key_file', files?.keyFile)}: the key does not belong to the certificate`);
+  try {
     new X509Certificate(m.caCertificate);
   } catch (err) {
-    throw new ChioError('config_invalid', `${what}: ${describe(err)}`);
+    throw new ChioError('config_invalid', `${named('client_ca_file', files?.clientCaFile)}: not PEM X.509 certificates (${describe(err)})`);
   }
 }
 

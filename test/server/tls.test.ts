@@ -237,4 +237,17 @@ describe('client CAs are one trust domain\'s (a partner CA must not vouch for a 
     writeFileSync(path.join(dir, 'ca.pem'), root.pem);
     expect(readTlsFiles(files).caCertificate.toString('utf8')).toBe(root.pem);
   });
+
+  it('each TLS file that cannot be used is named with its setting', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'chio-tls-files-'));
+    const files = { certFile: path.join(dir, 'server.pem'), keyFile: path.join(dir, 'server.key'), clientCaFile: path.join(dir, 'ca.pem') };
+    writeFileSync(files.certFile, server.pem);
+    writeFileSync(files.keyFile, await keyPem(envoy));
+    writeFileSync(files.clientCaFile, 'garbage\n');
+    expect(() => readTlsFiles(files)).toThrow(`listen.grpc_tls: key_file ${files.keyFile}: the key does not belong to the certificate`);
+    writeFileSync(files.keyFile, 'not a key\n');
+    expect(() => readTlsFiles(files)).toThrow(new RegExp(`^listen\\.grpc_tls: key_file ${files.keyFile.replace(/[.]/g, '\\.')}: not an unencrypted PEM private key \\(`));
+    writeFileSync(files.keyFile, await keyPem(server));
+    expect(() => readTlsFiles(files)).toThrow(new RegExp(`^listen\\.grpc_tls: client_ca_file ${files.clientCaFile.replace(/[.]/g, '\\.')}: not PEM X\\.509 certificates \\(`));
+  });
 });
