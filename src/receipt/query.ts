@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import { TIERS, type Tier } from '../attestation/tier.js';
+import { CAPABILITY_ID_PATTERN } from '../capability/token.js';
 import { ChioError, describe } from '../errors.js';
 import { SpiffeId, TrustDomain, validatePath } from '../spiffe/id.js';
 
@@ -157,7 +158,7 @@ const querySchema = z
     verdict: z.enum(['allow', 'deny']),
     rule: name,
     tool: name,
-    capabilityId: name,
+    capabilityId: name.refine((v) => CAPABILITY_ID_PATTERN.test(v), 'expected a capability id (cap-<ULID>)'),
     tier: z.enum(TIERS),
     since: time,
     until: time,

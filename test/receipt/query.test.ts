@@ -262,6 +262,7 @@ describe('parseReceiptQuery', () => {
     ['rule', '', 'query parameter rule: must not be empty'],
     ['tool', 'x'.repeat(257), 'query parameter tool: at most 256 characters'],
     ['capabilityId', '', 'query parameter capabilityId: must not be empty'],
+    ['capabilityId', 'xyz', 'query parameter capabilityId: expected a capability id (cap-<ULID>)'],
     ['tier', 'gold', 'query parameter tier: '],
     ['since', 'yesterday', 'query parameter since: expected an RFC 3339 date-time, e.g. 2026-11-24T00:00:00Z'],
     ['since', '2026-11-24', 'query parameter since: expected an RFC 3339 date-time'],
