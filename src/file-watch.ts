@@ -51,6 +51,8 @@ export class FileWatch {
   private last: string;
   /** a changed look waiting to be seen again unchanged before the callback runs (null: none) */
   private settling: string | null = null;
+  private settlingSince = 0;
+  private settle: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
@@ -83,6 +85,17 @@ export class FileWatch {
     for (const w of this.watchers) w.close();
     clearInterval(this.poll);
     clearTimeout(this.debounce);
+    clearTimeout(this.settle);
+  }
+
+  /**
+   * The settle look, on a timer of its own: re-arming the debounce's (a poll landing while one was
+   * pending) left burstStart set, and every later change event was then ignored until the next poll.
+   */
+  private lookAgainIn(ms: number): void {
+    clearTimeout(this.settle);
+    this.settle = setTimeout(() => this.check(), Math.ceil(ms));
+    this.settle.unref();
   }
 
   private schedule(): void {
@@ -113,11 +126,18 @@ export class FileWatch {
     // (not renamed over) is not read half-written while its writer is still at it (a truncated policy
     // can parse as a more permissive one). A writer that pauses longer than that is not seen: replace
     // files by renaming a complete one over them (editors, Kubernetes ConfigMaps do).
+    const delay = this.options.debounceMs ?? 100;
     if (now !== this.settling) {
       this.settling = now;
-      clearTimeout(this.debounce);
-      this.debounce = setTimeout(() => this.check(), this.options.debounceMs ?? 100);
-      this.debounce.unref();
+      this.settlingSince = performance.now();
+      this.lookAgainIn(delay);
+      return;
+    }
+    // the same look, but maybe sooner than a debounce after it was first seen (a change event's look
+    // right after the settle timer's): only a look that held for a whole debounce counts
+    const waited = performance.now() - this.settlingSince;
+    if (waited < delay) {
+      this.lookAgainIn(delay - waited);
       return;
     }
     this.settling = null;

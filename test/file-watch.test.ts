@@ -81,6 +81,18 @@ describe('FileWatch', () => {
     expect(seen).toEqual(['rules:\n  admin:\n    require_workload_identity: {}\n  rest: {}\n']);
   });
 
+  it('a poll that lands while a change event is being waited out leaves later events working', async () => {
+    const { file } = setup();
+    const c = changes(file, { pollIntervalMs: 60_000, debounceMs: 50 });
+    writeFileSync(file, 'first');
+    await new Promise((r) => setTimeout(r, 10)); // the change event's debounce is pending
+    (c.watch as unknown as { check(): void }).check(); // what the periodic poll does
+    await until(() => c.count() === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    writeFileSync(file, 'second, seen through its change event (the next poll is a minute away)');
+    await until(() => c.count() === 2, 2000);
+  });
+
   it('sees a rename-over (how editors and ConfigMaps replace files) with stat checks only', async () => {
     const { dir, file } = setup();
     const c = changes(file, { useFsWatch: false, pollIntervalMs: 20 });
