@@ -80,7 +80,11 @@ function parseLine(line: string, where: string): Revocation {
   }
   const parsed = revocationLine.safeParse(value);
   if (!parsed.success) throw new ChioError('config_invalid', `${where}: ${firstIssue(parsed.error)}`);
-  return { id: parsed.data.id, reason: parsed.data.reason ?? null, revokedAt: parsed.data.revokedAt ?? null };
+  return revocationOf(parsed.data);
+}
+
+function revocationOf(line: z.infer<typeof revocationLine>): Revocation {
+  return { id: line.id, reason: line.reason ?? null, revokedAt: line.revokedAt ?? null };
 }
 
 /**
@@ -90,7 +94,7 @@ function parseLine(line: string, where: string): Revocation {
  */
 function checkedRevocation(r: unknown, i: number): Revocation {
   const parsed = revocationLine.safeParse(r);
-  if (parsed.success) return { id: parsed.data.id, reason: parsed.data.reason ?? null, revokedAt: parsed.data.revokedAt ?? null };
+  if (parsed.success) return revocationOf(parsed.data);
   const id = revocationLine.shape.id.safeParse((r as { id?: unknown } | null)?.id);
   if (!id.success) throw new ChioError('bad_request', `revocation ${i}: ${firstIssue(parsed.error)}`);
   return { id: id.data, reason: null, revokedAt: null };

@@ -9,9 +9,10 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
-import { deny } from '../errors.js';
+import { deny, type DenyError } from '../errors.js';
 import { canonicalIpv6, ipv4SpellingFault } from '../policy/hosts.js';
 import { canonicalPathSpelling } from '../policy/paths.js';
+import { quoteUntrusted } from '../spiffe/id.js';
 import type { CheckInput } from './request.js';
 
 const require = createRequire(import.meta.url);
@@ -224,23 +225,23 @@ const NON_ASCII = /[^\x00-\x7f]/;
 export function splitHost(raw: string | null): { host: string | null; hostname: string | null; port: string | null } {
   if (raw === null) return { host: null, hostname: null, port: null };
   // ASCII only, tested before lower-casing: "\u212Aube.svc" (a Kelvin sign) lower-cases to "kube.svc"
-  const lower = NON_ASCII.test(raw) ? '\u0000' : raw.toLowerCase();
-  const m = HOST_RE.exec(lower);
-  let hostname = m === null ? null : m[1] || null;
-  if (hostname?.startsWith('[')) hostname = canonicalIpv6(hostname);
-  if (m === null || (m[1] && (hostname === null || !(hostname.startsWith('[') || HOST_NAME_RE.test(hostname))))) {
-    throw deny('malformed_request', `request host ${quoteHost(raw)} is not a DNS name or an IP literal`);
+  const m = NON_ASCII.test(raw) ? null : HOST_RE.exec(raw.toLowerCase());
+  if (m === null) throw notAHost(raw);
+  let hostname = m[1] || null;
+  if (hostname !== null) {
+    hostname = hostname.startsWith('[') ? canonicalIpv6(hostname) : HOST_NAME_RE.test(hostname) ? hostname : null;
+    if (hostname === null) throw notAHost(raw);
+    const ipv4 = hostname.startsWith('[') ? null : ipv4SpellingFault(hostname);
+    if (ipv4 !== null) throw deny('malformed_request', `request host ${ipv4}`);
   }
-  const ipv4 = hostname === null || hostname.startsWith('[') ? null : ipv4SpellingFault(hostname);
-  if (ipv4 !== null) throw deny('malformed_request', `request host ${ipv4}`);
   // an empty port is no port and leading zeros are not part of it (`admin.svc:`, `admin.svc:0443`):
   // the host a host pattern is compared with must be the one the upstream sees, or a catch-all decides
   const port = m[2] === undefined || m[2] === '' ? null : String(Number(m[2]));
-  return { host: hostname === null ? lower : port === null ? hostname : `${hostname}:${port}`, hostname, port };
+  return { host: hostname === null ? m[0] : port === null ? hostname : `${hostname}:${port}`, hostname, port };
 }
 
-function quoteHost(raw: string): string {
-  return JSON.stringify(raw.length > 100 ? `${raw.slice(0, 100)}…` : raw);
+function notAHost(raw: string): DenyError {
+  return deny('malformed_request', `request host ${quoteUntrusted(raw, 100)} is not a DNS name or an IP literal`);
 }
 
 /** A request target without its query and fragment. */
@@ -310,7 +311,7 @@ const BACKSLASH = /%5[cC]|\\/g;
 const PATH_PARAMS = /;[^/]*/g;
 /** escapes of sub-delims, ":" and "@": a path carries them raw too, and a decoding server reads them so */
 const RESERVED_ESCAPE = /%(?:2[146-9A-Ca-c]|3[ABDabd]|40)/;
-const RESERVED_ESCAPES = /%(?:2[146-9A-Ca-c]|3[ABDabd]|40)/g;
+const RESERVED_ESCAPES = new RegExp(RESERVED_ESCAPE.source, 'g');
 
 const NO_READINGS: string[] = [];
 const NO_OTHER_READINGS: NonNullable<CheckInput['otherReadings']> = [];

@@ -74,7 +74,6 @@ function policyPaths(doc: PolicyDocument): string[] {
   return out;
 }
 
-
 class Policy implements CompiledPolicy {
   readonly hash: string;
   readonly source: string;

@@ -17,7 +17,7 @@ import { TIERS, tierSatisfies, type Tier } from '../attestation/tier.js';
 import type { CheckInput } from '../check/request.js';
 import { describe, type DenyCode, type DenyError } from '../errors.js';
 import type { WorkloadIdentity } from '../identity/identity.js';
-import { hasUpperCase } from './paths.js';
+import { hasUpperCase, lowerOutsideEscapes } from './paths.js';
 import type { CompiledPolicy, CompiledRule, RuleSelection } from './types.js';
 
 export interface MatchRecord {
@@ -104,11 +104,6 @@ function decide({ policy, input, identity, identityError, tier, tierNote }: Eval
   }
   const rule = selection.rule;
   return checkWorkloadIdentity(rule, identity, ctx) ?? checkTier(rule, tier, tierNote ?? null, ctx) ?? checkTool(rule, ctx) ?? allowed(ctx);
-}
-
-/** `path` lower-cased but for its `%XX` escapes (upper-case hex by rule). */
-function lowerOutsideEscapes(path: string): string {
-  return path.includes('%') ? path.replace(/[^%]+|%[0-9A-F]{2}/g, (s) => (s.startsWith('%') ? s : s.toLowerCase())) : path.toLowerCase();
 }
 
 /** The rule a selection names ('' when none). */

@@ -7,16 +7,15 @@
  * - Case-insensitive (patterns are lower-cased; CheckInput hosts already are).
  * - `*.example.com` matches one or more leading labels (`a.example.com`, `a.b.example.com`), never
  *   `example.com` itself. `*` is allowed only as the whole first label.
- * - IPv6 literals are written in brackets, as in a Host header: `[::1]`, `[::1]:8080`.
+ * - IPv6 literals are written in brackets, as in a Host header: `[::1]`, `[::1]:8080`, and compared
+ *   in their RFC 5952 spelling (`[0:0::1]` is `[::1]`).
+ * - An IPv4 address is written as its dotted quad (`ipv4SpellingFault`).
  * - A request without a host (the L4 network filter) never matches a host pattern.
  * - A request host with one trailing dot (an absolute DNS name, `a.example.com.`) is that host.
- *
- * - IPv6 literals are compared in their RFC 5952 spelling (`[0:0::1]` is `[::1]`).
  *
  * {@link HostIndex} finds the patterns matching a host with one map lookup per label of the host,
  * however many patterns are stored.
  */
-
 import { isIPv6 } from 'node:net';
 
 export interface HostPattern {
@@ -57,10 +56,16 @@ function splitHostPattern(raw: string): HostPattern | string {
   if (port !== null && (!PORT.test(port) || Number(port) > 65535)) {
     return `invalid port ${JSON.stringify(port)}: expected 1-65535 without leading zeros`;
   }
-  const fault = name.startsWith('[') ? ipv6Fault(name) : hostnameFault(name);
-  if (fault !== null) return fault;
+  let canonical = name;
+  if (name.startsWith('[')) {
+    const v6 = canonicalIpv6(name);
+    if (v6 === null) return `invalid IPv6 literal ${JSON.stringify(name)}`;
+    canonical = v6;
+  } else {
+    const fault = hostnameFault(name);
+    if (fault !== null) return fault;
+  }
   const wildcard = name.startsWith('*.');
-  const canonical = name.startsWith('[') ? (canonicalIpv6(name) as string) : name;
   const key = (wildcard ? name.slice(2) : canonical) + (port === null ? '' : `:${port}`);
   return { text, withPort: port !== null, wildcard, key };
 }
@@ -78,10 +83,6 @@ function splitPort(text: string): { name: string; port: string | null } | string
     return 'an IPv6 address must be written in brackets, e.g. "[::1]" or "[::1]:8080"';
   }
   return { name: text.slice(0, colon), port: text.slice(colon + 1) };
-}
-
-function ipv6Fault(name: string): string | null {
-  return canonicalIpv6(name) === null ? `invalid IPv6 literal ${JSON.stringify(name)}` : null;
 }
 
 /**

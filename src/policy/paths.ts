@@ -105,6 +105,11 @@ export function hasUpperCase(path: string): boolean {
   return /[A-Z]/.test(path.includes('%') ? path.replace(/%[0-9A-F]{2}/g, '') : path);
 }
 
+/** `path` lower-cased but for its `%XX` escapes (upper-case hex by rule). */
+export function lowerOutsideEscapes(path: string): string {
+  return path.includes('%') ? path.replace(/[^%]+|%[0-9A-F]{2}/g, (s) => (s.startsWith('%') ? s : s.toLowerCase())) : path.toLowerCase();
+}
+
 /** Why `value` cannot be an HTTP path (`what` = "a path") or path prefix, or null when it can. */
 export function httpPathFault(value: string, what = 'a path prefix'): string | null {
   if (!value.startsWith('/')) return `${what} must start with "/"`;

@@ -162,9 +162,9 @@ export class ReceiptWriter {
    * Queues a pending receipt (`ReceiptChain.next`); its batch is signed when it is written.
    * strict: resolves once it is durable in every sink; relaxed: resolves at once (the write
    * follows within relaxedMaxDelayMs), except after a failed write until one succeeds: then it
-   * resolves once written, or rejects (so `receipts.on_failure` decides the answer). Rejects if signing or a sink fails; then every receipt
-   * queued after the last durable one is rejected too and `durableHead` says where the chain must
-   * continue from. Throws TypeError (synchronously) for a receipt that does not chain from the
+   * resolves once written, or rejects (so `receipts.on_failure` decides the answer). Rejects if
+   * signing or a sink fails; then every receipt queued after the last durable one is rejected too
+   * and `durableHead` says where the chain must continue from. Throws TypeError (synchronously) for a receipt that does not chain from the
    * previous one.
    */
   submit(pending: PendingReceipt): Promise<void> {

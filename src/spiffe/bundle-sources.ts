@@ -20,7 +20,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
-import path from 'node:path';
 import type { PeerCertificate } from 'node:tls';
 import { FileWatch, statKeyOf } from '../file-watch.js';
 import { bundleKind, federationStateFile, type TrustConfig } from '../config/trust.js';
