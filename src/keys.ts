@@ -6,10 +6,10 @@
  * ~690 µs, see performance.md §4.3). Seed bytes never appear in any message.
  */
 import { createHash, createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
-import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { z } from 'zod';
 import { ChioError, describe } from './errors.js';
+import { makeFolderOf } from './folders.js';
 
 export interface SigningKey {
   readonly privateKey: KeyObject;
@@ -124,7 +124,7 @@ export function loadOrCreateSeedFile(path: string): { key: SigningKey; created: 
 
 /** Writes a fresh seed with mode 0600; refuses to overwrite an existing file. Creates missing parent folders (0700). */
 export function generateSeedFile(path: string): SigningKey {
-  makeParentFolder(path);
+  makeFolderOf(path); // one level at a time (./folders.ts: a recursive mkdir spins forever under /proc)
   let fd: number;
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
@@ -257,13 +257,6 @@ function openSeedForReading(path: string): number {
   }
 }
 
-function makeParentFolder(path: string): void {
-  try {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  } catch (err) {
-    throw new ChioError('io_error', `cannot create the folder of ${path}: ${describe(err)}`, { cause: err });
-  }
-}
 
 function removeQuietly(path: string): void {
   try {

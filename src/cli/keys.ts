@@ -10,7 +10,6 @@ import { parseArgs } from 'node:util';
 import { ChioError, describe } from '../errors.js';
 import { generateSeedFile, loadSeedFile, publicJwk, type SigningKey } from '../keys.js';
 import { dispatch, usageError } from './args.js';
-import { makeFolderOf } from './folders.js';
 import { EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
 
 const DEFAULT_SEED = './chio-data/kernel.seed';
@@ -70,7 +69,6 @@ function generate(args: string[], io: CliIO): number {
   if (values.out === undefined) return usageError(io, 'keys generate', 'missing --out FILE', GENERATE_HELP);
   const file = path.resolve(io.cwd, values.out);
   return withKeyErrors(io, 'generate', () => {
-    makeFolderOf(file); // one level at a time: generateSeedFile's recursive mkdir then finds the folder there
     const key = generateSeedFile(file);
     if (values.json) {
       io.stdout(`${JSON.stringify({ seed: file, publicKey: key.publicKeyRaw.toString('hex'), kid: key.kid, jwk: publicJwk(key) })}\n`);

@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { PACKAGE_ROOT } from '../config/load.js';
 import { ChioError, describe } from '../errors.js';
+import { makeFolder } from '../folders.js';
 import { loadSeedFile, parsePublicKey, type PublicKeyInfo } from '../keys.js';
 import { formatBundleFailure, scanCheckpointLog, verifyBundle, type BundleVerifyResult, type CheckpointLogFacts } from '../receipt/bundle-verify.js';
 import { checkpointStatePaths, hashRef, linesBackwards, readFrontierFile, type CheckpointLogFailure } from '../receipt/checkpoint.js';
@@ -24,7 +25,6 @@ import { chainHashOf, receiptLeafOf } from '../receipt/receipt.js';
 import { JsonlReceiptFiles, firstLine, listSegments, receiptSeqOf } from '../receipt/retention.js';
 import { readReceiptLines, verifyReceiptFile, type ChainStart, type VerificationKeys, type VerifyResult } from '../receipt/verify.js';
 import { usageError } from './args.js';
-import { makeFolder } from './folders.js';
 import { EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, type CliIO, type Command } from './io.js';
 import { keysOfJwksFile } from './receipt.js';
 

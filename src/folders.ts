@@ -1,12 +1,12 @@
 /**
- * Creating the folder a command writes into, one level at a time from the nearest folder that
- * exists. Not `mkdirSync(dir, { recursive: true })`: under /proc, mkdir answers ENOENT for a folder
+ * Creating the folder of a file chio writes (a signing seed, an export bundle), one level at a time
+ * from the nearest folder that exists. Not `mkdirSync(dir, { recursive: true })`: under /proc, mkdir answers ENOENT for a folder
  * whose parent exists, and Node's recursive mkdir retries the parent forever at 100% CPU
  * (`chio keys generate --out /proc/nope/x.seed` hung: QA finding). Here the first error ends it.
  */
 import { mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { ChioError } from '../errors.js';
+import { ChioError } from './errors.js';
 
 /** Creates `dir` and its missing parents (mode 0700, as the service creates its data folders). Throws ChioError io_error. */
 export function makeFolder(dir: string, mode = 0o700): void {
