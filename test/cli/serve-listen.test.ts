@@ -26,13 +26,18 @@ async function occupied(): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
-function serve(listen: string): Promise<{ code: number | null; err: string; ms: number }> {
+/**
+ * `chio serve` in a fresh folder holding policy.yaml and a chio.yaml listening on `listen`, with the
+ * arguments `args(chio.yaml)` and `env` (default: this process's); killed after 15 s (a service that started).
+ */
+function runServe(listen: string, args: (config: string) => string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; err: string; ms: number }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'chio-listen-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
-  writeFileSync(path.join(dir, 'chio.yaml'), ['schema: chio.config.v1', `listen: ${listen}`, 'policy: ./policy.yaml', 'keys: { receipt_signing_seed: ./data/kernel.seed }', ''].join('\n'));
+  const config = path.join(dir, 'chio.yaml');
+  writeFileSync(config, ['schema: chio.config.v1', `listen: ${listen}`, 'policy: ./policy.yaml', 'keys: { receipt_signing_seed: ./data/kernel.seed }', ''].join('\n'));
   const started = Date.now();
-  const child = spawn(process.execPath, [CHIO, 'serve', '--config', path.join(dir, 'chio.yaml')], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [CHIO, 'serve', ...args(config)], { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
@@ -42,6 +47,10 @@ function serve(listen: string): Promise<{ code: number | null; err: string; ms: 
       resolve({ code, err, ms: Date.now() - started });
     }),
   );
+}
+
+function serve(listen: string): Promise<{ code: number | null; err: string; ms: number }> {
+  return runServe(listen, (config) => ['--config', config]);
 }
 
 describe('chio serve with a listener address in use', () => {
@@ -70,23 +79,10 @@ describe('chio serve with a listener address in use', () => {
   }, 20_000);
 });
 
-/** `chio serve` with these arguments and environment in a fresh folder; killed after 15 s (a service that started). */
-function serveArgs(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; err: string }> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'chio-empty-config-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
-  // a config that would start (ports chosen by the OS): only an empty setting may stop it
-  writeFileSync(path.join(dir, 'chio.yaml'), ['schema: chio.config.v1', 'listen: { grpc: 127.0.0.1:0, admin: 127.0.0.1:0 }', 'policy: ./policy.yaml', 'keys: { receipt_signing_seed: ./data/kernel.seed }', ''].join('\n'));
-  const child = spawn(process.execPath, [CHIO, 'serve', ...args], { cwd: dir, env: { PATH: process.env['PATH'], ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  return new Promise((resolve) =>
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, err });
-    }),
-  );
+/** `chio serve ARGS` with only PATH and `env` set, where a config that would start (ports chosen by the OS) is chio.yaml: only an empty setting may stop it. */
+async function serveArgs(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; err: string }> {
+  const { code, err } = await runServe('{ grpc: 127.0.0.1:0, admin: 127.0.0.1:0 }', () => args, { PATH: process.env['PATH'], ...env });
+  return { code, err };
 }
 
 describe('chio serve with an empty --config or CHIO_CONFIG', () => {

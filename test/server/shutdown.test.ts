@@ -8,13 +8,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { healthClient } from '../helpers/health-client.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createCheckClient } from '../../src/check/client.js';
 import { keyFromSeed } from '../../src/keys.js';
 import { verificationKeys, verifyReceiptFile } from '../../src/receipt/verify.js';
+import { healthClient } from '../helpers/health-client.js';
 import { demoPolicy, fixtureRequest } from '../helpers/service.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');

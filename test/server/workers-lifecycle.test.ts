@@ -4,18 +4,14 @@
  * died, /metrics while a worker is away, a config edited under a running service, and the primary
  * killed outright. Each case runs its own service (bin/chio.js, node:cluster) in a temp folder.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCheckClient, type CheckClient } from '../../src/check/client.js';
+import { killServe, spawnServe, waitFor, type ServeProcess } from '../helpers/chio-process.js';
 import { demoPolicy, fixtureRequest } from '../helpers/service.js';
 import { breakStore } from '../receipt/store-service.js';
-
-const ROOT = path.resolve(import.meta.dirname, '..', '..');
-const CHIO = path.join(ROOT, 'bin', 'chio.js');
 
 interface Ready {
   grpc: string;
@@ -24,36 +20,14 @@ interface Ready {
   workerPids: number[];
 }
 
-interface Running {
-  dir: string;
-  child: ChildProcess;
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
-  /** every log line (JSON) so far */
-  logs: Array<Record<string, unknown>>;
-  ready: Promise<Ready>;
-}
+type Running = ServeProcess<Ready>;
 
 const running: Running[] = [];
 const clients: CheckClient[] = [];
 afterEach(async () => {
   for (const c of clients.splice(0)) c.close();
-  for (const r of running.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    for (const line of r.logs) {
-      const pids = line['workerPids'];
-      if (Array.isArray(pids)) for (const pid of pids) killQuietly(pid as number);
-    }
-    rmSync(r.dir, { recursive: true, force: true });
-  }
+  for (const r of running.splice(0)) killServe(r);
 });
-
-function killQuietly(pid: number): void {
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    /* gone */
-  }
-}
 
 function configText(extra = ''): string {
   return [
@@ -74,39 +48,10 @@ function serve(opts: { config?: string; dir?: string; workers?: number } = {}): 
     writeFileSync(path.join(dir, 'policy.yaml'), demoPolicy());
     writeFileSync(path.join(dir, 'chio.yaml'), opts.config ?? configText());
   }
-  const started = Date.now();
   const workers = opts.workers === 1 ? [] : ['--workers', String(opts.workers ?? 2)];
-  const child = spawn(process.execPath, [CHIO, 'serve', ...workers, '--config', path.join(dir, 'chio.yaml')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  const logs: Array<Record<string, unknown>> = [];
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal, ms: Date.now() - started })),
-  );
-  const ready = new Promise<Ready>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const obj = JSON.parse(line) as Record<string, unknown>;
-        logs.push(obj);
-        if (obj['msg'] === 'chio-authz ready') resolve(obj as unknown as Ready);
-      } catch {
-        /* not JSON */
-      }
-    });
-    void exit.then((e) => reject(new Error(`exited before ready: ${JSON.stringify(e)}`)));
-  });
-  ready.catch(() => undefined);
-  const r = { dir, child, exit, logs, ready };
+  const r = spawnServe<Ready>(dir, [...workers, '--config', path.join(dir, 'chio.yaml')]);
   running.push(r);
   return r;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const isAlive = (pid: number): boolean => {

@@ -6,11 +6,9 @@
  * read an empty list). A worker that does not confirm makes the answer 503, never 201.
  * Each case runs its own service (bin/chio.js, node:cluster: `npm run build` first) in a temp folder.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createCheckClient, type CheckClient } from '../../src/check/client.js';
 import { startCapabilities } from '../../src/capability/service.js';
@@ -18,11 +16,10 @@ import { parseConfig } from '../../src/config/load.js';
 import { ChioError } from '../../src/errors.js';
 import { compilePolicy } from '../../src/policy/load.js';
 import { migrate } from '../../src/receipt/pg/migrate.js';
+import { killServe, signalQuietly, spawnServe, waitFor, type ServeProcess } from '../helpers/chio-process.js';
 import { demoPolicy, fixtureRequest, recordingLogger, type FixtureRequest } from '../helpers/service.js';
 import { createTestSchema, PgProxy, SKIP_PG } from '../pg/support/pg.js';
 
-const ROOT = path.resolve(import.meta.dirname, '..', '..');
-const CHIO = path.join(ROOT, 'bin', 'chio.js');
 const TOKEN = 'workers-revocations-admin-token';
 /** a line a person might add by hand: not a revocation line (an id followed by a comment) */
 const BAD_LINE = 'cap-01M8D4AMZ01TK0FBRK09R70JCY  # revoked by hand';
@@ -35,14 +32,7 @@ interface Ready {
   workerPids: number[];
 }
 
-interface Running {
-  dir: string;
-  child: ChildProcess;
-  exit: Promise<number | null>;
-  /** every log line (JSON) so far, the workers' too (they share the primary's stdout) */
-  logs: Array<Record<string, unknown>>;
-  ready: Promise<Ready>;
-}
+type Running = ServeProcess<Ready>;
 
 interface Verdict {
   code: number;
@@ -55,23 +45,8 @@ const stopped: number[] = [];
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
   for (const pid of stopped.splice(0)) signalQuietly(pid, 'SIGCONT');
-  for (const r of running.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    for (const line of r.logs) {
-      const pids = line['workerPids'];
-      if (Array.isArray(pids)) for (const pid of pids) signalQuietly(pid as number, 'SIGKILL');
-    }
-    rmSync(r.dir, { recursive: true, force: true });
-  }
+  for (const r of running.splice(0)) killServe(r);
 });
-
-function signalQuietly(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(pid, signal);
-  } catch {
-    /* gone */
-  }
-}
 
 /** A service with capability issuance and a revocations file, 2 workers; `extra` config lines, `env` added. */
 function serve(extra: string[] = [], env: NodeJS.ProcessEnv = {}): Running {
@@ -95,35 +70,9 @@ function serve(extra: string[] = [], env: NodeJS.ProcessEnv = {}): Running {
       '',
     ].join('\n'),
   );
-  const child = spawn(process.execPath, [CHIO, 'serve', '--workers', '2', '--config', path.join(dir, 'chio.yaml')], { cwd: dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const logs: Array<Record<string, unknown>> = [];
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const ready = new Promise<Ready>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const obj = JSON.parse(line) as Record<string, unknown>;
-        logs.push(obj);
-        if (obj['msg'] === 'chio-authz ready') resolve(obj as unknown as Ready);
-      } catch {
-        /* not JSON */
-      }
-    });
-    void exit.then((code) => reject(new Error(`exited before ready: ${code}`)));
-  });
-  ready.catch(() => undefined);
-  const r = { dir, child, exit, logs, ready };
+  const r = spawnServe<Ready>(dir, ['--workers', '2', '--config', path.join(dir, 'chio.yaml')], env);
   running.push(r);
   return r;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 50));
-  }
 }
 
 async function post(ready: Ready, p: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -213,7 +162,7 @@ describe('chio serve --workers 2: POST /v1/revocations with a revocations file t
     for (const c of clients.splice(0)) c.close();
     expectRevokedEverywhere(await checkEverywhere(r, ready, token));
     r.child.kill('SIGTERM');
-    expect(await r.exit).toBe(0);
+    expect((await r.exit).code).toBe(0);
   }, 60_000);
 });
 
@@ -246,7 +195,7 @@ describe('chio serve --workers 2: a worker restarted after the revocations file 
     expect(receiptLines(r.dir, 1).length).toBeGreaterThan(receiptsBefore);
     expect(await listedRevocations(ready)).toEqual([id]);
     r.child.kill('SIGTERM');
-    expect(await r.exit).toBe(0);
+    expect((await r.exit).code).toBe(0);
   }, 60_000);
 });
 
@@ -278,7 +227,7 @@ describe('chio serve --workers 2: a worker that does not confirm a revocation', 
     expect(retried.status).toBe(200); // already recorded; every worker confirmed this time
     expectRevokedEverywhere(await checkEverywhere(r, ready, token));
     r.child.kill('SIGTERM');
-    expect(await r.exit).toBe(0);
+    expect((await r.exit).code).toBe(0);
   }, 60_000);
 });
 
